@@ -1,0 +1,72 @@
+"""Hyperparameter checks. Messages are torch.optim's word for word where torch has one, so
+that code written against torch's errors keeps working; each names the argument and the value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) or isinstance(x, Tensor)
+
+
+def non_negative(value: Any, what: str) -> None:
+    """``0 ≤ value`` (NaN fails), else ``ValueError("Invalid {what}: {value}")``."""
+    if not _is_number(value):
+        raise TypeError(f"Invalid {what}: {value!r} (expected a number)")
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {what}: {value}")
+
+
+def lr(value: Any) -> None:
+    """A learning rate: a number ≥ 0 or a 1-element tensor."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    non_negative(value, "learning rate")
+
+
+def beta(value: Any, index: int) -> None:
+    """``0 ≤ β < 1``, the ``index``-th entry of ``betas``."""
+    if not _is_number(value):
+        raise TypeError(f"Invalid beta parameter at index {index}: {value!r} (expected a number)")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid beta parameter at index {index}: {value}")
+
+
+def betas(values: Any, *, foreach: bool | None, capturable: bool) -> tuple[Any, Any]:
+    """Adam's ``betas``: two floats or two 1-element tensors; returns them squeezed."""
+    if not isinstance(values, (tuple, list)) or len(values) != 2:
+        raise ValueError(f"Invalid betas: {values!r} (expected a pair (beta1, beta2))")
+    for i, b in enumerate(values):
+        beta(b, i)
+    floats = all(isinstance(b, float) for b in values)
+    tensors = all(isinstance(b, Tensor) for b in values)
+    if not (floats or tensors):
+        raise ValueError("betas must be either both floats or both Tensors")
+    if tensors:
+        for i, b in enumerate(values):
+            if not capturable and foreach:
+                raise ValueError(
+                    f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True"
+                )
+            if b.numel() != 1:
+                raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        return tuple(b.squeeze() if b.dim() != 0 else b for b in values)  # type: ignore[return-value]
+    return tuple(values)  # type: ignore[return-value]
+
+
+def tensor_lr_with_foreach(value: Any, *, foreach: bool | None, capturable: bool) -> None:
+    """torch's Adam family: a tensor lr needs capturable when foreach is asked for."""
+    if isinstance(value, Tensor) and foreach and not capturable:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+
+
+def implementation(*, foreach: bool | None, fused: bool | None, differentiable: bool) -> None:
+    """The implementation flags torch accepts together."""
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")

@@ -1,0 +1,323 @@
+"""torch.optim's optimizers, each a composition of momenta's rules.
+
+Drop-in replacements: same constructor (names, order, defaults), same ``defaults`` and
+param-group keys, same state keys, same errors, same numbers (to float64 rounding).
+
+| optimizer | m | V |
+|---|---|---|
+| :class:`SGD` | ``g``, or torch's momentum buffer (``nesterov``) | ``1`` |
+| :class:`Adam` | ``EMA(g)``, bias-corrected | ``EMA(g²)``, bias-corrected (``max`` with amsgrad) |
+| :class:`AdamW` | as Adam | as Adam; weight decay decoupled |
+| :class:`Adagrad` | ``g`` | ``Σ g²`` |
+| :class:`RMSprop` | ``g``, or momentum over ``g/√V`` | ``EMA(g²)`` (centered: ``− EMA(g)²``) |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .engine import Optimizer, Rules
+from .engine import validation as check
+from .engine.optimizer import ParamsT
+from .rules import EMA, AMSGrad, EMASq, Gradient, Momentum, One, SumSq
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with momentum.
+
+        buf = μ·buf + (1−τ)·g   (buf₁ = g)        m = buf, or g + μ·buf (nesterov)
+        V = 1                                      w ← w − lr·m
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3); a float or a 1-element tensor.
+        momentum: μ (default 0: m = g and no buffer is kept).
+        dampening: τ (default 0).
+        weight_decay: L2 penalty λ, added to g (default 0).
+        nesterov: Nesterov momentum (default False).
+        maximize: ascend instead of descend (default False).
+        foreach, differentiable, fused: accepted as in torch.optim.SGD.
+
+    Source: Robbins & Monro, "A Stochastic Approximation Method", 1951; Polyak, 1964;
+    Sutskever et al., ICML 2013. Matches ``torch.optim.SGD``.
+    """
+
+    sparse_error = None
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        check.lr(lr)
+        check.non_negative(momentum, "momentum value")
+        check.non_negative(weight_decay, "weight_decay value")
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, maximize=maximize, foreach=foreach,
+            differentiable=differentiable, fused=fused,
+        )  # fmt: skip
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, defaults)
+        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        mu = group["momentum"]
+        first = (
+            Momentum(mu, group["dampening"], group["nesterov"]) if mu != 0 else Gradient()
+        )
+        return Rules(first, One(), count_steps=False)
+
+
+class Adam(Optimizer):
+    """Adam: adaptive moment estimation.
+
+        m = β₁·m + (1−β₁)·g,   m̂ = m/(1−β₁ᵗ)
+        V = β₂·V + (1−β₂)·g²,  V̂ = V/(1−β₂ᵗ)   (amsgrad: V ← max(V_max, V))
+        w ← w − lr·m̂/(√V̂ + ε)
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3); a float or a 1-element tensor.
+        betas: (β₁, β₂) (default (0.9, 0.999)); two floats or two 1-element tensors.
+        eps: ε, added to √V̂ (default 1e-8).
+        weight_decay: λ (default 0): L2 added to g, or decoupled (AdamW) when
+            ``decoupled_weight_decay``.
+        amsgrad: divide by the running maximum of V (default False).
+        foreach, maximize, capturable, differentiable, fused: as in torch.optim.Adam.
+        decoupled_weight_decay: ``w ← w·(1 − lr·λ)`` instead of L2 (default False).
+
+    Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+    Reddi et al., ICLR 2018 (AMSGrad). Matches ``torch.optim.Adam``.
+    """
+
+    sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        check.tensor_lr_with_foreach(lr, foreach=foreach, capturable=capturable)
+        check.lr(lr)
+        check.non_negative(eps, "epsilon value")
+        check.beta(betas[0], 0)
+        check.beta(betas[1], 1)
+        check.non_negative(weight_decay, "weight_decay value")
+        betas = check.betas(betas, foreach=foreach, capturable=capturable)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, foreach=foreach, capturable=capturable,
+            differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        check.tensor_lr_with_foreach(
+            group["lr"], foreach=group["foreach"], capturable=group["capturable"]
+        )
+        beta1, beta2 = group["betas"]
+        second = EMASq(beta2, bias_correction=True)
+        return Rules(
+            EMA(beta1, bias_correction=True),
+            AMSGrad(second) if group["amsgrad"] else second,
+            weight_decay="decoupled" if group["decoupled_weight_decay"] else "coupled",
+        )
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay.
+
+        w ← w·(1 − lr·λ)
+        m = β₁·m + (1−β₁)·g,   m̂ = m/(1−β₁ᵗ)
+        V = β₂·V + (1−β₂)·g²,  V̂ = V/(1−β₂ᵗ)   (amsgrad: V ← max(V_max, V))
+        w ← w − lr·m̂/(√V̂ + ε)
+
+    Args:
+        params, lr, betas, eps, amsgrad, maximize, foreach, capturable, differentiable,
+        fused: as :class:`Adam`.
+        weight_decay: λ (default 1e-2), decoupled from the gradient.
+
+    Source: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+    Matches ``torch.optim.AdamW``.
+    """
+
+    sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+            maximize=maximize, capturable=capturable, differentiable=differentiable,
+            fused=fused, decoupled_weight_decay=True,
+        )  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # AdamW is always decoupled, as in torch
+            group["decoupled_weight_decay"] = True
+
+
+class Adagrad(Optimizer):
+    """Adagrad: per-coordinate step sizes from the sum of squared gradients.
+
+        m = g
+        V = V₀ + Σ g²
+        w ← w − lr/(1 + (t−1)·lr_decay) · m/(√V + ε)
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-2).
+        lr_decay: learning-rate decay (default 0).
+        weight_decay: L2 penalty added to g (default 0).
+        initial_accumulator_value: V₀ (default 0).
+        eps: ε, added to √V (default 1e-10).
+        foreach, maximize, differentiable, fused: as in torch.optim.Adagrad.
+
+    Sparse gradients are accepted and densified (same numbers as torch; not its memory
+    savings). Source: Duchi, Hazan & Singer, JMLR 2011. Matches ``torch.optim.Adagrad``,
+    which creates the state of every parameter at construction.
+    """
+
+    sparse_error = None
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        check.lr(lr)
+        check.non_negative(lr_decay, "lr_decay value")
+        check.non_negative(weight_decay, "weight_decay value")
+        check.non_negative(initial_accumulator_value, "initial_accumulator_value value")
+        check.non_negative(eps, "epsilon value")
+        defaults = dict(
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+            maximize=maximize, differentiable=differentiable, fused=fused,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p] = self.new_state(p, group)
+
+    def check_sparse_weight_decay(self) -> None:
+        raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        # torch fills the accumulator from the constructor's value, whatever the group says
+        initial = self.defaults["initial_accumulator_value"]
+        return Rules(Gradient(), SumSq(initial, group["lr_decay"]))
+
+    def share_memory(self) -> None:
+        """Move the ``sum`` buffers to shared memory (for Hogwild-style training)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["sum"].share_memory_()
+
+
+class RMSprop(Optimizer):
+    """RMSprop: divide the gradient by a running root-mean-square.
+
+        V = α·V + (1−α)·g²      (centered: ḡ = α·ḡ + (1−α)·g, V ← V − ḡ²)
+        m = g/(√V + ε), or with momentum μ: buf = μ·buf + g/(√V + ε), m = buf
+        w ← w − lr·m
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-2).
+        alpha: α, the decay of the average of g² (default 0.99).
+        eps: ε, added to √V (default 1e-8).
+        weight_decay: L2 penalty added to g (default 0).
+        momentum: μ (default 0); momentum is taken over the preconditioned gradient.
+        centered: normalise by the variance estimate instead of the raw second moment.
+        capturable, foreach, maximize, differentiable: as in torch.optim.RMSprop.
+
+    Source: Tieleman & Hinton, COURSERA lecture 6.5, 2012; Graves, 2013 (centered).
+    Matches ``torch.optim.RMSprop``.
+    """
+
+    sparse_error = "RMSprop does not support sparse gradients"
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        check.lr(lr)
+        check.non_negative(eps, "epsilon value")
+        check.non_negative(momentum, "momentum value")
+        check.non_negative(weight_decay, "weight_decay value")
+        check.non_negative(alpha, "alpha value")
+        defaults = dict(
+            lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+            weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+            maximize=maximize, differentiable=differentiable,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        second = EMASq(group["alpha"], centered=group["centered"], name="square_avg")
+        if group["momentum"] > 0:
+            return Rules(Momentum(group["momentum"]), second, precondition="gradient")
+        return Rules(Gradient(), second)
+
+
+__all__ = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]
