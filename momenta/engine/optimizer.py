@@ -138,9 +138,10 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     # -- state_dict compatibility --------------------------------------------------------
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        defaults = dict(getattr(self, "defaults", {}))  # before torch adds its own keys
         super().__setstate__(state)
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
+        for group in self.param_groups:  # groups saved by older versions lack newer keys
+            for key, value in defaults.items():
                 group.setdefault(key, value)
             on_device = bool(group.get("capturable")) or bool(group.get("fused"))
             for p in group["params"]:

@@ -100,6 +100,8 @@ def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules,
     complex_ = p.is_complex()
     g = real(g)
     buffers = {k: real(v) for k, v in state.items() if k != "step"}
+    if torch.is_grad_enabled():  # differentiable=True: autograd may have saved the buffers,
+        buffers = {k: v.clone() for k, v in buffers.items()}  # which are written below
     first, second = rules.first, rules.second
 
     if rules.precondition == "moment":

@@ -1,0 +1,161 @@
+"""Rules are small immutable values doing pure tensor math; Rules joins them as documented."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import momenta
+from momenta import Rules
+from momenta.rules import EMA, AMSGrad, EMASq, FirstMoment, Gradient, Momentum, One, SecondMoment, SumSq
+
+FIRST = [Gradient(), EMA(0.9), EMA(0.8, bias_correction=True), Momentum(0.9), Momentum(0.9, 0.1), Momentum(0.9, nesterov=True)]
+SECOND = [One(), SumSq(), SumSq(0.1, 0.5), EMASq(0.99), EMASq(0.9, bias_correction=True), EMASq(0.9, centered=True), AMSGrad(EMASq(0.99, True))]
+
+
+def _state(rule, p):
+    state = rule.init(p)
+    return {k: v + torch.rand_like(v) for k, v in state.items()}
+
+
+@pytest.mark.parametrize("rule", FIRST + SECOND, ids=repr)
+def test_rules_are_frozen_values(rule):
+    assert dataclasses.is_dataclass(rule)
+    field = dataclasses.fields(rule)[0].name if dataclasses.fields(rule) else None
+    if field:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(rule, field, 0.5)
+    assert rule == dataclasses.replace(rule)
+    assert rule.formula
+
+
+@pytest.mark.parametrize("rule", FIRST + SECOND, ids=repr)
+def test_update_is_pure(rule):
+    p, g, m = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    state = _state(rule, p)
+    before = {k: v.clone() for k, v in state.items()}
+    g0 = g.clone()
+    if isinstance(rule, FirstMoment):
+        out, updates = rule.update(state, g, 3.0)
+    else:
+        out, updates = rule.update(state, g, m, 3.0)
+    assert torch.equal(g, g0)
+    assert all(torch.equal(state[k], before[k]) for k in state)
+    assert set(updates) <= set(state) | {"momentum_buffer"}
+    assert out is None or out.shape == p.shape
+
+
+def test_first_moment_formulas():
+    g = torch.tensor([2.0])
+    m, up = EMA(0.9).update({"exp_avg": torch.tensor([1.0])}, g, 1.0)
+    torch.testing.assert_close(m, torch.tensor([0.9 * 1 + 0.1 * 2]))
+    assert EMA(0.9, bias_correction=True).correction(2.0) == pytest.approx(1 - 0.81)
+    m, up = Momentum(0.9, 0.5).update({}, g, 1.0)  # first step: buf = g, no dampening
+    assert torch.equal(m, g) and torch.equal(up["momentum_buffer"], g)
+    m, up = Momentum(0.9, 0.5).update({"momentum_buffer": torch.tensor([1.0])}, g, 2.0)
+    torch.testing.assert_close(m, torch.tensor([0.9 + 0.5 * 2]))
+    m, _ = Momentum(0.9, nesterov=True).update({"momentum_buffer": torch.tensor([1.0])}, g, 2.0)
+    torch.testing.assert_close(m, torch.tensor([2 + 0.9 * (0.9 + 2)]))
+
+
+def test_second_moment_formulas():
+    g = torch.tensor([2.0])
+    v, _ = SumSq().update({"sum": torch.tensor([1.0])}, g, None, 1.0)
+    assert torch.equal(v, torch.tensor([5.0]))
+    assert SumSq(lr_decay=0.5).decay(3.0) == 2.0
+    v, up = EMASq(0.5, centered=True).update(
+        {"exp_avg_sq": torch.tensor([1.0]), "grad_avg": torch.tensor([1.0])}, g, None, 1.0
+    )
+    torch.testing.assert_close(v, torch.tensor([0.5 + 0.5 * 4 - 1.5**2]))
+    v, up = AMSGrad(EMASq(0.5)).update(
+        {"exp_avg_sq": torch.tensor([10.0]), "max_exp_avg_sq": torch.tensor([3.0])}, g, None, 1.0
+    )
+    assert torch.equal(v, torch.tensor([7.0])) and torch.equal(up["max_exp_avg_sq"], v)
+    with pytest.raises(ValueError, match="AMSGrad needs a second moment"):
+        AMSGrad(One()).update({"max_exp_avg_sq": g}, g, None, 1.0)
+
+
+def test_rules_validate_themselves():
+    with pytest.raises(TypeError, match="Rules.first must be a FirstMoment"):
+        Rules(EMASq(0.9))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Rules.second must be a SecondMoment"):
+        Rules(EMA(0.9), EMA(0.9))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Invalid Rules.precondition: 'after'"):
+        Rules(precondition="after")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs the step count"):
+        Rules(EMA(0.9, bias_correction=True), count_steps=False)
+
+
+class _Fixed(momenta.Optimizer):
+    def __init__(self, params, rules, **defaults):
+        self._rules = rules
+        super().__init__(params, defaults)
+
+    def rules(self, group):
+        return self._rules
+
+
+def _one_step(rules, p0, g, **defaults):
+    p = p0.clone().requires_grad_()
+    p.grad = g.clone()
+    _Fixed([p], rules, **defaults).step()
+    return p.detach()
+
+
+def test_eps_placement_and_zero_over_zero():
+    p0, g = torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([2.0, 0.0], dtype=torch.float64)
+    out = _one_step(Rules(Gradient(), SumSq()), p0, g, lr=0.1, eps=0.5)
+    assert out[0].item() == pytest.approx(1 - 0.1 * 2 / (2 + 0.5), rel=1e-15)
+    out = _one_step(Rules(Gradient(), SumSq(), eps="inside"), p0, g, lr=0.1, eps=0.5)
+    assert out[0].item() == pytest.approx(1 - 0.1 * 2 / (4 + 0.5) ** 0.5, rel=1e-15)
+    assert torch.isnan(_one_step(Rules(Gradient(), SumSq()), p0, g, lr=0.1)[1])
+    out = _one_step(Rules(Gradient(), SumSq(), zero_over_zero=True), p0, g, lr=0.1)
+    assert torch.equal(out, torch.tensor([0.9, 1.0], dtype=torch.float64))
+
+
+def test_precondition_gradient_puts_momentum_after_division():
+    p0, g = torch.tensor([1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
+    rules = Rules(Momentum(0.9), SumSq(), precondition="gradient")
+    p = p0.clone().requires_grad_()
+    opt = _Fixed([p], rules, lr=0.1, eps=0.0)
+    for _ in range(2):
+        p.grad = g.clone()
+        opt.step()
+    d1, d2 = 2 / 2, 2 / 8**0.5  # g/√V at steps 1 and 2
+    torch.testing.assert_close(p.detach(), p0 - 0.1 * d1 - 0.1 * (0.9 * d1 + d2))
+
+
+def test_decoupled_weight_decay_and_maximize():
+    p0, g = torch.tensor([2.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    out = _one_step(Rules(weight_decay="decoupled"), p0, g, lr=0.1, weight_decay=0.5, maximize=True)
+    torch.testing.assert_close(out, p0 * (1 - 0.05) + 0.1 * g)
+    out = _one_step(Rules(), p0, g, lr=0.1, weight_decay=0.5)
+    torch.testing.assert_close(out, p0 - 0.1 * (g + 0.5 * p0))
+
+
+def test_complex_parameters_use_their_real_view():
+    z = torch.tensor([1 + 2j], dtype=torch.complex128)
+    gz = torch.tensor([0.5 - 1j], dtype=torch.complex128)
+    out = _one_step(Rules(Gradient(), SumSq()), z, gz, lr=0.1, eps=0.0)
+    expected = torch.view_as_real(z) - 0.1 * torch.sign(torch.view_as_real(gz))
+    torch.testing.assert_close(torch.view_as_real(out), expected)
+
+
+def test_subclass_must_define_rules():
+    class Incomplete(momenta.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1))
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(TypeError, match="needs an 'lr'"):
+        _Fixed([torch.zeros(1, requires_grad=True)], Rules())
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"])
+def test_every_optimizer_states_its_formulas(name):
+    opt = getattr(momenta, name)([torch.zeros(1, requires_grad=True)])
+    f = opt.formulas()
+    assert set(f) == {"m", "V", "update"} and all(f.values())
