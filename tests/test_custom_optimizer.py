@@ -103,5 +103,7 @@ def test_readme_example_is_this_code():
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     source = Path(__file__).read_text()
-    example = source.split("# --- README")[1].split("\n", 1)[1].split("# --- end of README example")[0]
+    example = (
+        source.split("# --- README")[1].split("\n", 1)[1].split("# --- end of README example")[0]
+    )
     assert example.strip() in readme

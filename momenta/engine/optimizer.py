@@ -20,7 +20,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor
 
-from . import reference
+from . import flat, kernels, reference
 from .composition import Rules
 
 ParamsT = Any  # what torch.optim accepts: tensors, named tensors or param-group dicts
@@ -88,8 +88,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     def _step_group(self, group: dict[str, Any]) -> None:
         rules = self.rules(group)
         hyper = reference.Hyper.of(group)
+        done = self._flat_step(group, rules, hyper) if self._uses_flat(group, rules) else set()
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or id(p) in done:
                 continue
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
@@ -98,6 +99,63 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             reference.step(p, grad, state, rules, hyper)
             if state:
                 self.state[p] = state
+
+    # -- the fast path -------------------------------------------------------------------
+
+    def _uses_flat(self, group: dict[str, Any], rules: Rules) -> bool:
+        """Flat buffers unless the for-loop is asked for (``foreach=False``), autograd must
+        see the step (``differentiable``), or a rule is not elementwise."""
+        return (
+            kernels.config.flat
+            and group.get("foreach") is not False
+            and not group.get("differentiable")
+            and rules.first.elementwise
+            and rules.second.elementwise
+        )
+
+    def _buckets(self, index: int, group: dict[str, Any]) -> list[flat.Bucket]:
+        """The group's buckets, rebuilt when its parameters changed or moved."""
+        cache: dict[int, list[flat.Bucket]] = self.__dict__.setdefault("_flat_buckets", {})
+        buckets = cache.get(index, [])
+        with_grad = [p for p in group["params"] if p.grad is not None]
+        bucketed = {id(p) for b in buckets for p in b.params}
+        ours = {b.storage for b in buckets}
+
+        def takeable(p: Tensor) -> bool:
+            return flat.flattenable(p) and (
+                flat.owns_storage(p) or p.untyped_storage().data_ptr() in ours
+            )
+
+        stale = any(not b.holds(b.params) for b in buckets) or any(
+            id(p) not in bucketed and takeable(p) for p in with_grad
+        )
+        if stale or index not in cache:
+            by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+            for p in with_grad:
+                if takeable(p):
+                    by_kind.setdefault((p.device, p.dtype), []).append(p)
+            buckets = [flat.Bucket(ps) for ps in by_kind.values()]
+            cache[index] = buckets
+        return buckets
+
+    def _flat_step(self, group: dict[str, Any], rules: Rules, hyper: reference.Hyper) -> set[int]:
+        """Step every bucket that can take a flat step; return the ids of the parameters done."""
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        done: set[int] = set()
+        for bucket in self._buckets(index, group):
+            grads = [p.grad for p in bucket.params]
+            if any(g is None or g.is_sparse or g.shape != p.shape for g, p in zip(grads, bucket.params)):
+                continue  # torch skips a parameter without a gradient: the others step one by one
+            states = [self.state.get(p) or self.new_state(p, group, rules) for p in bucket.params]
+            if not (bucket.adopt_state(states) and bucket.steps_agree()):
+                continue
+            bucket.gather_grads()
+            bucket.step(rules, hyper, states)
+            for p, state in zip(bucket.params, states):
+                if state:  # as on the reference path: no entry for a stateless rule
+                    self.state[p] = state
+            done.update(id(p) for p in bucket.params)
+        return done
 
     def _gradient(self, p: Tensor, group: dict[str, Any]) -> Tensor:
         grad = p.grad

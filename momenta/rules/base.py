@@ -41,6 +41,10 @@ class Rule(ABC):
     #: The rule is a function of the step count ``t`` (bias correction, lr decay).
     needs_step: bool = False
 
+    #: Every output element depends only on the same element of its inputs, so the engine
+    #: may run the rule over flat buffers holding many parameters (its fast path).
+    elementwise: bool = True
+
     def init(self, p: Tensor) -> Updates:
         """The rule's buffers for parameter ``p`` before its first step (default: none)."""
         return {}

@@ -1,0 +1,318 @@
+"""The fast path (flat buffers, eager or compiled) gives the reference path's numbers, and
+keeps torch's semantics when parameters, gradients or state change underneath it."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import warnings
+
+import pytest
+import torch
+
+import momenta
+from momenta import Rules
+from momenta.engine import kernels
+from momenta.rules import EMA, AMSGrad, EMASq, Gradient, Momentum, One, SumSq
+
+FIRST = [Gradient(), EMA(0.9), EMA(0.8, bias_correction=True), Momentum(0.9, 0.1), Momentum(0.5, nesterov=True)]
+SECOND = [One(), SumSq(0.1, 0.01), EMASq(0.99), EMASq(0.9, bias_correction=True, centered=True), AMSGrad(EMASq(0.95, True))]
+OPTIONS = [
+    dict(),
+    dict(precondition="gradient", weight_decay="decoupled"),
+    dict(eps="inside", zero_over_zero=True),
+]
+COMPOSITIONS = [
+    pytest.param(Rules(f, s, **o), id=f"{f!r}+{s!r}+{o}")
+    for f, s, o in itertools.product(FIRST, SECOND, OPTIONS)
+    if not (isinstance(s, One) and o.get("precondition") == "gradient")
+]
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-6, atol=1e-6)}
+
+
+class Composed(momenta.Optimizer):
+    """Any Rules, fixed, with the engine's hyperparameters in the param groups."""
+
+    def __init__(self, params, rules, lr=0.01, eps=1e-8, weight_decay=0.0, maximize=False, foreach=None):
+        self._fixed = rules
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach))
+
+    def rules(self, group):
+        return self._fixed
+
+
+def make_params(dtype, complex_=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(7, 5), (5,), (), (2, 3, 4, 4), (0,)]
+    ps = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    ps[3] = ps[3].contiguous(memory_format=torch.channels_last)
+    out = [p.to(dtype) for p in ps]
+    if complex_:
+        out = [torch.complex(p, p.flip(0) if p.dim() else p) for p in out]
+    return [torch.nn.Parameter(p) for p in out]
+
+
+def grads_for(params, step, skip=()):
+    g = torch.Generator().manual_seed(100 + step)
+    for i, p in enumerate(params):
+        if i in skip:
+            p.grad = None
+            continue
+        noise = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
+        p.grad = (p.detach().sin() + noise).to(p.dtype)
+
+
+def train(opt, params, steps, skip_every=None):
+    for step in range(steps):
+        skip = (1,) if skip_every and step % skip_every == 0 else ()
+        grads_for(params, step, skip)
+        opt.step()
+
+
+def run_both(rules, dtype=torch.float64, steps=5, complex_=False, **kw):
+    results = []
+    for foreach in (False, None):  # reference path, fast path
+        params = make_params(dtype, complex_)
+        opt = Composed(params, rules, foreach=foreach, **kw)
+        train(opt, params, steps)
+        results.append((params, opt))
+    return results
+
+
+def assert_same(a, b, dtype, tol=None):
+    (pa, oa), (pb, ob) = a, b
+    tol = tol or TOL[dtype]
+    for x, y in zip(pa, pb):
+        torch.testing.assert_close(x.detach(), y.detach(), **tol)
+    sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].keys() == sb[k].keys()
+        for key in sa[k]:
+            torch.testing.assert_close(sa[k][key], sb[k][key], **tol)
+
+
+@pytest.mark.parametrize("rules", COMPOSITIONS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_flat_equals_reference_for_every_composition(rules, dtype):
+    ref, fast = run_both(rules, dtype, weight_decay=0.1, maximize=dtype == torch.float32)
+    assert_same(ref, fast, dtype)
+
+
+@pytest.mark.parametrize("rules", COMPOSITIONS[::7])
+def test_flat_equals_reference_complex(rules):
+    ref, fast = run_both(rules, torch.float64, complex_=True, weight_decay=0.1)
+    assert_same(ref, fast, torch.float64)
+
+
+def test_parameters_live_in_one_buffer_and_gradients_accumulate_there():
+    params = make_params(torch.float32)
+    opt = momenta.Adam(params, lr=0.01)
+    train(opt, params, 2)
+    storages = {p.untyped_storage().data_ptr() for p in params}
+    assert len(storages) == 1
+    assert params[3].is_contiguous(memory_format=torch.channels_last)
+    grad_ptrs = [p.grad.data_ptr() for p in params]
+    # zero_grad(set_to_none=False) + backward: autograd accumulates into the flat views
+    opt.zero_grad(set_to_none=False)
+    sum((p.float() ** 2).sum() for p in params if p.numel()).backward()
+    assert [p.grad.data_ptr() for p in params] == grad_ptrs
+    state = opt.state[params[0]]
+    assert state["exp_avg"].untyped_storage().data_ptr() == opt.state[params[1]]["exp_avg"].untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("via_model", [True, False])
+def test_zero_grad_variants_match_torch(set_to_none, via_model):
+    results = []
+    for cls in (torch.optim.AdamW, momenta.AdamW):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+        opt = cls(model.parameters(), lr=0.05)
+        x = torch.randn(16, 6, dtype=torch.float64)
+        for step in range(6):
+            (model if via_model else opt).zero_grad(set_to_none=set_to_none)
+            model(x + step).pow(2).mean().backward()
+            opt.step()
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_parameters_without_gradient_are_skipped_as_torch_skips_them():
+    results = []
+    for cls in (torch.optim.Adam, momenta.Adam):
+        params = make_params(torch.float64)
+        opt = cls(params, lr=0.05)
+        train(opt, params, 7, skip_every=3)
+        results.append((params, opt))
+    assert_same(results[0], results[1], torch.float64)
+    assert results[1][1].state[results[1][0][1]]["step"].item() == 4  # stepped 4 of 7 times
+
+
+def test_frozen_parameters_in_the_optimizer():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)).double()
+    model[0].weight.requires_grad_(False)
+    reference = copy.deepcopy(model)
+    opts = [torch.optim.Adam(reference.parameters(), lr=0.1), momenta.Adam(model.parameters(), lr=0.1)]
+    x = torch.randn(8, 4, dtype=torch.float64)
+    for step in range(5):
+        if step == 3:  # unfreeze: the engine must pick the parameter up
+            model[0].weight.requires_grad_(True)
+            reference[0].weight.requires_grad_(True)
+        for m, o in zip((reference, model), opts):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(reference.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("move", ["to-new-storage", "double-before-first-step"])
+def test_model_to_after_construction_is_detected(move):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    reference = copy.deepcopy(model)
+    opt, ref_opt = momenta.Adam(model.parameters(), lr=0.1), torch.optim.Adam(reference.parameters(), lr=0.1)
+    x = torch.randn(4, 5)
+    for step in range(4):
+        if move == "double-before-first-step" and step == 0:
+            model.double(), reference.double()
+            x = x.double()
+        if move == "to-new-storage" and step == 2:  # what .to(other_device) does
+            model._apply(lambda t: t.clone())
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == 1
+
+
+def test_replaced_data_and_loaded_model_weights_are_used():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 3).double()
+    opt = momenta.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    model(x).sum().backward()
+    opt.step()
+    new_weight = torch.zeros(3, 3, dtype=torch.float64)
+    model.weight.data = new_weight.clone()  # re-pointed: the optimizer must follow
+    model.load_state_dict({"weight": torch.ones(3, 3, dtype=torch.float64), "bias": torch.zeros(3, dtype=torch.float64)})
+    opt.zero_grad()
+    model(x).sum().backward()
+    grad = model.weight.grad.clone()
+    buf = opt.state[model.weight]["momentum_buffer"].clone()
+    opt.step()
+    torch.testing.assert_close(model.weight.detach(), torch.ones(3, 3, dtype=torch.float64) - 0.1 * (0.9 * buf + grad))
+
+
+def test_param_group_added_later_and_state_dict_reload():
+    params = make_params(torch.float64)
+    opt = momenta.Adam(params[:2], lr=0.05)
+    ref_params = make_params(torch.float64)
+    ref = torch.optim.Adam(ref_params[:2], lr=0.05)
+    for o, ps in ((opt, params), (ref, ref_params)):
+        train(o, ps, 2)
+        o.add_param_group({"params": ps[2:], "lr": 0.01})
+        train(o, ps, 2)
+    opt.load_state_dict(ref.state_dict())  # torch's tensors replace the flat views
+    for o, ps in ((opt, params), (ref, ref_params)):
+        train(o, ps, 3)
+    assert_same((ref_params, ref), (params, opt), torch.float64)
+
+
+def test_foreign_views_are_not_taken_over():
+    buffer = torch.zeros(10, dtype=torch.float64)
+    a, b = torch.nn.Parameter(torch.ones(4, dtype=torch.float64)), torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
+    a.data, b.data = buffer[:4], buffer[4:]  # someone else's bucket (ZeroRedundancyOptimizer)
+    opt = momenta.SGD([a, b], lr=0.5)
+    a.grad, b.grad = torch.ones(4, dtype=torch.float64), torch.ones(6, dtype=torch.float64)
+    opt.step()
+    assert a.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(buffer, torch.full((10,), -0.5, dtype=torch.float64))
+
+
+# -- compiled kernels -------------------------------------------------------------------
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+    monkeypatch.setattr(kernels.config, "compile", True)
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    return torch._dynamo.utils.counters
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param(Rules(EMA(0.9, True), AMSGrad(EMASq(0.999, True)), weight_decay="decoupled"), id="adamw-amsgrad"),
+        pytest.param(Rules(Momentum(0.9), EMASq(0.99, centered=True, name="square_avg"), precondition="gradient"), id="rmsprop-momentum"),
+    ],
+)
+def test_compiled_equals_reference(compiled, rules):
+    before = compiled["stats"]["unique_graphs"]
+    # Inductor contracts a·b + c into fused multiply-adds: float32 differs from eager in the
+    # last bits, and the centered variance V − ḡ² (a difference of close numbers) scales
+    # that by up to ~10 over four steps
+    tolerance = {torch.float64: TOL[torch.float64], torch.float32: dict(rtol=1e-5, atol=1e-6)}
+    for dtype in (torch.float64, torch.float32):
+        ref, fast = run_both(rules, dtype, steps=4, weight_decay=0.1)
+        assert_same(ref, fast, dtype, tolerance[dtype])
+    assert compiled["stats"]["unique_graphs"] > before  # a kernel really was compiled
+
+
+def test_schedules_cause_no_recompilation(compiled):
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]
+    opt = momenta.AdamW(params, lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=101)
+    grads_for(params, 0)
+    opt.step()  # first step: state is adopted (eager)
+    sched.step()
+    grads_for(params, 1)
+    opt.step()  # second step: compiled
+    sched.step()
+    graphs = compiled["stats"]["unique_graphs"]
+    betas = set()
+    for step in range(2, 101):
+        grads_for(params, step)
+        opt.step()
+        sched.step()
+        betas.add(opt.param_groups[0]["betas"][0])
+    assert compiled["stats"]["unique_graphs"] == graphs, "a schedule recompiled the kernel"
+    assert len(betas) > 50  # lr and beta1 really changed every step
+    # another instance with the same rules shares the kernel: no compilation either
+    other = [torch.nn.Parameter(torch.randn(300))]
+    opt2 = momenta.AdamW(other, lr=0.5, betas=(0.8, 0.9))
+    for step in range(3):
+        grads_for(other, step)
+        opt2.step()
+    assert compiled["stats"]["unique_graphs"] == graphs
+
+
+def test_compilation_off_warns_once_and_gives_the_same_numbers(monkeypatch):
+    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+    monkeypatch.setattr(kernels.config, "compile", False)
+    monkeypatch.setattr(kernels, "_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ref, fast = run_both(Rules(EMA(0.9, True), EMASq(0.999, True)), torch.float64, steps=4)
+        run_both(Rules(Gradient(), SumSq()), torch.float64, steps=2)
+    assert_same(ref, fast, torch.float64)
+    messages = [str(w.message) for w in caught if "compiled kernels are off" in str(w.message)]
+    assert len(messages) == 1
+
+
+def test_small_buckets_never_compile(monkeypatch):
+    monkeypatch.setattr(kernels.config, "compile", True)
+    before = dict(torch._dynamo.utils.counters["stats"])
+    for _ in range(50):  # many short-lived instances, as in tests
+        params = make_params(torch.float32)
+        opt = momenta.Adam(params, lr=0.01)
+        train(opt, params, 2)
+    assert dict(torch._dynamo.utils.counters["stats"]) == before
