@@ -316,3 +316,36 @@ def test_small_buckets_never_compile(monkeypatch):
         opt = momenta.Adam(params, lr=0.01)
         train(opt, params, 2)
     assert dict(torch._dynamo.utils.counters["stats"]) == before
+
+
+def test_state_edited_by_hand_is_picked_up():
+    """Replacing a buffer, or the whole state, is seen by the next step, as torch sees it."""
+    results = []
+    for cls in (torch.optim.Adam, momenta.Adam):
+        params = make_params(torch.float64)
+        opt = cls(params, lr=0.05)
+        train(opt, params, 3)
+        opt.state[params[0]]["exp_avg"] = torch.zeros_like(params[0])  # a new tensor
+        opt.state[params[1]]["exp_avg_sq"].mul_(0.5)  # in place
+        del opt.state[params[2]]  # forgotten: starts again at step 1
+        train(opt, params, 3)
+        results.append((params, opt))
+    assert_same(results[0], results[1], torch.float64)
+
+
+def test_optimizer_pickles_and_deep_copies():
+    import io
+
+    params = make_params(torch.float32)
+    opt = momenta.Adam(params, lr=0.05)
+    train(opt, params, 2)
+    clone = copy.deepcopy(opt)
+    assert type(clone.state) is type(opt.state)
+    buffer = io.BytesIO()
+    torch.save(opt, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    train(loaded, loaded.param_groups[0]["params"], 2)
+    train(opt, params, 2)
+    for a, b in zip(params, loaded.param_groups[0]["params"]):
+        torch.testing.assert_close(a, b)

@@ -8,23 +8,29 @@ ordinary per-parameter tensors: views into the flat buffers, which state_dicts s
 
 torch's semantics are kept by checking, before every step, that nothing moved underneath:
 
-* a parameter whose storage changed (``model.to(...)``, ``p.data = ...``, ZeroRedundancy
-  re-pointing its buckets) is copied back into the buffer, or leaves the bucket;
-* a state replaced (``load_state_dict``, ``opt.state[p] = ...``) is copied in again;
+* a parameter whose storage changed (``model.to(...)``, ``p.data = ...``) or a parameter
+  list that changed rebuilds the group's buckets from the parameters' current values;
+* a state replaced (``load_state_dict``, ``opt.state[p] = ...``, a buffer assigned anew) is
+  copied into the flat buffers again;
 * a gradient that is not the bucket's own view (``zero_grad(set_to_none=True)`` lets
   autograd allocate a new one) is copied in, and ``p.grad`` is pointed at the bucket's view
   so that the next backward accumulates there in place;
-* a step where some parameters have no gradient, or where their step counts differ, runs
-  the reference path on the same views (same numbers, no flat pass).
+* a step where some of a bucket's parameters have no gradient, or where their step counts
+  differ, runs the reference path on the same views (torch's skipping, the same numbers).
 
 What cannot be flattened takes the reference path: DTensor and other tensor subclasses,
-parameters that are views of someone else's buffer, sparse gradients, layouts that are not
-dense, rules that are not elementwise.
+parameters that are views into someone else's buffer (DDP's, ZeroRedundancyOptimizer's),
+sparse gradients, layouts that are not dense, rules that are not elementwise.
+
+The checks are C-level ``map`` comparisons (identity, ``data_ptr``), so that a step over
+thousands of small tensors costs one kernel plus microseconds of bookkeeping.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections import defaultdict
+from collections.abc import Callable, MutableMapping
+from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import torch
@@ -34,10 +40,45 @@ from . import kernels, reference
 from .composition import Rules
 
 STEP = "step"
+_grad = attrgetter("grad")
+
+
+class TrackedState(defaultdict):  # type: ignore[type-arg]
+    """``optimizer.state`` with a version that changes whenever an entry is set or removed,
+    so the fast path knows in O(1) that its cached per-parameter states are still current.
+    (Per-parameter states stay plain dicts: state_dicts hold them and must load with
+    ``torch.load(weights_only=True)``.)"""
+
+    version = 0
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def _bump(name: str) -> Callable[..., Any]:  # type: ignore[misc]
+        def method(self: TrackedState, *args: Any, **kwargs: Any) -> Any:
+            self.version += 1
+            return getattr(super(TrackedState, self), name)(*args, **kwargs)
+
+        return method
+
+    clear = _bump("clear")
+    pop = _bump("pop")
+    popitem = _bump("popitem")
+    update = _bump("update")
+    setdefault = _bump("setdefault")
+    del _bump
+
+    def __reduce__(self) -> Any:  # pickles (and deep-copies) as torch's defaultdict(dict)
+        return (defaultdict, (dict,), None, None, iter(self.items()))
 
 
 def flattenable(p: Tensor) -> bool:
-    """A plain dense tensor that owns its storage (or already lives in one of our buckets)."""
+    """A plain dense tensor the fast path can hold in a region of a flat buffer."""
     return (
         type(p) in (Tensor, torch.nn.Parameter)
         and p.layout == torch.strided
@@ -70,8 +111,8 @@ class Bucket:
             total += p.numel()
         self.numel = total
         self.data = torch.empty(total, dtype=self.dtype, device=self.device)
-        self.views = [_region(self.data, p, o) for p, o in zip(params, self.offsets)]
-        for p, view in zip(params, self.views):
+        for p, offset in zip(params, self.offsets):
+            view = _region(self.data, p, offset)
             view.copy_(p.detach())
             p.data = view
         self.ptrs = [p.data_ptr() for p in params]
@@ -79,83 +120,105 @@ class Bucket:
         self.grad = torch.zeros_like(self.data)
         self.grad_views = [_region(self.grad, p, o) for p, o in zip(params, self.offsets)]
         self.state: dict[str, Tensor] = {}  # flat buffers by name (STEP: one entry a parameter)
-        self.state_seen: list[tuple[Any, tuple[Tensor, ...]]] = []  # what optimizer.state held
+        self.views: dict[str, list[Tensor]] = {}  # the per-parameter views we handed out
+        self.dicts: list[MutableMapping[str, Any]] = []  # optimizer.state[p] of our params
+        self.seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) at that time
         self.complete = False  # the last flat step created no buffer: the kernel's inputs are known
 
-    # -- checks ---------------------------------------------------------------------------
+    def holds(self) -> bool:
+        """Our parameters are still in our storage (``model.to``, ``p.data = …`` move them)."""
+        return list(map(Tensor.data_ptr, self.params)) == self.ptrs
 
-    def holds(self, params: list[Tensor]) -> bool:
-        """These are still our parameters, in our storage."""
-        return (
-            len(params) == len(self.params)
-            and all(a is b for a, b in zip(params, self.params))
-            and all(p.data_ptr() == ptr for p, ptr in zip(params, self.ptrs))
-            and all(p.dtype == self.dtype for p in params)
-        )
+    # -- state ------------------------------------------------------------------------------
 
-    def _state_is_ours(self, states: list[MutableMapping[str, Any]]) -> bool:
-        if len(self.state_seen) != len(states):
+    def _states_current(self, state: TrackedState) -> bool:
+        seen_state, seen_version = self.seen
+        if seen_state is not state or seen_version != state.version:
             return False
-        for state, (seen_dict, seen_tensors) in zip(states, self.state_seen):
-            if state is not seen_dict or len(state) != len(seen_tensors):
-                return False
-            if not all(a is b for a, b in zip(state.values(), seen_tensors)):
-                return False
-        return True
+        dicts = self.dicts
+        if not all(len(d) == len(self.views) for d in dicts):
+            return False
+        return all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self.views.items())
 
-    def adopt_state(self, states: list[MutableMapping[str, Any]]) -> bool:
-        """Make the flat buffers hold these states (copying them in); ``False`` if they do
-        not fit one layout (different keys, shapes or dtypes: the reference path runs)."""
-        if self._state_is_ours(states):
+    def adopt(self, state: TrackedState, new_state: Callable[[Tensor], dict[str, Any]]) -> bool:
+        """Make the flat buffers hold the parameters' states (copying them in, creating the
+        missing ones); ``False`` if they do not fit one layout (different keys, shapes or
+        dtypes), and the reference path runs instead."""
+        if self._states_current(state):
             return True
-        keys = list(states[0])
-        if any(list(s) != keys for s in states):
+        dicts = []
+        for p in self.params:
+            d = state.get(p)
+            if not d:
+                d = new_state(p)
+                if d:
+                    state[p] = d
+            dicts.append(d)
+        keys = list(dicts[0])
+        if any(list(d) != keys for d in dicts):
             return False
         flat: dict[str, Tensor] = {}
         for key in keys:
-            tensors = [s[key] for s in states]
+            tensors = [d[key] for d in dicts]
             if key == STEP:
                 if any(not torch.is_tensor(t) or t.dim() != 0 for t in tensors):
                     return False
-                flat[key] = torch.stack([t.detach() for t in tensors]).to(tensors[0].device)
-                continue
-            if any(
+                flat[key] = torch.stack([t.detach() for t in tensors])
+            elif any(
                 type(t) is not Tensor or t.shape != p.shape or t.dtype != self.dtype
                 or t.device != self.device or t.stride() != p.stride()
                 for t, p in zip(tensors, self.params)
             ):  # fmt: skip
                 return False
-            buffer = torch.empty_like(self.data)
-            for t, p, o in zip(tensors, self.params, self.offsets):
-                _region(buffer, p, o).copy_(t)
-            flat[key] = buffer
-        self.state, self.complete = flat, False
-        for i, state in enumerate(states):
-            for key in keys:
-                state[key] = flat[key][i] if key == STEP else _region(flat[key], self.params[i], self.offsets[i])
-        self.state_seen = [(s, tuple(s.values())) for s in states]
+            else:
+                flat[key] = torch.empty_like(self.data)
+                for t, p, o in zip(tensors, self.params, self.offsets):
+                    _region(flat[key], p, o).copy_(t)
+        self.state, self.complete, self.dicts = flat, False, dicts
+        self.views = {}
+        for key in keys:
+            self._hand_out(key)
+        self.seen = (state, state.version)
         return True
 
-    # -- the step -------------------------------------------------------------------------
-
-    def gather_grads(self) -> None:
-        """Bring every gradient into the flat gradient buffer (a no-op for our own views)."""
-        for p, view in zip(self.params, self.grad_views):
-            g = p.grad
-            if g is view:
-                continue
-            assert g is not None
-            view.copy_(g)
-            if not g._is_view():  # a foreign view (DDP's buckets) stays where it is
-                p.grad = view
+    def _hand_out(self, key: str) -> None:
+        """Point every parameter's ``state[key]`` at its region of the flat buffer."""
+        flat = self.state[key]
+        if key == STEP:
+            views = [flat[i] for i in range(len(self.params))]
+        else:
+            views = [_region(flat, p, o) for p, o in zip(self.params, self.offsets)]
+        for d, view in zip(self.dicts, views):
+            d[key] = view
+        self.views[key] = views
 
     def steps_agree(self) -> bool:
         """Every parameter is at the same step (or steps are not counted)."""
         steps = self.state.get(STEP)
         return steps is None or bool(steps.min() == steps.max())
 
-    def step(self, rules: Rules, h: reference.Hyper, states: list[MutableMapping[str, Any]]) -> None:
-        """One flat step for every parameter (all have gradients, states adopted, steps agree)."""
+    # -- gradients ----------------------------------------------------------------------------
+
+    def gather_grads(self) -> bool:
+        """Bring every gradient into the flat gradient buffer (nothing to do for gradients
+        that autograd accumulated into our views); ``False`` if some cannot be flat (a
+        missing or sparse gradient)."""
+        grads = list(map(_grad, self.params))
+        if all(map(is_, grads, self.grad_views)):
+            return True
+        if any(g is None or g.is_sparse or g.shape != p.shape for g, p in zip(grads, self.params)):
+            return False
+        for p, g, view in zip(self.params, grads, self.grad_views):
+            if g is not view:
+                view.copy_(g)
+                if owns_storage(g):  # a view into DDP's buckets stays where it is
+                    p.grad = view
+        return True
+
+    # -- the step -----------------------------------------------------------------------------
+
+    def step(self, rules: Rules, h: reference.Hyper, state: TrackedState) -> None:
+        """One flat step for every parameter (gradients gathered, states adopted, steps agree)."""
         t = float("nan")
         steps = self.state.get(STEP)
         if steps is not None:
@@ -175,8 +238,50 @@ class Bucket:
         for name, value in updates.items():
             if name not in self.state:  # a buffer born at its first update: flat from birth
                 self.state[name] = torch.empty_like(self.data)
-                for state, param, offset in zip(states, self.params, self.offsets):
-                    state[name] = _region(self.state[name], param, offset)
+                self._hand_out(name)
             real(self.state[name]).copy_(value)
-        if not self.complete:
-            self.state_seen = [(st, tuple(st.values())) for st in states]
+        if not self.complete:  # states that were empty now hold buffers: register them
+            for param, d in zip(self.params, self.dicts):
+                if state.get(param) is not d:
+                    state[param] = d
+            self.seen = (state, state.version)
+
+
+class FlatGroup:
+    """The fast path of one param group: its buckets, and the parameters left out of them."""
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.params = list(params)
+        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for p in self.params:
+            if p.grad is not None and flattenable(p) and owns_storage(p):
+                by_kind.setdefault((p.device, p.dtype), []).append(p)
+        self.buckets = [Bucket(ps) for ps in by_kind.values()]
+        bucketed = {id(p) for b in self.buckets for p in b.params}
+        self.others = [p for p in self.params if id(p) not in bucketed]
+
+    def current(self, params: list[Tensor]) -> bool:
+        """Same parameters, in place, and none left out that could now join a bucket."""
+        return (
+            len(params) == len(self.params)
+            and all(map(is_, params, self.params))
+            and all(b.holds() for b in self.buckets)
+            and not any(p.grad is not None and flattenable(p) and owns_storage(p) for p in self.others)
+        )
+
+    def step(
+        self,
+        rules: Rules,
+        h: reference.Hyper,
+        state: TrackedState,
+        new_state: Callable[[Tensor], dict[str, Any]],
+    ) -> list[Tensor]:
+        """Step every bucket that can take a flat step; return the parameters left to the
+        reference path (those with a gradient that no flat step covered)."""
+        rest = [p for p in self.others if p.grad is not None]
+        for b in self.buckets:
+            if b.gather_grads() and b.adopt(state, new_state) and b.steps_agree():
+                b.step(rules, h, state)
+            else:
+                rest += [p for p in b.params if p.grad is not None]
+        return rest

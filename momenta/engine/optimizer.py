@@ -61,6 +61,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         if "lr" not in defaults:
             raise TypeError(f"{type(self).__name__} needs an 'lr' in its defaults")
         super().__init__(params, dict(defaults))
+        self.state = flat.TrackedState(dict, self.state)
 
     @abc.abstractmethod
     def rules(self, group: dict[str, Any]) -> Rules:
@@ -81,23 +82,27 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             with torch.enable_grad():
                 loss = closure()
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
-            for group in self.param_groups:
-                self._step_group(group)
+            for index, group in enumerate(self.param_groups):
+                self._step_group(index, group)
         return loss
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, index: int, group: dict[str, Any]) -> None:
         rules = self.rules(group)
         hyper = reference.Hyper.of(group)
-        done = self._flat_step(group, rules, hyper) if self._uses_flat(group, rules) else set()
-        for p in group["params"]:
-            if p.grad is None or id(p) in done:
+        params = group["params"]
+        if self._uses_flat(group, rules):
+            params = self._flat_group(index, params).step(
+                rules, hyper, self.state, lambda p: self.new_state(p, group, rules)
+            )
+        for p in params:
+            if p.grad is None:
                 continue
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
             # no state at all, and state_dicts must agree)
             state = self.state.get(p) or self.new_state(p, group, rules)
             reference.step(p, grad, state, rules, hyper)
-            if state:
+            if state and self.state.get(p) is not state:
                 self.state[p] = state
 
     # -- the fast path -------------------------------------------------------------------
@@ -113,49 +118,13 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             and rules.second.elementwise
         )
 
-    def _buckets(self, index: int, group: dict[str, Any]) -> list[flat.Bucket]:
-        """The group's buckets, rebuilt when its parameters changed or moved."""
-        cache: dict[int, list[flat.Bucket]] = self.__dict__.setdefault("_flat_buckets", {})
-        buckets = cache.get(index, [])
-        with_grad = [p for p in group["params"] if p.grad is not None]
-        bucketed = {id(p) for b in buckets for p in b.params}
-        ours = {b.storage for b in buckets}
-
-        def takeable(p: Tensor) -> bool:
-            return flat.flattenable(p) and (
-                flat.owns_storage(p) or p.untyped_storage().data_ptr() in ours
-            )
-
-        stale = any(not b.holds(b.params) for b in buckets) or any(
-            id(p) not in bucketed and takeable(p) for p in with_grad
-        )
-        if stale or index not in cache:
-            by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-            for p in with_grad:
-                if takeable(p):
-                    by_kind.setdefault((p.device, p.dtype), []).append(p)
-            buckets = [flat.Bucket(ps) for ps in by_kind.values()]
-            cache[index] = buckets
-        return buckets
-
-    def _flat_step(self, group: dict[str, Any], rules: Rules, hyper: reference.Hyper) -> set[int]:
-        """Step every bucket that can take a flat step; return the ids of the parameters done."""
-        index = next(i for i, g in enumerate(self.param_groups) if g is group)
-        done: set[int] = set()
-        for bucket in self._buckets(index, group):
-            grads = [p.grad for p in bucket.params]
-            if any(g is None or g.is_sparse or g.shape != p.shape for g, p in zip(grads, bucket.params)):
-                continue  # torch skips a parameter without a gradient: the others step one by one
-            states = [self.state.get(p) or self.new_state(p, group, rules) for p in bucket.params]
-            if not (bucket.adopt_state(states) and bucket.steps_agree()):
-                continue
-            bucket.gather_grads()
-            bucket.step(rules, hyper, states)
-            for p, state in zip(bucket.params, states):
-                if state:  # as on the reference path: no entry for a stateless rule
-                    self.state[p] = state
-            done.update(id(p) for p in bucket.params)
-        return done
+    def _flat_group(self, index: int, params: list[Tensor]) -> flat.FlatGroup:
+        """The group's flat buffers, rebuilt when its parameters changed or moved."""
+        cache: dict[int, flat.FlatGroup] = self.__dict__.setdefault("_flat_groups", {})
+        group = cache.get(index)
+        if group is None or not group.current(params):
+            group = cache[index] = flat.FlatGroup(params)
+        return group
 
     def _gradient(self, p: Tensor, group: dict[str, Any]) -> Tensor:
         grad = p.grad
@@ -198,6 +167,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     def __setstate__(self, state: dict[str, Any]) -> None:
         defaults = dict(getattr(self, "defaults", {}))  # before torch adds its own keys
         super().__setstate__(state)
+        self.state = flat.TrackedState(dict, self.state)
         for group in self.param_groups:  # groups saved by older versions lack newer keys
             for key, value in defaults.items():
                 group.setdefault(key, value)
