@@ -167,8 +167,6 @@ class AdamW(Adam):
     Matches ``torch.optim.AdamW``.
     """
 
-    sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
-
     def __init__(
         self,
         params: ParamsT,

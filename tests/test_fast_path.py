@@ -58,7 +58,7 @@ def grads_for(params, step, skip=()):
         if i in skip:
             p.grad = None
             continue
-        noise = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
+        noise = torch.randn(p.shape, generator=g, dtype=torch.float64).to(device=p.device, dtype=p.dtype)
         p.grad = (p.detach().sin() + noise).to(p.dtype)
 
 
@@ -349,3 +349,16 @@ def test_optimizer_pickles_and_deep_copies():
     train(opt, params, 2)
     for a, b in zip(params, loaded.param_groups[0]["params"]):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton kernels)")
+def test_cuda_compiled_equals_reference(compiled):
+    rules = Rules(EMA(0.9, True), EMASq(0.999, True), weight_decay="decoupled")
+    results = []
+    for foreach in (False, None):
+        params = [torch.nn.Parameter(p.cuda()) for p in make_params(torch.float32)]
+        opt = Composed(params, rules, foreach=foreach, weight_decay=0.1)
+        train(opt, params, 4)
+        results.append([p.detach().cpu() for p in params])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
