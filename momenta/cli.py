@@ -1,0 +1,297 @@
+"""The ``momenta`` command: ``momenta compare`` and ``momenta landscape``.
+
+    momenta compare                          the classic iris experiment, the seed's five
+    momenta compare --optimizers adam,torch:Adam --set adam.lr=0.01 --epochs 100
+    momenta landscape --function beale --gif
+
+Exit codes: 0 done; 1 an optimizer failed (raised) during training; 2 bad input (the message
+names the argument and the value, no traceback); 130 interrupted by Ctrl-C (what finished is
+saved). Each subcommand is one ``add_*`` function; a new one (``bench``) is one more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from momenta import registry
+from momenta.compare import data as datasets
+from momenta.compare import experiment, options, report
+from momenta.compare.errors import UsageError
+from momenta.compare.landscape import FUNCTIONS, LandscapeResult, landscape
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``momenta`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a malformed command line (2)
+        return int(e.code or 0)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except (UsageError, registry.UnknownOptimizerError) as e:
+        print(f"momenta {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before training began (during it, what finished is saved)
+        print(f"momenta {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="momenta",
+        description="Optimizers as w ← w − lr·m/√V: compare them, draw their trajectories.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_compare(commands)
+    add_landscape(commands)
+    return parser
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def _names(values: Sequence[str]) -> tuple[str, ...]:
+    """``--optimizers a,b c`` → (a, b, c)."""
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def _overrides(assignments: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``--set adam.lr=0.01 --set adam.beta1=0.8`` → {"adam": {"lr": 0.01, "beta1": 0.8}}."""
+    hyper: dict[str, dict[str, Any]] = {}
+    for text in assignments or []:
+        name, param, value = options.parse_assignment(text)
+        hyper.setdefault(name, {})[param] = value
+    return hyper
+
+
+def _point(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y (two numbers), got {text!r}") from None
+    return x, y
+
+
+def _add_common(p: argparse.ArgumentParser, default_optimizers: Sequence[str]) -> None:
+    p.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=[",".join(default_optimizers)],
+        metavar="NAME",
+        help="registered names, comma or space separated (default: "
+        f"{','.join(default_optimizers)}); torch:NAME runs torch.optim.NAME side by side",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="OPT.PARAM=VALUE",
+        dest="assignments",
+        help="a hyperparameter of one optimizer, e.g. --set adam.lr=0.01 "
+        "--set torch:Adam.betas=(0.9,0.99); repeatable",
+    )
+    p.add_argument(
+        "--format",
+        choices=options.FORMATS,
+        default="png",
+        help="plot file format (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="output directory (default: ./momenta-runs/<name>-<timestamp>)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- compare
+
+
+def add_compare(commands: Any) -> argparse.ArgumentParser:
+    d = experiment.CompareConfig()
+    p = commands.add_parser(
+        "compare",
+        help="train one classifier per optimizer and compare loss, accuracy and time",
+        description="Train the same model from the same start with each optimizer; write "
+        "loss and accuracy plots, metrics.csv, summary.json and report.html. With no "
+        "arguments: the classic iris experiment with the seed's five optimizers.",
+    )
+    _add_common(p, d.optimizers)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help="learning rate of every optimizer (default: %(default)s; --set NAME.lr=… for one)",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="weight-init seed (default: %(default)s)"
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=d.split_seed,
+        help="row-shuffle seed of the train/test split (default: %(default)s)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=d.repeats,
+        help="init seeds seed … seed+N−1; plots show mean and min–max band",
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        metavar="NAME",
+        help=f"{' | '.join(datasets.known())} (default: %(default)s)",
+    )
+    p.add_argument("--target", metavar="COLUMN", help="label column of a CSV data set")
+    p.add_argument(
+        "--model",
+        default=d.model,
+        metavar="linear|mlp:H1,H2",
+        help="linear softmax layer, or an MLP with ReLU hidden layers",
+    )
+    p.add_argument(
+        "--loss",
+        choices=experiment.LOSSES,
+        default=d.loss,
+        help="mse: mean (softmax − onehot)² (classic); ce: cross-entropy",
+    )
+    p.add_argument(
+        "--scale",
+        choices=datasets.SCALES,
+        default=d.scale,
+        help="standard: z-score features with training-row statistics "
+        "(advisable for wine, breast_cancer, digits)",
+    )
+    p.add_argument("--dtype", choices=tuple(experiment.DTYPES), default=d.dtype)
+    p.set_defaults(run=run_compare)
+    return p
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    config = experiment.CompareConfig(
+        optimizers=_names(args.optimizers),
+        lr=args.lr,
+        hyper=_overrides(args.assignments),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        repeats=args.repeats,
+        data=args.data,
+        target=args.target,
+        model=args.model,
+        loss=args.loss,
+        scale=args.scale,
+        dtype=args.dtype,
+    )
+    out = args.out if args.out is not None else report.default_out(_run_name(args.data))
+    result = experiment.run_compare(
+        config,
+        out=out,
+        format=args.format,
+        progress=_progress(args),
+        log=_say,
+    )
+    _say(report.compare_table(result))
+    return _finish(result.out, result.interrupted, [r.status for r in result.results.values()])
+
+
+def _run_name(data: str) -> str:
+    """compare-iris, compare-csv-<file stem>."""
+    return "compare-" + (f"csv-{Path(data[4:]).stem}" if data.startswith("csv:") else data)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _finish(out: Any, interrupted: bool, statuses: Sequence[str]) -> int:
+    if interrupted:
+        _say(f"interrupted: saved what finished to {out}")
+        return EXIT_INTERRUPTED
+    _say(f"results: {out}/report.html")
+    return EXIT_FAILED if any(s.startswith("failed") for s in statuses) else EXIT_OK
+
+
+# ---------------------------------------------------------------- landscape
+
+
+def add_landscape(commands: Any) -> argparse.ArgumentParser:
+    names = ", ".join(FUNCTIONS)
+    p = commands.add_parser(
+        "landscape",
+        help="optimizer trajectories on a 2-D test function, over its contour plot",
+        description=f"Run each optimizer from the same start on a 2-D test function ({names}) "
+        "and draw the trajectories over the contour plot; write trajectory.csv, "
+        "summary.json and report.html.",
+    )
+    _add_common(p, options.SEED_OPTIMIZERS)
+    p.add_argument(
+        "--function", default="rosenbrock", metavar="NAME", help=f"{names} (default: %(default)s)"
+    )
+    p.add_argument("--lr", type=float, help="learning rate (default: the function's own)")
+    p.add_argument("--steps", type=int, help="number of steps (default: the function's own)")
+    p.add_argument(
+        "--start",
+        type=_point,
+        metavar="X,Y",
+        help="start point (default: the function's own); write --start=-1.5,2 when X < 0",
+    )
+    p.add_argument("--gif", action="store_true", help="also write an animated landscape.gif")
+    p.set_defaults(run=run_landscape)
+    return p
+
+
+def run_landscape(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else report.default_out(f"landscape-{args.function}")
+    result = landscape(
+        args.function,
+        _names(args.optimizers),
+        lr=args.lr,
+        hyper=_overrides(args.assignments),
+        steps=args.steps,
+        start=args.start,
+        out=out,
+        format=args.format,
+        gif=args.gif,
+        log=_say,
+    )
+    _say(landscape_table(result))
+    return _finish(result.out, result.interrupted, [t.status for t in result.trajectories.values()])
+
+
+def landscape_table(result: LandscapeResult) -> str:
+    rows = [
+        [
+            name,
+            report.fmt(s["final_f"]),
+            report.fmt(s["final_distance_to_minimum"]),
+            report.fmt(s["first_step_within_1e-3"]),
+            report.fmt(s["total_time_s"], 3),
+            s["status"],
+        ]
+        for name, s in result.summary()["optimizers"].items()
+    ]
+    return report.text_table(
+        ["optimizer", "final f", "distance to min", "first step within 1e-3", "time s", "status"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

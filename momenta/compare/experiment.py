@@ -1,0 +1,490 @@
+"""The comparison experiment: one small classifier per optimizer, same data, same start.
+
+    h₀ = x,   hₗ = relu(hₗ₋₁ Wₗ + bₗ) for hidden layers,   logits = h_{L−1} W_L + b_L
+    p = softmax(logits)
+    mse:  L = mean_{i,c} (p_ic − onehot(y_i)_c)²          (the classic experiment)
+    ce:   L = mean_i −log p_{i,y_i}
+    Wₗ, bₗ ~ N(0, 0.1²) truncated at ±2σ, drawn W₁, b₁, W₂, b₂, … from
+             torch.Generator().manual_seed(seed)          (W is in×out: logits = x W + b)
+    epoch:  batches of ``batch_size`` training rows in order; one ``step(closure)`` per batch
+    train_loss = mean of the epoch's batch losses (each taken before its step)
+    test_acc   = mean(argmax logits == y) on the test rows after the epoch
+    elapsed_s  = training wall time so far (steps only, not the evaluation)
+
+The default :class:`CompareConfig` is the classic experiment: iris, rows shuffled with seed 116,
+120 train / 30 test, a 4→3 softmax layer, MSE, lr 0.1, 500 epochs, batch 32, init seed 1, and
+the five optimizers of ``momenta.seed``. ``repeats = N`` runs init seeds seed, seed+1, …, seed+N−1
+on the same split.
+
+A run whose loss becomes NaN or ±inf stops there and is recorded as "diverged at epoch k"; the
+other optimizers still run. Ctrl-C (KeyboardInterrupt) keeps every finished epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from momenta import registry
+from momenta.compare import data as datasets
+from momenta.compare.errors import UsageError
+from momenta.compare.options import (
+    FORMATS,
+    SEED_OPTIMIZERS,
+    choice,
+    environment,
+    json_safe,
+    one_thread,
+    positive,
+    resolve_optimizers,
+)
+
+LOSSES = ("mse", "ce")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+INIT_STD = 0.1
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything that decides the numbers of a comparison (see the module docstring)."""
+
+    optimizers: tuple[str, ...] = SEED_OPTIMIZERS
+    lr: float = 0.1
+    hyper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per optimizer
+    epochs: int = 500
+    batch_size: int = 32
+    seed: int = 1
+    split_seed: int = 116
+    repeats: int = 1
+    data: str = "iris"
+    target: str | None = None
+    model: str = "linear"
+    loss: str = "mse"
+    scale: str = "none"
+    dtype: str = "float32"
+
+    def validated(self) -> CompareConfig:
+        """This config with optimizer names resolved; raises :class:`UsageError` if invalid."""
+        positive("lr", self.lr)
+        for name, low in [("epochs", 1), ("batch_size", 1), ("repeats", 1)]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"{name} must be an integer ≥ {low}, got {value!r}")
+        for name in ["seed", "split_seed"]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UsageError(f"{name} must be an integer ≥ 0, got {value!r}")
+        choice("loss", self.loss, LOSSES)
+        choice("scale", self.scale, datasets.SCALES)
+        choice("dtype", self.dtype, tuple(DTYPES))
+        hidden_sizes(self.model)
+        optimizers, hyper = resolve_optimizers(self.optimizers, self.hyper)
+        return replace(self, optimizers=optimizers, hyper=hyper)
+
+    def hyperparameters(self, optimizer: str) -> dict[str, Any]:
+        """Keyword arguments for ``registry.get(optimizer).factory``: lr, then overrides."""
+        return {"lr": self.lr, **self.hyper.get(optimizer, {})}
+
+    def argv(self) -> list[str]:
+        """``momenta compare …`` arguments that reproduce this config (every option explicit)."""
+        argv = ["momenta", "compare", "--optimizers", ",".join(self.optimizers)]
+        argv += ["--lr", repr(self.lr), "--epochs", str(self.epochs)]
+        argv += ["--batch-size", str(self.batch_size), "--seed", str(self.seed)]
+        argv += ["--split-seed", str(self.split_seed), "--repeats", str(self.repeats)]
+        argv += ["--data", self.data] + (["--target", self.target] if self.target else [])
+        argv += ["--model", self.model, "--loss", self.loss, "--scale", self.scale]
+        argv += ["--dtype", self.dtype]
+        for name, overrides in self.hyper.items():
+            for key, value in overrides.items():
+                argv += ["--set", f"{name}.{key}={value!r}"]
+        return argv
+
+    def command(self) -> str:
+        return shlex.join(self.argv())
+
+
+def hidden_sizes(model: str) -> tuple[int, ...]:
+    """``"linear"`` → (); ``"mlp:64,64"`` → (64, 64)."""
+    if model == "linear":
+        return ()
+    if model.startswith("mlp:"):
+        try:
+            sizes = tuple(int(s) for s in model.removeprefix("mlp:").split(","))
+        except ValueError:
+            sizes = ()
+        if sizes and all(s > 0 for s in sizes):
+            return sizes
+    raise UsageError(f"model must be 'linear' or 'mlp:H1,H2,…' (positive widths), got {model!r}")
+
+
+# ---------------------------------------------------------------- model and loss
+
+
+def init_params(sizes: Sequence[int], seed: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """[W₁, b₁, W₂, b₂, …], Wₗ ∈ ℝ^{sizes[l−1]×sizes[l]}, all ~ N(0, 0.1²) truncated at ±0.2."""
+    generator = torch.Generator().manual_seed(seed)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for shape in [(fan_in, fan_out), (fan_out,)]:
+            p = torch.empty(shape, dtype=dtype)
+            torch.nn.init.trunc_normal_(
+                p, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD, generator=generator
+            )
+            params.append(p.requires_grad_())
+    return params
+
+
+def forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """logits = (relu ∘ …)(x W₁ + b₁) … W_L + b_L."""
+    h = x
+    for layer in range(0, len(params), 2):
+        h = h @ params[layer] + params[layer + 1]
+        if layer + 2 < len(params):
+            h = torch.relu(h)
+    return h
+
+
+def mse_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mean (softmax(logits) − onehot(y))²."""
+    onehot = torch.nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
+    return torch.mean(torch.square(torch.softmax(logits, dim=1) - onehot))
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mean −log softmax(logits)_y."""
+    return torch.nn.functional.cross_entropy(logits, y)
+
+
+LOSS_FUNCTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": mse_loss,
+    "ce": ce_loss,
+}
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    """One optimizer trained from one init seed: per-epoch curves and how it ended."""
+
+    optimizer: str
+    seed: int
+    hyperparameters: dict[str, Any]
+    formulas: dict[str, str]
+    train_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    elapsed_s: list[float] = field(default_factory=list)  # cumulative, per epoch
+    steps: int = 0
+    status: str = "ok"  # "ok" | "diverged at epoch k" | "interrupted at epoch k" | "failed …"
+    diverged_at: int | None = None
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.train_loss)
+
+    @property
+    def total_time_s(self) -> float:
+        return self.elapsed_s[-1] if self.elapsed_s else 0.0
+
+    @property
+    def time_per_step_s(self) -> float | None:
+        return self.total_time_s / self.steps if self.steps else None
+
+    @property
+    def final_train_loss(self) -> float | None:
+        return self.train_loss[-1] if self.train_loss else None
+
+    @property
+    def final_test_acc(self) -> float | None:
+        return self.test_acc[-1] if self.test_acc else None
+
+    @property
+    def best_test_acc(self) -> float | None:
+        return max(self.test_acc) if self.test_acc else None
+
+    @property
+    def best_epoch(self) -> int | None:
+        """First epoch (from 1) reaching the best test accuracy."""
+        return self.test_acc.index(max(self.test_acc)) + 1 if self.test_acc else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "status": self.status,
+            "epochs_done": self.epochs_done,
+            "diverged_at_epoch": self.diverged_at,
+            "final_train_loss": self.final_train_loss,
+            "final_test_acc": self.final_test_acc,
+            "best_test_acc": self.best_test_acc,
+            "best_epoch": self.best_epoch,
+            "total_time_s": self.total_time_s,
+            "steps": self.steps,
+            "time_per_step_s": self.time_per_step_s,
+        }
+
+
+@dataclass
+class OptimizerResult:
+    """All repeats of one optimizer; curves are ``(repeats, epochs)`` arrays, NaN after a stop."""
+
+    name: str
+    runs: list[Run]
+
+    def curve(self, metric: str, epochs: int) -> np.ndarray:
+        out = np.full((len(self.runs), epochs), np.nan)
+        for i, run in enumerate(self.runs):
+            values = getattr(run, metric)
+            out[i, : len(values)] = values
+        return out
+
+    @property
+    def status(self) -> str:
+        """ "ok" when every repeat finished, else the first repeat's problem (with its seed)."""
+        for run in self.runs:
+            if run.status != "ok":
+                return run.status if len(self.runs) == 1 else f"{run.status} (seed {run.seed})"
+        return "ok"
+
+    def summary(self) -> dict[str, Any]:
+        """One run's values, or with repeats their means (over the repeats that have a finite
+        value), plus every repeat's own under ``"repeats"``."""
+        runs = [r.summary() for r in self.runs]
+        first = self.runs[0]
+        out: dict[str, Any] = {"status": self.status}
+        for key in ["final_train_loss", "final_test_acc", "best_test_acc", "best_epoch",
+                    "total_time_s", "time_per_step_s"]:  # fmt: skip
+            values = [r[key] for r in runs if r[key] is not None and math.isfinite(r[key])]
+            out[key] = float(np.mean(values)) if values else None
+            if len(runs) == 1:
+                out[key] = runs[0][key]
+        out["diverged_at_epoch"] = next((r.diverged_at for r in self.runs if r.diverged_at), None)
+        out["steps"] = sum(r.steps for r in self.runs)
+        out["hyperparameters"] = first.hyperparameters
+        out["formulas"] = first.formulas
+        out["repeats"] = runs
+        return out
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` returns: the config, one :class:`OptimizerResult` per optimizer."""
+
+    config: CompareConfig
+    results: dict[str, OptimizerResult]
+    dataset: dict[str, Any]
+    interrupted: bool = False
+    out: Path | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.interrupted and all(
+            len(r.runs) == self.config.repeats for r in self.results.values()
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The content of ``summary.json``."""
+        config = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
+        config["optimizers"] = list(self.config.optimizers)
+        config["hyper"] = {k: dict(v) for k, v in self.config.hyper.items()}
+        return {
+            "experiment": "compare",
+            "command": self.config.command(),
+            "config": config,
+            "dataset": self.dataset,
+            "interrupted": self.interrupted,
+            "environment": environment(),
+            "optimizers": {name: r.summary() for name, r in self.results.items()},
+        }
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(
+    name: str,
+    hyper: Mapping[str, Any],
+    split: datasets.Split,
+    config: CompareConfig,
+    seed: int,
+    run: Run | None = None,
+    progress: bool = False,
+) -> Run:
+    """Train a fresh model with optimizer ``name`` for ``config.epochs`` epochs.
+
+    Fills ``run`` (created if None) epoch by epoch, so an interrupt keeps finished epochs.
+    """
+    dtype = DTYPES[config.dtype]
+    x_train, x_test = (torch.as_tensor(a, dtype=dtype) for a in (split.x_train, split.x_test))
+    y_train, y_test = (torch.as_tensor(a, dtype=torch.int64) for a in (split.y_train, split.y_test))
+    sizes = [x_train.shape[1], *hidden_sizes(config.model), split.n_classes]
+    params = init_params(sizes, seed, dtype)
+    optimizer = registry.get(name).factory(params, **hyper)
+    formulas = getattr(optimizer, "formulas", None)
+    if run is None:
+        run = Run(name, seed, {}, {})
+    run.hyperparameters = json_safe(dict(optimizer.defaults))
+    run.formulas = dict(formulas()) if callable(formulas) else {}
+    loss_fn = LOSS_FUNCTIONS[config.loss]
+
+    def batch_loss(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        """The closure of ``optimizer.step``: loss and gradients at the current weights."""
+        optimizer.zero_grad()
+        loss = loss_fn(forward(params, xb), yb)
+        loss.backward()
+        return loss.item()
+
+    batches = [
+        (x_train[i : i + config.batch_size], y_train[i : i + config.batch_size])
+        for i in range(0, len(y_train), config.batch_size)
+    ]
+    elapsed = 0.0
+    bar = tqdm(
+        range(1, config.epochs + 1),
+        desc=f"{name} (seed {seed})",
+        unit="epoch",
+        disable=not progress,
+        leave=True,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in bar:
+            losses = []
+            start = time.perf_counter()
+            for xb, yb in batches:
+                loss = optimizer.step(functools.partial(batch_loss, xb, yb))
+                losses.append(float(loss))
+            elapsed += time.perf_counter() - start
+            with torch.no_grad():
+                correct = forward(params, x_test).argmax(dim=1) == y_test
+            run.train_loss.append(sum(losses) / len(losses))
+            run.test_acc.append(float(correct.to(torch.float64).mean()))
+            run.elapsed_s.append(elapsed)
+            run.steps += len(batches)
+            if not math.isfinite(run.train_loss[-1]):
+                run.status, run.diverged_at = f"diverged at epoch {epoch}", epoch
+                break
+            if progress and (epoch % max(1, config.epochs // 50) == 0 or epoch == config.epochs):
+                bar.set_postfix(loss=f"{run.train_loss[-1]:.4g}", acc=f"{run.test_acc[-1]:.3f}")
+    except KeyboardInterrupt:
+        run.status = f"interrupted at epoch {run.epochs_done + 1}"
+        raise
+    except Exception as e:  # e.g. torch:SparseAdam (needs sparse gradients): record, go on
+        run.status = f"failed at epoch {run.epochs_done + 1}: {type(e).__name__}: {e}"
+    finally:
+        bar.close()
+    return run
+
+
+def compare(
+    optimizers: Sequence[str] = SEED_OPTIMIZERS,
+    *,
+    lr: float = 0.1,
+    hyper: Mapping[str, Mapping[str, Any]] | None = None,
+    epochs: int = 500,
+    batch_size: int = 32,
+    seed: int = 1,
+    split_seed: int = 116,
+    repeats: int = 1,
+    data: str = "iris",
+    target: str | None = None,
+    model: str = "linear",
+    loss: str = "mse",
+    scale: str = "none",
+    dtype: str = "float32",
+    out: str | Path | None = None,
+    format: str = "png",
+    progress: bool = False,
+    on_interrupt: str = "keep",
+) -> CompareResult:
+    """Train the same model with each optimizer and return (and, given ``out``, write) the results.
+
+    Defaults reproduce the classic experiment (module docstring). ``hyper`` maps an optimizer
+    name to keyword overrides, e.g. ``{"adam": {"lr": 0.01}}``. With ``out`` the files of
+    ``momenta compare`` are written there (``loss.<format>``, ``accuracy.<format>``,
+    ``metrics.csv``, ``summary.json``, ``report.html``). On Ctrl-C the finished epochs are kept
+    and written; ``on_interrupt="raise"`` re-raises KeyboardInterrupt afterwards.
+    """
+    config = CompareConfig(
+        tuple([optimizers] if isinstance(optimizers, str) else optimizers),
+        lr,
+        hyper or {},
+        epochs,
+        batch_size,
+        seed,
+        split_seed,
+        repeats,
+        data,
+        target,
+        model,
+        loss,
+        scale,
+        dtype,
+    )
+    return run_compare(config, out=out, format=format, progress=progress, on_interrupt=on_interrupt)
+
+
+def run_compare(
+    config: CompareConfig,
+    *,
+    out: str | Path | None = None,
+    format: str = "png",
+    progress: bool = False,
+    on_interrupt: str = "keep",
+    log: Callable[[str], None] | None = None,
+) -> CompareResult:
+    """:func:`compare` for a ready :class:`CompareConfig` (the command line's entry)."""
+    from momenta.compare import report
+
+    choice("format", format, FORMATS)
+    choice("on_interrupt", on_interrupt, ("keep", "raise"))
+    config = config.validated()
+    dataset = datasets.load(config.data, config.target)
+    split = datasets.split(dataset, config.split_seed)
+    if config.scale == "standard":
+        split = datasets.standardize(split)
+    out_dir = report.prepare_out(out) if out is not None else None
+    if log and out_dir:
+        log(f"writing to {out_dir}")
+    info = {
+        "name": dataset.name,
+        "rows": len(dataset.labels),
+        "features": dataset.n_features,
+        "classes": list(dataset.class_names),
+        "train_rows": len(split.y_train),
+        "test_rows": len(split.y_test),
+    }
+    result = CompareResult(config, {}, info, out=out_dir)
+    try:
+        with one_thread():
+            for name in config.optimizers:
+                result.results[name] = OptimizerResult(name, [])
+                for seed in range(config.seed, config.seed + config.repeats):
+                    run = Run(name, seed, {}, {})
+                    result.results[name].runs.append(run)
+                    train(name, config.hyperparameters(name), split, config, seed, run, progress)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        for r in result.results.values():
+            r.runs = [run for run in r.runs if run.epochs_done]
+        result.results = {k: r for k, r in result.results.items() if r.runs}
+    if out_dir is not None:
+        report.write_compare(result, out_dir, format)
+    if result.interrupted and on_interrupt == "raise":
+        raise KeyboardInterrupt
+    return result

@@ -1,0 +1,391 @@
+"""Files of a comparison run: plots, ``metrics.csv``, ``summary.json``, ``report.html``, a table.
+
+    loss.<fmt>, accuracy.<fmt>   one labelled line per optimizer (mean, min–max band if repeats)
+    metrics.csv                  optimizer,epoch,train_loss,test_acc,elapsed_s  (long format;
+                                 with repeats: the mean over seeds, and metrics_by_seed.csv
+                                 adds a seed column)
+    summary.json                 CompareResult.summary()
+    report.html                  one self-contained page: plots inlined, every user string escaped
+
+Plots use ``matplotlib.figure.Figure`` directly (no pyplot, no global backend): 800×500 px.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import html
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from momenta.compare.errors import OutputError
+from momenta.compare.experiment import CompareResult, OptimizerResult
+
+FIGSIZE = (8.0, 5.0)
+DPI = 100
+METRICS_HEADER = ["optimizer", "epoch", "train_loss", "test_acc", "elapsed_s"]
+
+
+# ---------------------------------------------------------------- output directory
+
+
+def default_out(name: str) -> Path:
+    """``./momenta-runs/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, … if that exists)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.") or "run"
+    base = Path("momenta-runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create ``out`` and prove it writable now, before any training."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".momenta-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OutputError(
+            f"out: cannot write to output directory {str(path)!r}: {reason}"
+        ) from None
+    return path
+
+
+# ---------------------------------------------------------------- shared writers
+
+
+def write_json(path: Path, content: Any) -> None:
+    """JSON with NaN/inf written as null (strict JSON)."""
+    text = json.dumps(_finite(content), indent=2, ensure_ascii=False, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Floats in ``repr`` form (round-trip exact); returns the number of data rows."""
+    n = 0
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+            n += 1
+    return n
+
+
+def new_figure() -> tuple[Figure, Any]:
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, metadata=None if path.suffix == ".svg" else {"Software": None})
+
+
+def image_data_uri(path: Path) -> str:
+    mime = {".svg": "image/svg+xml", ".gif": "image/gif"}.get(path.suffix, "image/png")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table cell: 4 significant digits, "—" for missing, "nan"/"inf" as is."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
+       color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+code, pre { background: #f6f6f6; padding: .2rem .4rem; }
+pre { padding: .6rem; overflow-x: auto; white-space: pre-wrap; }
+img { max-width: 100%; }
+.bad { color: #b00020; font-weight: bold; }
+"""
+
+
+def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A self-contained page; ``sections`` are (heading, already-escaped HTML body)."""
+    body = "".join(f"<h2>{html.escape(h)}</h2>\n{content}\n" for h, content in sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n"
+    )
+
+
+def formulas_html(formulas: dict[str, dict[str, str]]) -> str:
+    """Each optimizer's m rule, V rule and update, as its ``formulas()`` states them."""
+    rows = [
+        [name, f.get("m", "—"), f.get("V", "—"), f.get("update", "—")]
+        if f
+        else [name, "(this class has no formulas())", "—", "—"]
+        for name, f in formulas.items()
+    ]
+    return (
+        "<p>Every optimizer is w ← w − lr·m/√V; m and V as its rules state them:</p>"
+        + html_table(["optimizer", "m", "V", "update"], rows)
+    )
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(_finite(value), ensure_ascii=False)
+
+
+def status_html(status: str) -> str:
+    text = html.escape(status)
+    return text if status == "ok" else f'<span class="bad">{text}</span>'
+
+
+def statuses_html(statuses: dict[str, str], interrupted: bool) -> str:
+    """How the runs ended: the ones that did not finish, and a note if Ctrl-C stopped it all."""
+    note = "<p><strong>Run interrupted (Ctrl-C)</strong>: below is what finished.</p>"
+    bad = "".join(
+        f"<li>{html.escape(n)}: {status_html(s)}</li>" for n, s in statuses.items() if s != "ok"
+    )
+    ended = f"<ul>{bad}</ul>" if bad else "<p>Every run finished.</p>"
+    return (note if interrupted else "") + ended
+
+
+def images_html(paths: Sequence[Path]) -> str:
+    return "".join(
+        f'<p><img alt="{html.escape(p.stem)}" src="{image_data_uri(p)}"></p>' for p in paths
+    )
+
+
+# ---------------------------------------------------------------- compare
+
+
+def write_compare(result: CompareResult, out: Path, format: str = "png") -> list[Path]:
+    """Every file of a comparison run, in ``out``; returns their paths."""
+    files = [
+        plot_metric(result, "train_loss", "mean training loss", out / f"loss.{format}"),
+        plot_metric(result, "test_acc", "test accuracy", out / f"accuracy.{format}"),
+        write_metrics(result, out / "metrics.csv"),
+    ]
+    if result.config.repeats > 1:
+        files.append(write_metrics_by_seed(result, out / "metrics_by_seed.csv"))
+    write_json(out / "summary.json", result.summary())
+    files.append(out / "summary.json")
+    (out / "report.html").write_text(compare_html(result, files[:2]), encoding="utf-8")
+    files.append(out / "report.html")
+    return files
+
+
+def _label(r: OptimizerResult) -> str:
+    """The legend entry: the name, and how the run ended unless it finished ("failed …: why" is
+    cut at the reason, which the summary keeps)."""
+    return r.name if r.status == "ok" else f"{r.name} ({r.status.split(':')[0]})"
+
+
+def plot_metric(result: CompareResult, metric: str, ylabel: str, path: Path) -> Path:
+    fig, ax = new_figure()
+    epochs = result.config.epochs
+    x = np.arange(1, epochs + 1)
+    for r in result.results.values():
+        curves = r.curve(metric, epochs)
+        curves[~np.isfinite(curves)] = np.nan
+        with _quiet_nan_warnings():
+            mean = np.nanmean(curves, axis=0)
+            (line,) = ax.plot(x, mean, label=_label(r), linewidth=1.5)
+            if len(r.runs) > 1:
+                ax.fill_between(
+                    x,
+                    np.nanmin(curves, axis=0),
+                    np.nanmax(curves, axis=0),
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0,
+                )
+        for run in r.runs:
+            if run.diverged_at:
+                finite = [v for v in getattr(run, metric) if math.isfinite(v)]
+                if finite:
+                    ax.plot([len(finite)], [finite[-1]], "x", color=line.get_color(), ms=8)
+    c = result.config
+    band = f", mean and min–max over {c.repeats} seeds" if c.repeats > 1 else ""
+    ax.set_title(f"{ylabel} — {result.dataset['name']}, {c.model}, {c.loss} loss{band}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if result.results:  # none when Ctrl-C came during the first epoch
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_nan_warnings() -> Iterator[None]:
+    """nanmean of an all-NaN column (every seed stopped) warns; here it just means 'no value'."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def write_metrics(result: CompareResult, path: Path) -> Path:
+    """Long format, one row per optimizer and epoch; with repeats, means over the seeds."""
+    rows = []
+    for r in result.results.values():
+        if len(r.runs) == 1:
+            run = r.runs[0]
+            rows += [
+                [r.name, e + 1, run.train_loss[e], run.test_acc[e], run.elapsed_s[e]]
+                for e in range(run.epochs_done)
+            ]
+            continue
+        n = max(run.epochs_done for run in r.runs)
+        with _quiet_nan_warnings():
+            columns = [
+                np.nanmean(r.curve(m, n), axis=0) for m in ("train_loss", "test_acc", "elapsed_s")
+            ]
+        rows += [[r.name, e + 1, *(float(col[e]) for col in columns)] for e in range(n)]
+    write_csv(path, METRICS_HEADER, rows)
+    return path
+
+
+def write_metrics_by_seed(result: CompareResult, path: Path) -> Path:
+    header = ["optimizer", "seed", *METRICS_HEADER[1:]]
+    rows = [
+        [r.name, run.seed, e + 1, run.train_loss[e], run.test_acc[e], run.elapsed_s[e]]
+        for r in result.results.values()
+        for run in r.runs
+        for e in range(run.epochs_done)
+    ]
+    write_csv(path, header, rows)
+    return path
+
+
+SUMMARY_HEADER = [
+    "optimizer",
+    "final loss",
+    "final acc",
+    "best acc",
+    "best epoch",
+    "time s",
+    "µs/step",
+    "status",
+]
+
+
+def summary_rows(result: CompareResult) -> list[list[str]]:
+    rows = []
+    for name, s in result.summary()["optimizers"].items():
+        per_step = s["time_per_step_s"]
+        rows.append(
+            [
+                name,
+                fmt(s["final_train_loss"]),
+                fmt(s["final_test_acc"], 3),
+                fmt(s["best_test_acc"], 3),
+                fmt(s["best_epoch"]),
+                fmt(s["total_time_s"], 3),
+                fmt(per_step * 1e6 if per_step is not None else None, 3),
+                s["status"],
+            ]
+        )
+    return rows
+
+
+def compare_table(result: CompareResult) -> str:
+    """The terminal summary."""
+    return text_table(SUMMARY_HEADER, summary_rows(result))
+
+
+def compare_html(result: CompareResult, plots: Sequence[Path]) -> str:
+    summary = result.summary()
+    optimizers = summary["optimizers"]
+    c = result.config
+    rows = summary_rows(result)
+    table = html_table(SUMMARY_HEADER[:-1], [row[:-1] for row in rows])
+    outcome = statuses_html({row[0]: row[-1] for row in rows}, result.interrupted)
+    hyper = html_table(
+        ["optimizer", "hyperparameters"],
+        [[n, json_text(s["hyperparameters"])] for n, s in optimizers.items()],
+    )
+    d = result.dataset
+    setup = html_table(
+        ["setting", "value"],
+        [
+            [
+                "data",
+                f"{d['name']} ({d['rows']} rows, {d['features']} features, "
+                f"{len(d['classes'])} classes; {d['train_rows']} train / {d['test_rows']} test, "
+                f"split seed {c.split_seed}, scale {c.scale})",
+            ],
+            [
+                "model",
+                f"{c.model}, softmax output, weights and biases ~ N(0, 0.1²) truncated at ±0.2",
+            ],
+            ["loss", c.loss],
+            ["lr", repr(c.lr)],
+            ["epochs", c.epochs],
+            ["batch size", c.batch_size],
+            ["init seeds", ", ".join(str(c.seed + i) for i in range(c.repeats))],
+            ["dtype", c.dtype],
+            ["environment", ", ".join(f"{k} {v}" for k, v in summary["environment"].items())],
+        ],
+    )
+    return html_page(
+        "momenta compare",
+        [
+            ("Summary", table + outcome),
+            ("Plots", images_html(plots)),
+            ("Formulas", formulas_html({n: s["formulas"] for n, s in optimizers.items()})),
+            ("Hyperparameters", hyper),
+            ("Setup", setup),
+            (
+                "Reproduce",
+                f"<pre><code>{html.escape(summary['command'])}</code></pre>"
+                "<p>Same seeds give the same <code>metrics.csv</code> "
+                "(up to the wall-clock column <code>elapsed_s</code>).</p>",
+            ),
+        ],
+    )
