@@ -5,10 +5,12 @@ second-moment rule, run by one engine.
 * :mod:`momenta.engine` — :class:`Optimizer` (the torch.optim base) and :class:`Rules`;
 * :mod:`momenta.optimizers` — torch-compatible SGD, Adam, AdamW, Adagrad, RMSprop;
 * :mod:`momenta.seed` — the seed's five textbook optimizers;
-* :mod:`momenta.registry` — optimizers by name.
+* :mod:`momenta.registry` — optimizers by name;
+* :func:`momenta.compare` — the comparison experiment (``momenta compare``).
 """
 
 from . import registry, rules, seed
+from .compare import compare
 from .engine import Optimizer, Rules
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
@@ -22,6 +24,7 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "Rules",
+    "compare",
     "registry",
     "rules",
     "seed",

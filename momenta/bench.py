@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -236,29 +237,32 @@ def run(
     return rows
 
 
-def main(argv: Sequence[str] | None = None, default_out: str | None = None) -> int:
-    """``momenta bench``: run the benchmarks, print the table, optionally write it."""
-    import argparse
+def add_arguments(parser: Any, default_out: str | None = None) -> None:
+    """The options of ``momenta bench`` (and of benchmarks/bench_step.py)."""
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from: {', '.join(SETS)}")
+    parser.add_argument(
+        "--optimizers", default=None, help="comma-separated names: " + ", ".join(c.name for c in CASES)
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per variant (default 7)")
+    parser.add_argument("--out", default=default_out, help="write the markdown table to this file")
+
+
+def run_cli(args: Any) -> int:
+    """Run the benchmarks for parsed ``args``: print the table, write it with ``--out``."""
     import os
     import platform
 
-    parser = argparse.ArgumentParser(prog="momenta bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from: {', '.join(SETS)}")
-    parser.add_argument("--optimizers", default=None, help="comma-separated names: " + ", ".join(c.name for c in CASES))
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per variant (default 7)")
-    parser.add_argument("--out", default=default_out, help="write the markdown table to this file")
-    args = parser.parse_args(argv)
     if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+        raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in SETS]
     if unknown:
-        parser.error(f"unknown set(s) {', '.join(unknown)}; known: {', '.join(SETS)}")
-    names = args.optimizers.split(",") if args.optimizers else None
-    if names:
-        unknown = [n for n in names if n not in {c.name for c in CASES}]
-        if unknown:
-            parser.error(f"unknown optimizer(s) {', '.join(unknown)}; known: {', '.join(c.name for c in CASES)}")
+        raise ValueError(f"unknown set(s) {', '.join(unknown)}; known: {', '.join(SETS)}")
+    names = [n.strip() for n in args.optimizers.split(",")] if args.optimizers else None
+    known = [c.name for c in CASES]
+    if names and any(n not in known for n in names):
+        bad = [n for n in names if n not in known]
+        raise ValueError(f"unknown optimizer(s) {', '.join(bad)}; known: {', '.join(known)}")
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     rows = run(sets, names, rounds=args.rounds, progress=lambda m: print(m, file=sys.stderr))
     text = (
@@ -272,3 +276,17 @@ def main(argv: Sequence[str] | None = None, default_out: str | None = None) -> i
         with open(args.out, "w") as f:
             f.write("# Benchmark results\n\n" + text)
     return 0
+
+
+def main(argv: Sequence[str] | None = None, default_out: str | None = None) -> int:
+    """benchmarks/bench_step.py: the same as ``momenta bench``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench_step.py", description=__doc__.splitlines()[0])
+    add_arguments(parser, default_out)
+    args = parser.parse_args(argv)
+    try:
+        return run_cli(args)
+    except ValueError as error:
+        parser.error(str(error))
+        return 2

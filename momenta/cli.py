@@ -1,8 +1,9 @@
-"""The ``momenta`` command: ``momenta compare`` and ``momenta landscape``.
+"""The ``momenta`` command: ``momenta compare``, ``momenta landscape`` and ``momenta bench``.
 
     momenta compare                          the classic iris experiment, the seed's five
     momenta compare --optimizers adam,torch:Adam --set adam.lr=0.01 --epochs 100
     momenta landscape --function beale --gif
+    momenta bench --sets 2000x4096           step time against torch.optim, and the roofline
 
 Exit codes: 0 done; 1 an optimizer failed (raised) during training; 2 bad input (the message
 names the argument and the value, no traceback); 130 interrupted by Ctrl-C (what finished is
@@ -54,7 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_compare(commands)
     add_landscape(commands)
+    add_bench(commands)
     return parser
+
+
+def add_bench(commands: Any) -> argparse.ArgumentParser:
+    """``momenta bench``: optimizer step times against torch.optim (see momenta.bench)."""
+    from momenta import bench
+
+    p = commands.add_parser(
+        "bench",
+        help="time optimizer steps against torch.optim's for-loop, foreach and fused kernels",
+        description=(bench.__doc__ or "").split("\n\n")[0],
+    )
+    bench.add_arguments(p)
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return bench.run_cli(args)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+    p.set_defaults(run=run)
+    return p
 
 
 # ---------------------------------------------------------------- shared options

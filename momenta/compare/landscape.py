@@ -27,7 +27,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from momenta import registry
 from momenta.compare import report
@@ -491,6 +490,8 @@ def animate(result: LandscapeResult, path: Path, frames: int = 60, fps: int = 15
     heads = [ax.plot([], [], "o", color=line.get_color(), ms=5, animated=True)[0] for line in lines]
     ax.legend(loc="best", fontsize=9)
     fig.tight_layout()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = cast(FigureCanvasAgg, fig.canvas)  # report.new_figure attaches an Agg canvas
     canvas.draw()
     background = canvas.copy_from_bbox(fig.bbox)

@@ -22,13 +22,14 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from momenta.compare.errors import OutputError
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with momenta
+    from matplotlib.figure import Figure
 from momenta.compare.experiment import CompareResult, OptimizerResult
 
 FIGSIZE = (8.0, 5.0)
@@ -98,6 +99,9 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
 
 
 def new_figure() -> tuple[Figure, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
