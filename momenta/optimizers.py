@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .engine import Optimizer, Rules
 from .engine import validation as check
-from .engine.optimizer import ParamsT
+from .engine.optimizer import Nonfinite, ParamsT
 from .rules import EMA, AMSGrad, EMASq, Gradient, Momentum, One, SumSq
 
 
@@ -39,6 +39,8 @@ class SGD(Optimizer):
         nesterov: Nesterov momentum (default False).
         maximize: ascend instead of descend (default False).
         foreach, differentiable, fused: accepted as in torch.optim.SGD.
+        nonfinite: ``None`` (torch's behaviour), ``"skip"`` or ``"raise"`` on a NaN/inf
+            gradient (see :class:`momenta.Optimizer`); momenta's only addition.
 
     Source: Robbins & Monro, "A Stochastic Approximation Method", 1951; Polyak, 1964;
     Sutskever et al., ICML 2013. Matches ``torch.optim.SGD``.
@@ -59,6 +61,7 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        nonfinite: Nonfinite = None,
     ) -> None:
         check.lr(lr)
         check.non_negative(momentum, "momentum value")
@@ -70,7 +73,7 @@ class SGD(Optimizer):
         )  # fmt: skip
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite)
         check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
 
     def rules(self, group: dict[str, Any]) -> Rules:
@@ -97,6 +100,7 @@ class Adam(Optimizer):
             ``decoupled_weight_decay``.
         amsgrad: divide by the running maximum of V (default False).
         foreach, maximize, capturable, differentiable, fused: as in torch.optim.Adam.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
         decoupled_weight_decay: ``w ← w·(1 − lr·λ)`` instead of L2 (default False).
 
     Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
@@ -120,6 +124,7 @@ class Adam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        nonfinite: Nonfinite = None,
     ) -> None:
         check.tensor_lr_with_foreach(lr, foreach=foreach, capturable=capturable)
         check.lr(lr)
@@ -134,7 +139,7 @@ class Adam(Optimizer):
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )  # fmt: skip
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite)
         check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
 
     def rules(self, group: dict[str, Any]) -> Rules:
@@ -160,7 +165,7 @@ class AdamW(Adam):
 
     Args:
         params, lr, betas, eps, amsgrad, maximize, foreach, capturable, differentiable,
-        fused: as :class:`Adam`.
+        fused, nonfinite: as :class:`Adam`.
         weight_decay: λ (default 1e-2), decoupled from the gradient.
 
     Source: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
@@ -181,11 +186,12 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        nonfinite: Nonfinite = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
             maximize=maximize, capturable=capturable, differentiable=differentiable,
-            fused=fused, decoupled_weight_decay=True,
+            fused=fused, decoupled_weight_decay=True, nonfinite=nonfinite,
         )  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -209,6 +215,7 @@ class Adagrad(Optimizer):
         initial_accumulator_value: V₀ (default 0).
         eps: ε, added to √V (default 1e-10).
         foreach, maximize, differentiable, fused: as in torch.optim.Adagrad.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
 
     Sparse gradients are accepted and densified (same numbers as torch; not its memory
     savings). Source: Duchi, Hazan & Singer, JMLR 2011. Matches ``torch.optim.Adagrad``,
@@ -230,6 +237,7 @@ class Adagrad(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        nonfinite: Nonfinite = None,
     ) -> None:
         check.lr(lr)
         check.non_negative(lr_decay, "lr_decay value")
@@ -241,7 +249,7 @@ class Adagrad(Optimizer):
             initial_accumulator_value=initial_accumulator_value, foreach=foreach,
             maximize=maximize, differentiable=differentiable, fused=fused,
         )  # fmt: skip
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite)
         check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
         for group in self.param_groups:
             for p in group["params"]:
@@ -278,6 +286,7 @@ class RMSprop(Optimizer):
         momentum: μ (default 0); momentum is taken over the preconditioned gradient.
         centered: normalise by the variance estimate instead of the raw second moment.
         capturable, foreach, maximize, differentiable: as in torch.optim.RMSprop.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
 
     Source: Tieleman & Hinton, COURSERA lecture 6.5, 2012; Graves, 2013 (centered).
     Matches ``torch.optim.RMSprop``.
@@ -298,6 +307,8 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        nonfinite: Nonfinite = None,
     ) -> None:
         check.lr(lr)
         check.non_negative(eps, "epsilon value")
@@ -309,7 +320,7 @@ class RMSprop(Optimizer):
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
             maximize=maximize, differentiable=differentiable,
         )  # fmt: skip
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         second = EMASq(group["alpha"], centered=group["centered"], name="square_avg")

@@ -21,15 +21,8 @@ from typing import Any
 
 from .engine import Optimizer, Rules
 from .engine import validation as check
-from .engine.optimizer import ParamsT
+from .engine.optimizer import Nonfinite, ParamsT
 from .rules import EMA, EMASq, Gradient, One, SumSq
-
-
-def _beta(value: Any, name: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"Invalid {name} value: {value!r} (expected a number)")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"Invalid {name} value: {value} (expected 0 <= {name} < 1)")
 
 
 class SGD(Optimizer):
@@ -40,9 +33,9 @@ class SGD(Optimizer):
         lr: learning rate (required).
     """
 
-    def __init__(self, params: ParamsT, lr: float) -> None:
+    def __init__(self, params: ParamsT, lr: float, *, nonfinite: Nonfinite = None) -> None:
         check.lr(lr)
-        super().__init__(params, dict(lr=lr))
+        super().__init__(params, dict(lr=lr), nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(Gradient(), One())
@@ -59,10 +52,10 @@ class SGDM(Optimizer):
     Source: Polyak's heavy ball in its exponential-moving-average form.
     """
 
-    def __init__(self, params: ParamsT, lr: float, beta: float = 0.9) -> None:
+    def __init__(self, params: ParamsT, lr: float, beta: float = 0.9, *, nonfinite: Nonfinite = None) -> None:
         check.lr(lr)
-        _beta(beta, "beta")
-        super().__init__(params, dict(lr=lr, beta=beta))
+        check.unit_interval(beta, "beta")
+        super().__init__(params, dict(lr=lr, beta=beta), nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(EMA(group["beta"]), One())
@@ -79,10 +72,10 @@ class Adagrad(Optimizer):
     Source: Duchi, Hazan & Singer, JMLR 2011.
     """
 
-    def __init__(self, params: ParamsT, lr: float, eps: float = 0.0) -> None:
+    def __init__(self, params: ParamsT, lr: float, eps: float = 0.0, *, nonfinite: Nonfinite = None) -> None:
         check.lr(lr)
         check.non_negative(eps, "epsilon value")
-        super().__init__(params, dict(lr=lr, eps=eps))
+        super().__init__(params, dict(lr=lr, eps=eps), nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(Gradient(), SumSq(), zero_over_zero=True)
@@ -100,11 +93,13 @@ class RMSProp(Optimizer):
     Source: Tieleman & Hinton, COURSERA lecture 6.5, 2012.
     """
 
-    def __init__(self, params: ParamsT, lr: float, beta: float = 0.9, eps: float = 0.0) -> None:
+    def __init__(
+        self, params: ParamsT, lr: float, beta: float = 0.9, eps: float = 0.0, *, nonfinite: Nonfinite = None
+    ) -> None:
         check.lr(lr)
-        _beta(beta, "beta")
+        check.unit_interval(beta, "beta")
         check.non_negative(eps, "epsilon value")
-        super().__init__(params, dict(lr=lr, beta=beta, eps=eps))
+        super().__init__(params, dict(lr=lr, beta=beta, eps=eps), nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(Gradient(), EMASq(group["beta"], name="square_avg"), zero_over_zero=True)
@@ -125,13 +120,20 @@ class Adam(Optimizer):
     """
 
     def __init__(
-        self, params: ParamsT, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 0.0
+        self,
+        params: ParamsT,
+        lr: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 0.0,
+        *,
+        nonfinite: Nonfinite = None,
     ) -> None:
         check.lr(lr)
-        _beta(beta1, "beta1")
-        _beta(beta2, "beta2")
+        check.unit_interval(beta1, "beta1")
+        check.unit_interval(beta2, "beta2")
         check.non_negative(eps, "epsilon value")
-        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps))
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps), nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(

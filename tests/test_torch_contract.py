@@ -24,8 +24,12 @@ def _signature(cls: type) -> list[tuple[str, Any, Any]]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_constructor_signature(name):
+    """torch's parameters, in torch's order, with torch's defaults; then momenta's one
+    addition, keyword-only and off by default, so that every call written for torch works."""
     torch_cls, momenta_cls = pair(name)
-    assert _signature(momenta_cls) == _signature(torch_cls)
+    ours, theirs = _signature(momenta_cls), _signature(torch_cls)
+    assert ours[: len(theirs)] == theirs
+    assert ours[len(theirs) :] == [("nonfinite", inspect.Parameter.KEYWORD_ONLY, None)]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -269,19 +269,32 @@ class FlatGroup:
             and not any(p.grad is not None and flattenable(p) and owns_storage(p) for p in self.others)
         )
 
+    def gather(self) -> tuple[list[Bucket], list[Tensor]]:
+        """Bring gradients into the flat buffers. Returns the buckets ready for a flat step
+        and the parameters left to the reference path (those with a gradient that no ready
+        bucket holds). Nothing of the parameters or the state has changed yet."""
+        ready, rest = [], [p for p in self.others if p.grad is not None]
+        for b in self.buckets:
+            if b.gather_grads():
+                ready.append(b)
+            else:
+                rest += [p for p in b.params if p.grad is not None]
+        return ready, rest
+
+    @staticmethod
     def step(
-        self,
+        ready: list[Bucket],
         rules: Rules,
         h: reference.Hyper,
         state: TrackedState,
         new_state: Callable[[Tensor], dict[str, Any]],
     ) -> list[Tensor]:
-        """Step every bucket that can take a flat step; return the parameters left to the
-        reference path (those with a gradient that no flat step covered)."""
-        rest = [p for p in self.others if p.grad is not None]
-        for b in self.buckets:
-            if b.gather_grads() and b.adopt(state, new_state) and b.steps_agree():
+        """Step every ready bucket; return the parameters of those that could not take a flat
+        step after all (states of another layout, unequal step counts)."""
+        rest: list[Tensor] = []
+        for b in ready:
+            if b.adopt(state, new_state) and b.steps_agree():
                 b.step(rules, h, state)
             else:
-                rest += [p for p in b.params if p.grad is not None]
+                rest += b.params
         return rest

@@ -14,13 +14,14 @@ own, inherited), ``zero_grad``, hooks.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
-from . import flat, kernels, reference
+from . import checkpoint, flat, kernels, reference, validation
 from .composition import Rules
 
 ParamsT = Any  # what torch.optim accepts: tensors, named tensors or param-group dicts
@@ -41,6 +42,35 @@ def _scalar_dtype(fused: bool | None = None) -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+Nonfinite = Literal["skip", "raise"] | None
+
+
+@dataclass
+class _Plan:
+    """A param group between the two phases of a step: gradients gathered, nothing changed."""
+
+    group: dict[str, Any]
+    rules: Rules
+    hyper: reference.Hyper
+    ready: list[flat.Bucket]  # buckets whose gradients are in their flat buffers
+    rest: list[Tensor]  # parameters with a gradient, for the reference path
+
+
+def _finite(plans: list[_Plan]) -> bool:
+    """All gathered gradients are finite: one reduction per flat bucket and one host sync
+    per device, not one per parameter."""
+    flags: dict[torch.device, list[Tensor]] = {}
+    for plan in plans:
+        for b in plan.ready:
+            flags.setdefault(b.device, []).append(torch.isfinite(b.grad).all())
+        for p in plan.rest:
+            g = p.grad
+            assert g is not None
+            values = g.coalesce().values() if g.is_sparse else g
+            flags.setdefault(values.device, []).append(torch.isfinite(values).all())
+    return all(bool(torch.stack(fs).all()) for fs in flags.values())
+
+
 class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     """``w ← w − lr · m̂ / (√V̂ + ε)``, with ``m`` and ``V`` given by :meth:`rules`.
 
@@ -57,11 +87,25 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     #: (they are then densified: same numbers as torch, not its memory savings).
     sparse_error: str | None = "{name} does not support sparse gradients"
 
-    def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
+    #: What a step does when a gradient holds NaN or inf: ``None`` lets the values through,
+    #: as torch does; ``"skip"`` skips the whole step (parameters and state unchanged,
+    #: :attr:`skipped_steps` counts it); ``"raise"`` raises ``FloatingPointError`` naming
+    #: the parameter, with nothing changed.
+    nonfinite: Nonfinite = None
+    #: Steps skipped by ``nonfinite="skip"`` (also in the state_dict as ``nonfinite_skipped``).
+    skipped_steps: int = 0
+
+    def __init__(
+        self, params: ParamsT, defaults: Mapping[str, Any], *, nonfinite: Nonfinite = None
+    ) -> None:
         if "lr" not in defaults:
             raise TypeError(f"{type(self).__name__} needs an 'lr' in its defaults")
+        if nonfinite not in (None, "skip", "raise"):
+            raise ValueError(f"Invalid nonfinite: {nonfinite!r} (expected None, 'skip' or 'raise')")
         super().__init__(params, dict(defaults))
         self.state = flat.TrackedState(dict, self.state)
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
 
     @abc.abstractmethod
     def rules(self, group: dict[str, Any]) -> Rules:
@@ -76,27 +120,42 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     def step(self, closure: Callable[[], float]) -> float: ...
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One optimisation step; returns ``closure()`` (evaluated with grad) if given."""
+        """One optimisation step; returns ``closure()`` (evaluated with grad) if given.
+
+        Two phases: every gradient is first gathered (into flat buffers where the fast path
+        runs) and, with ``nonfinite`` set, checked; only then do parameters and state change.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
-            for index, group in enumerate(self.param_groups):
-                self._step_group(index, group)
+            plans = [self._plan(index, group) for index, group in enumerate(self.param_groups)]
+            if self.nonfinite is not None and not _finite(plans):
+                if self.nonfinite == "raise":
+                    raise FloatingPointError(self._nonfinite_message())
+                self.skipped_steps += 1
+                return loss
+            for plan in plans:
+                self._apply(plan)
         return loss
 
-    def _step_group(self, index: int, group: dict[str, Any]) -> None:
+    def _plan(self, index: int, group: dict[str, Any]) -> _Plan:
+        validation.group(group)  # schedulers and users may have changed values since
         rules = self.rules(group)
         hyper = reference.Hyper.of(group)
-        params = group["params"]
         if self._uses_flat(group, rules):
-            params = self._flat_group(index, params).step(
-                rules, hyper, self.state, lambda p: self.new_state(p, group, rules)
-            )
-        for p in params:
-            if p.grad is None:
-                continue
+            ready, rest = self._flat_group(index, group["params"]).gather()
+        else:
+            ready, rest = [], [p for p in group["params"] if p.grad is not None]
+        return _Plan(group, rules, hyper, ready, rest)
+
+    def _apply(self, plan: _Plan) -> None:
+        group, rules, hyper = plan.group, plan.rules, plan.hyper
+        rest = plan.rest + flat.FlatGroup.step(
+            plan.ready, rules, hyper, self.state, lambda p: self.new_state(p, group, rules)
+        )
+        for p in rest:
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
             # no state at all, and state_dicts must agree)
@@ -104,6 +163,23 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             reference.step(p, grad, state, rules, hyper)
             if state and self.state.get(p) is not state:
                 self.state[p] = state
+
+    def _nonfinite_message(self) -> str:
+        for g_index, group in enumerate(self.param_groups):
+            names = group.get("param_names")
+            for p_index, p in enumerate(group["params"]):
+                grad = p.grad
+                if grad is None:
+                    continue
+                values = grad.coalesce().values() if grad.is_sparse else grad
+                if not bool(torch.isfinite(values).all()):
+                    name = f"{names[p_index]!r} " if names else ""
+                    return (
+                        f"non-finite gradient (NaN or inf) in parameter {name}(param group "
+                        f"{g_index}, index {p_index}, shape {tuple(p.shape)}); the step was not "
+                        "taken: parameters and state are unchanged (nonfinite='raise')"
+                    )
+        return "non-finite gradient; the step was not taken (nonfinite='raise')"
 
     # -- the fast path -------------------------------------------------------------------
 
@@ -162,7 +238,56 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         reference.init_state(rules or self.rules(group), p, state, step)
         return state
 
+    # -- param groups and state_dicts ---------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the group's hyperparameters (so that a
+        bad value is refused before the group joins, not at a later step)."""
+        if isinstance(param_group, Mapping):
+            validation.group({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
+            params = param_group.get("params")
+            params = [params] if isinstance(params, Tensor) else list(params or [])
+            for i, p in enumerate(params):
+                p = p[1] if isinstance(p, tuple) else p
+                if isinstance(p, Tensor) and p.device.type == "meta":
+                    raise ValueError(
+                        f"parameter {i} of param group {len(self.param_groups)} is on the meta "
+                        "device, where it has no values to optimise; materialise the model "
+                        "first (model.to_empty(device=...) and initialise it)"
+                    )
+            param_group = {**param_group, "params": params} if "params" in param_group else param_group
+        super().add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict; with ``nonfinite`` set, also ``nonfinite_skipped``."""
+        sd = super().state_dict()
+        if self.nonfinite is not None or self.skipped_steps:
+            sd["nonfinite_skipped"] = self.skipped_steps
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, made atomic: the whole state_dict is checked against
+        this optimizer first (groups, parameters, state keys, shapes, steps,
+        hyperparameters); on any mismatch a ``ValueError`` lists every difference and the
+        optimizer is left exactly as it was."""
+        found = checkpoint.problems(self, state_dict)
+        if found:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the state_dict does not fit this "
+                "optimizer; nothing was loaded:\n- " + "\n- ".join(found)
+            )
+        before = (self.state, self.param_groups, self.skipped_steps)
+        try:
+            super().load_state_dict(state_dict)
+        except BaseException:
+            self.state, self.param_groups, self.skipped_steps = before
+            raise
+        self.skipped_steps = int(state_dict.get("nonfinite_skipped", 0))
+
     # -- state_dict compatibility --------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:  # pickling and deepcopy keep the policy
+        return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         defaults = dict(getattr(self, "defaults", {}))  # before torch adds its own keys

@@ -70,3 +70,35 @@ def implementation(*, foreach: bool | None, fused: bool | None, differentiable: 
         raise RuntimeError("`fused` does not support `differentiable`")
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def unit_interval(value: Any, what: str) -> None:
+    """``0 ≤ value < 1`` (a decay rate β), named ``what`` in the message."""
+    if not isinstance(value, (int, float, Tensor)) or isinstance(value, bool):
+        raise TypeError(f"Invalid {what} value: {value!r} (expected a number)")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Invalid {what} value: {value} (expected 0 <= {what} < 1)")
+
+
+def group(g: Any) -> None:
+    """The hyperparameters of a param group that the engine and the built-in rules read,
+    checked by name (torch's messages): for ``add_param_group``, each step (schedulers may
+    change values) and ``load_state_dict``."""
+    if "lr" in g:
+        lr(g["lr"])
+    for key, what in [
+        ("eps", "epsilon value"), ("weight_decay", "weight_decay value"),
+        ("momentum", "momentum value"), ("alpha", "alpha value"),
+        ("lr_decay", "lr_decay value"), ("initial_accumulator_value", "initial_accumulator_value value"),
+    ]:  # fmt: skip
+        if key in g:
+            non_negative(g[key], what)
+    if "betas" in g:
+        values = g["betas"]
+        if not isinstance(values, (tuple, list)) or len(values) != 2:
+            raise ValueError(f"Invalid betas: {values!r} (expected a pair (beta1, beta2))")
+        for i, b in enumerate(values):
+            beta(b, i)
+    for key in ("beta", "beta1", "beta2"):
+        if key in g:
+            unit_interval(g[key], key)

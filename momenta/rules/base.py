@@ -26,6 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 State = Mapping[str, Tensor]
@@ -48,6 +49,11 @@ class Rule(ABC):
     def init(self, p: Tensor) -> Updates:
         """The rule's buffers for parameter ``p`` before its first step (default: none)."""
         return {}
+
+    def buffers(self) -> tuple[str, ...]:
+        """Every buffer this rule's state may hold: those :meth:`init` creates, and those a
+        rule creates at its first update (override then). ``load_state_dict`` checks against it."""
+        return tuple(self.init(torch.empty(0, device="meta")))
 
     def correction(self, t: float) -> float:
         """The bias correction ``c(t)`` that divides this rule's moment (default 1)."""

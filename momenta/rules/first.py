@@ -93,6 +93,9 @@ class Momentum(FirstMoment):
         buf = "buf = μ·buf + (1−τ)·g"
         return f"{buf}, m = g + μ·buf" if self.nesterov else f"{buf}, m = buf"
 
+    def buffers(self) -> tuple[str, ...]:
+        return (self.name,)  # born at the first update
+
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         buf = state.get(self.name)
         # The buffer is born on the first step equal to g: torch's semantics, which differ

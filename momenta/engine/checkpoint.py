@@ -1,0 +1,140 @@
+"""What a state_dict must be to load into an optimizer: checked before anything changes.
+
+torch's ``load_state_dict`` trusts its input: a state_dict of another model, a truncated
+file or a hand-edited one fails halfway through a later step, or not at all. momenta checks
+the whole structure first (groups, parameters per group, state keys against the rules,
+tensor shapes and kinds against the parameters, step counts, hyperparameters) and reports
+every difference at once; the optimizer is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import validation
+
+if TYPE_CHECKING:
+    from .optimizer import Optimizer
+
+TOP_LEVEL = {"state", "param_groups", "nonfinite_skipped"}
+
+
+def _shape(x: Any) -> str:
+    return str(tuple(x.shape))
+
+
+def _step_problem(value: Any) -> str | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return f"step has shape {_shape(value)} (expected a scalar)"
+        if value.is_complex() or value.dtype == torch.bool:
+            return f"step has dtype {value.dtype}"
+        value = value.item()
+    elif not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f"step is {value!r} (expected a number or a scalar tensor)"
+    if not (math.isfinite(value) and value >= 0 and float(value).is_integer()):
+        return f"step is {value} (expected a whole number >= 0)"
+    return None
+
+
+def _buffer_problem(name: str, value: Any, p: torch.Tensor) -> str | None:
+    if not isinstance(value, torch.Tensor):
+        return f"{name!r} is a {type(value).__name__} (expected a tensor)"
+    if value.shape != p.shape:
+        return f"{name!r} has shape {_shape(value)}, the parameter {_shape(p)}"
+    if value.is_complex() != p.is_complex() or not (value.is_floating_point() or value.is_complex()):
+        return f"{name!r} has dtype {value.dtype}, the parameter {p.dtype}"
+    if value.is_sparse:
+        return f"{name!r} is sparse"
+    return None
+
+
+def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
+    """Every way ``state_dict`` does not fit ``optimizer``; empty when it loads cleanly."""
+    if not isinstance(state_dict, Mapping):
+        return [f"a state_dict is a mapping, got {type(state_dict).__name__}"]
+    found: list[str] = []
+    missing = {"state", "param_groups"} - set(state_dict)
+    if missing:
+        return [f"missing key(s) {sorted(missing)}"]
+    unknown = set(state_dict) - TOP_LEVEL
+    if unknown:
+        found.append(f"unknown key(s) {sorted(map(str, unknown))}")
+    skipped = state_dict.get("nonfinite_skipped", 0)
+    if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
+        found.append(f"nonfinite_skipped is {skipped!r} (expected a whole number >= 0)")
+    saved_groups, state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in saved_groups):
+        return found + ["param_groups must be a list of dicts"]
+    if not isinstance(state, Mapping):
+        return found + [f"state must be a mapping, got {type(state).__name__}"]
+    groups = optimizer.param_groups
+    if len(saved_groups) != len(groups):
+        return found + [f"the state_dict has {len(saved_groups)} param group(s), the optimizer {len(groups)}"]
+
+    index_of: dict[Any, tuple[int, torch.Tensor, dict[str, Any]]] = {}
+    for g_index, (saved, group) in enumerate(zip(saved_groups, groups)):
+        ids = saved.get("params")
+        if not isinstance(ids, (list, tuple)):
+            found.append(f"param group {g_index} has no list of params")
+            continue
+        if len(ids) != len(group["params"]):
+            found.append(
+                f"param group {g_index} has {len(ids)} parameter(s) in the state_dict, "
+                f"{len(group['params'])} in the optimizer"
+            )
+            continue
+        merged = {**group, **{k: v for k, v in saved.items() if k not in ("params", "param_names")}}
+        try:
+            validation.group(merged)
+        except (TypeError, ValueError) as error:
+            found.append(f"param group {g_index}: {error}")
+            continue
+        for i, p in zip(ids, group["params"]):
+            if i in index_of:
+                found.append(f"parameter id {i!r} appears twice in param_groups")
+            index_of[i] = (g_index, p, merged)
+
+    unknown_ids = [k for k in state if k not in index_of]
+    if unknown_ids:
+        found.append(f"state for parameter id(s) {unknown_ids} that no param group lists")
+    for i, entry in state.items():
+        if i not in index_of:
+            continue
+        g_index, p, merged = index_of[i]
+        where = f"state of parameter {i!r} (param group {g_index})"
+        if not isinstance(entry, Mapping):
+            found.append(f"{where} is a {type(entry).__name__} (expected a dict)")
+            continue
+        try:
+            rules = optimizer.rules(merged)
+        except Exception as error:  # a group whose hyperparameters the rules refuse
+            found.append(f"param group {g_index}: {error}")
+            continue
+        required = [name for rule in (rules.first, rules.second) for name in rule.init(torch.empty(0, device="meta"))]
+        allowed = {name for rule in (rules.first, rules.second) for name in rule.buffers()}
+        if rules.count_steps:
+            required.insert(0, "step")
+            allowed.add("step")
+        if not entry:
+            continue  # an empty state: the parameter starts afresh, as torch does
+        for key in entry:
+            if key not in allowed:
+                found.append(f"{where}: unknown key {key!r} (expected {', '.join(sorted(allowed)) or 'none'})")
+        for key in required:
+            if key not in entry:
+                found.append(f"{where}: missing {key!r}")
+        for key, value in entry.items():
+            if key == "step" and key in allowed:
+                problem = _step_problem(value)
+            elif key in allowed:
+                problem = _buffer_problem(key, value, p)
+            else:
+                continue
+            if problem:
+                found.append(f"{where}: {problem}")
+    return found
