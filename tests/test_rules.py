@@ -159,3 +159,14 @@ def test_every_optimizer_states_its_formulas(name):
     opt = getattr(momenta, name)([torch.zeros(1, requires_grad=True)])
     f = opt.formulas()
     assert set(f) == {"m", "V", "update"} and all(f.values())
+
+
+def test_centered_variance_never_goes_below_zero():
+    """Found by tests/test_fuzz.py: with β≈0, E[g²] − E[g]² rounds below 0 and √ gives NaN."""
+    rule = EMASq(1.192092896e-07, centered=True)
+    g = torch.tensor([0.3, -1.7, 2.9, 1e-3])
+    state = rule.init(g)
+    for _ in range(3):
+        v, updates = rule.update(state, g, None, 1.0)
+        state = updates
+        assert (v >= 0).all()

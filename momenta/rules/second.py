@@ -74,8 +74,8 @@ class SumSq(SecondMoment):
 class EMASq(SecondMoment):
     """V_t = β·V_{t−1} + (1−β)·g_t², V_0 = 0; bias-corrected V̂_t = V_t / (1 − βᵗ).
 
-    Centered (RMSprop's variant): also ḡ_t = β·ḡ_{t−1} + (1−β)·g_t and V_t ← V_t − ḡ_t², an
-    estimate of the variance instead of the raw second moment.
+    Centered (RMSprop's variant): also ḡ_t = β·ḡ_{t−1} + (1−β)·g_t and V_t ← max(V_t − ḡ_t², 0),
+    an estimate of the variance instead of the raw second moment.
 
     Args:
         beta: decay rate β (torch's RMSprop calls it ``alpha``, Adam ``betas[1]``).
@@ -119,7 +119,9 @@ class EMASq(SecondMoment):
         if not self.centered:
             return v, {self.name: v}
         g_avg = self.beta * state[self.mean_name] + (1 - self.beta) * g
-        return v - g_avg * g_avg, {self.name: v, self.mean_name: g_avg}
+        # E[g²] − E[g]² ≥ 0 exactly, but rounding can take it just below 0 (√ → NaN, as
+        # in torch): clamped, which changes nothing wherever torch's result is a number
+        return (v - g_avg * g_avg).clamp_min(0), {self.name: v, self.mean_name: g_avg}
 
     def correction(self, t: float) -> float:
         return 1 - self.beta**t if self.bias_correction else 1.0
