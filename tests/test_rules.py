@@ -170,3 +170,22 @@ def test_centered_variance_never_goes_below_zero():
         v, updates = rule.update(state, g, None, 1.0)
         state = updates
         assert (v >= 0).all()
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: EMA(1.0), r"EMA: invalid beta: 1.0 \(expected 0.0 <= beta < 1.0\)"),
+        (lambda: EMA(-0.1), "EMA: invalid beta: -0.1"),
+        (lambda: EMA(float("nan")), "EMA: invalid beta: nan"),
+        (lambda: Momentum(-0.9), r"Momentum: invalid momentum: -0.9 \(expected momentum >= 0.0\)"),
+        (lambda: SumSq(-1.0), "SumSq: invalid initial: -1.0"),
+        (lambda: SumSq(0.0, -0.5), "SumSq: invalid lr_decay: -0.5"),
+        (lambda: EMASq(-0.5), "EMASq: invalid beta: -0.5"),
+    ],
+)
+def test_rules_check_their_hyperparameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+    with pytest.raises(TypeError, match="expected a number"):
+        EMA("0.9")  # type: ignore[arg-type]

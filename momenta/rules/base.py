@@ -36,6 +36,20 @@ Updates = dict[str, Tensor]
 """New values for a rule's buffers; the engine writes them into ``optimizer.state``."""
 
 
+def check(rule: object, name: str, low: float, high: float | None = None) -> None:
+    """A rule's hyperparameter ``name`` lies in ``[low, high)`` (``[low, ∞)`` without
+    ``high``). Python numbers only: tensors were checked where they came from (the param
+    group), and kernels rebuild rules with tensor fields, where a check would be a host sync."""
+    value = getattr(rule, name)
+    if isinstance(value, Tensor):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{type(rule).__name__}: invalid {name}: {value!r} (expected a number)")
+    if not (low <= value and (high is None or value < high)):
+        bound = f"{low} <= {name} < {high}" if high is not None else f"{name} >= {low}"
+        raise ValueError(f"{type(rule).__name__}: invalid {name}: {value} (expected {bound})")
+
+
 class Rule(ABC):
     """What first- and second-moment rules share."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import FirstMoment, State, Updates
+from .base import FirstMoment, State, Updates, check
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class EMA(FirstMoment):
     beta: float | Tensor = 0.9
     bias_correction: bool = False
     name: str = "exp_avg"
+
+    def __post_init__(self) -> None:
+        check(self, "beta", 0.0, 1.0)
 
     @property
     def needs_step(self) -> bool:  # type: ignore[override]
@@ -87,6 +90,11 @@ class Momentum(FirstMoment):
     dampening: float | Tensor = 0.0
     nesterov: bool = False
     name: str = "momentum_buffer"
+
+    def __post_init__(self) -> None:
+        check(self, "momentum", 0.0)
+        # dampening is not range-checked: torch.optim.SGD accepts any value
+        check(self, "dampening", float("-inf"))
 
     @property
     def formula(self) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import SecondMoment, State, Updates
+from .base import SecondMoment, State, Updates, check
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class SumSq(SecondMoment):
     initial: float = 0.0
     lr_decay: float | Tensor = 0.0
     name: str = "sum"
+
+    def __post_init__(self) -> None:
+        check(self, "initial", 0.0)
+        check(self, "lr_decay", 0.0)
 
     @property
     def needs_step(self) -> bool:  # type: ignore[override]
@@ -94,6 +98,10 @@ class EMASq(SecondMoment):
     centered: bool = False
     name: str = "exp_avg_sq"
     mean_name: str = "grad_avg"
+
+    def __post_init__(self) -> None:
+        # torch's RMSprop accepts any alpha >= 0 (alpha >= 1 does not average); so do we
+        check(self, "beta", 0.0)
 
     @property
     def needs_step(self) -> bool:  # type: ignore[override]
