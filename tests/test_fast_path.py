@@ -362,3 +362,19 @@ def test_cuda_compiled_equals_reference(compiled):
         results.append([p.detach().cpu() for p in params])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_rules_are_rebuilt_when_a_value_changes_in_place():
+    """Rules are cached between steps; a tensor hyperparameter edited in place still counts."""
+    results = []
+    for cls in (torch.optim.Adam, momenta.Adam):
+        p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        opt = cls([p], lr=0.1, betas=(torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.999, dtype=torch.float64)))
+        for step in range(4):
+            if step == 2:
+                opt.param_groups[0]["betas"][0].fill_(0.5)  # in place: same tensor object
+                opt.param_groups[0]["eps"] = 1e-3
+            p.grad = torch.full((3,), 0.5 + step, dtype=torch.float64)
+            opt.step()
+        results.append(p.detach().clone())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=0)

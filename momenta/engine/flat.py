@@ -124,6 +124,7 @@ class Bucket:
         self.dicts: list[MutableMapping[str, Any]] = []  # optimizer.state[p] of our params
         self.seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) at that time
         self.complete = False  # the last flat step created no buffer: the kernel's inputs are known
+        self.t = float("nan")  # the step about to be taken (set by steps_agree)
 
     def holds(self) -> bool:
         """Our parameters are still in our storage (``model.to``, ``p.data = …`` move them)."""
@@ -193,9 +194,15 @@ class Bucket:
         self.views[key] = views
 
     def steps_agree(self) -> bool:
-        """Every parameter is at the same step (or steps are not counted)."""
+        """Every parameter is at the same step (or steps are not counted); remembers that
+        step for :meth:`step` (one host read, which the bias corrections need anyway)."""
         steps = self.state.get(STEP)
-        return steps is None or bool(steps.min() == steps.max())
+        if steps is None:
+            self.t = float("nan")
+            return True
+        values = steps.tolist()
+        self.t = values[0] + 1
+        return min(values) == max(values)
 
     # -- gradients ----------------------------------------------------------------------------
 
@@ -219,12 +226,10 @@ class Bucket:
 
     def step(self, rules: Rules, h: reference.Hyper, state: TrackedState) -> None:
         """One flat step for every parameter (gradients gathered, states adopted, steps agree)."""
-        t = float("nan")
         steps = self.state.get(STEP)
         if steps is not None:
             steps += 1
-            t = float(steps[0])
-        s = reference.Scalars.of(rules, h, t)
+        s = reference.Scalars.of(rules, h, self.t)
         names = tuple(k for k in self.state if k != STEP)
         real = reference.real
         p, g = real(self.data), real(self.grad)

@@ -71,6 +71,23 @@ def _finite(plans: list[_Plan]) -> bool:
     return all(bool(torch.stack(fs).all()) for fs in flags.values())
 
 
+def _values_key(group: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What a group's rules depend on: every value but the parameters, tensors by identity
+    and version (so an in-place change counts); ``None`` if a value cannot be compared."""
+    parts: list[Any] = []
+    for key, value in group.items():
+        if key in ("params", "param_names"):
+            continue
+        if isinstance(value, Tensor):
+            value = (id(value), value._version)
+        elif isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
+            value = tuple((id(v), v._version) if isinstance(v, Tensor) else v for v in value)
+        elif not isinstance(value, (int, float, str, bool, tuple, type(None))):
+            return None
+        parts.append((key, value))
+    return tuple(parts)
+
+
 class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     """``w ← w − lr · m̂ / (√V̂ + ε)``, with ``m`` and ``V`` given by :meth:`rules`.
 
@@ -141,14 +158,26 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         return loss
 
     def _plan(self, index: int, group: dict[str, Any]) -> _Plan:
-        validation.group(group)  # schedulers and users may have changed values since
-        rules = self.rules(group)
-        hyper = reference.Hyper.of(group)
+        rules, hyper = self._rules_of(index, group)
         if self._uses_flat(group, rules):
             ready, rest = self._flat_group(index, group["params"]).gather()
         else:
             ready, rest = [], [p for p in group["params"] if p.grad is not None]
         return _Plan(group, rules, hyper, ready, rest)
+
+    def _rules_of(self, index: int, group: dict[str, Any]) -> tuple[Rules, reference.Hyper]:
+        """The group's rules and engine hyperparameters, checked; rebuilt only when a value
+        changed since the last step (a scheduler, a user), else reused."""
+        key = _values_key(group)
+        cache: dict[int, tuple[Any, Rules, reference.Hyper]] = self.__dict__.setdefault("_rules_cache", {})
+        cached = cache.get(index)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        validation.group(group)
+        rules, hyper = self.rules(group), reference.Hyper.of(group)
+        if key is not None:
+            cache[index] = (key, rules, hyper)
+        return rules, hyper
 
     def _apply(self, plan: _Plan) -> None:
         group, rules, hyper = plan.group, plan.rules, plan.hyper
