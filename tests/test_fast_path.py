@@ -378,3 +378,48 @@ def test_rules_are_rebuilt_when_a_value_changes_in_place():
             opt.step()
         results.append(p.detach().clone())
     torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=0)
+
+
+NO_COMPILER_SCRIPT = """
+import warnings, torch, momenta
+from momenta.engine import kernels
+kernels.config.compile_min_numel = 0
+results = []
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for foreach in (False, None):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(50)), torch.nn.Parameter(torch.randn(7, 3))]
+        opt = momenta.AdamW(params, lr=0.1, foreach=foreach)
+        for step in range(4):
+            for p in params:
+                p.grad = torch.sin(p.detach() + step)
+            opt.step()
+        results.append(torch.cat([p.detach().flatten() for p in params]))
+messages = [str(w.message) for w in caught if "compiled kernels are off" in str(w.message)]
+assert len(messages) == 1, messages
+assert "torch.compile failed" in messages[0], messages
+torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-7)
+print("fell back")
+"""
+
+
+def test_without_a_compiler_the_engine_warns_once_and_runs_eagerly(tmp_path):
+    """No C++ compiler on PATH and an empty Inductor cache: compilation fails, the engine
+    says so once and gives the reference numbers."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PATH": str(tmp_path),  # no cc, gcc, g++ or clang to be found
+        "CXX": str(tmp_path / "no-such-compiler"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        "TORCHINDUCTOR_COMPILE_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", NO_COMPILER_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fell back" in done.stdout
