@@ -124,7 +124,10 @@ def _variants(case: Case, shapes: Sequence[tuple[int, ...]]) -> list[Variant]:
     variants = []
     if case.torch_cls is not None:
         kwargs = case.torch_kwargs or case.kwargs
-        for label, flag in [("torch for-loop", dict(foreach=False)), ("torch foreach", dict(foreach=True)), ("torch fused", dict(fused=True))]:
+        flags: list[tuple[str, dict[str, Any]]] = [
+            ("torch for-loop", {"foreach": False}), ("torch foreach", {"foreach": True}), ("torch fused", {"fused": True}),
+        ]  # fmt: skip
+        for label, flag in flags:
             params = _params(shapes)
             try:
                 opt = case.torch_cls(params, **kwargs, **flag)
@@ -153,7 +156,11 @@ def _variants(case: Case, shapes: Sequence[tuple[int, ...]]) -> list[Variant]:
 
 def _probe(numel: int) -> Variant:
     a, c = torch.randn(numel), torch.randn(numel)
-    return Variant("bandwidth probe", lambda: a.add_(c, alpha=1e-9))
+
+    def axpy() -> None:  # a += s·c: read a, read c, write a
+        a.add_(c, alpha=1e-9)
+
+    return Variant("bandwidth probe", axpy)
 
 
 def measure(case: Case, set_name: str, rounds: int = 7, warmup: int = 3) -> dict[str, float]:

@@ -25,12 +25,12 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from ..rules import Rule
+from ..rules import FirstMoment, Rule, SecondMoment
 from .composition import Rules
 from .reference import Scalars, update
 
@@ -116,9 +116,9 @@ def _body(
     scalars: tuple[Tensor, ...],
 ) -> None:
     new = iter(hyper)
-    rules = dataclasses.replace(
-        template, first=rebuild(template.first, new), second=rebuild(template.second, new)
-    )
+    first = cast(FirstMoment, rebuild(template.first, new))
+    second = cast(SecondMoment, rebuild(template.second, new))
+    rules = dataclasses.replace(template, first=first, second=second)
     state = dict(zip(names, buffers))
     updates = update(p, g, state, rules, Scalars(*scalars), maximize=maximize, decays=decays)
     for name, value in updates.items():

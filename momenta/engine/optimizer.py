@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 from torch import Tensor
@@ -181,8 +181,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
     def _apply(self, plan: _Plan) -> None:
         group, rules, hyper = plan.group, plan.rules, plan.hyper
+        tracked = cast(flat.TrackedState, self.state)  # installed in __init__ and __setstate__
         rest = plan.rest + flat.FlatGroup.step(
-            plan.ready, rules, hyper, self.state, lambda p: self.new_state(p, group, rules)
+            plan.ready, rules, hyper, tracked, lambda p: self.new_state(p, group, rules)
         )
         for p in rest:
             grad = self._gradient(p, group)

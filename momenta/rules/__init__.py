@@ -4,7 +4,7 @@ See :mod:`momenta.rules.base` for what a rule is, :mod:`momenta.rules.first` and
 :mod:`momenta.rules.second` for the built-in ones.
 """
 
-from .base import FirstMoment, Rule, SecondMoment, State, Updates
+from .base import FirstMoment, Rule, Scalar, SecondMoment, State, Updates
 from .first import EMA, Gradient, Momentum
 from .second import AMSGrad, EMASq, One, SumSq
 
@@ -17,6 +17,7 @@ __all__ = [
     "Momentum",
     "One",
     "Rule",
+    "Scalar",
     "SecondMoment",
     "State",
     "SumSq",

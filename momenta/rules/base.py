@@ -35,6 +35,9 @@ State = Mapping[str, Tensor]
 Updates = dict[str, Tensor]
 """New values for a rule's buffers; the engine writes them into ``optimizer.state``."""
 
+Scalar = float | Tensor
+"""A per-step number: a Python float, or a 0-dim tensor (tensor hyperparameters, kernels)."""
+
 
 def check(rule: object, name: str, low: float, high: float | None = None) -> None:
     """A rule's hyperparameter ``name`` lies in ``[low, high)`` (``[low, ∞)`` without
@@ -69,11 +72,11 @@ class Rule(ABC):
         rule creates at its first update (override then). ``load_state_dict`` checks against it."""
         return tuple(self.init(torch.empty(0, device="meta")))
 
-    def correction(self, t: float) -> float:
+    def correction(self, t: float) -> Scalar:
         """The bias correction ``c(t)`` that divides this rule's moment (default 1)."""
         return 1.0
 
-    def decay(self, t: float) -> float:
+    def decay(self, t: float) -> Scalar:
         """The divisor ``d(t)`` of the learning rate at step ``t`` (default 1)."""
         return 1.0
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import FirstMoment, State, Updates, check
+from .base import FirstMoment, Scalar, State, Updates, check
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class EMA(FirstMoment):
         m = self.beta * state[self.name] + (1 - self.beta) * g
         return m, {self.name: m}
 
-    def correction(self, t: float) -> float:
+    def correction(self, t: float) -> Scalar:
         return 1 - self.beta**t if self.bias_correction else 1.0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import SecondMoment, State, Updates, check
+from .base import SecondMoment, Scalar, State, Updates, check
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SumSq(SecondMoment):
         v = state[self.name] + g * g
         return v, {self.name: v}
 
-    def decay(self, t: float) -> float:
+    def decay(self, t: float) -> Scalar:
         return 1 + (t - 1) * self.lr_decay
 
 
@@ -131,7 +131,7 @@ class EMASq(SecondMoment):
         # in torch): clamped, which changes nothing wherever torch's result is a number
         return (v - g_avg * g_avg).clamp_min(0), {self.name: v, self.mean_name: g_avg}
 
-    def correction(self, t: float) -> float:
+    def correction(self, t: float) -> Scalar:
         return 1 - self.beta**t if self.bias_correction else 1.0
 
 
@@ -174,8 +174,8 @@ class AMSGrad(SecondMoment):
         v_max = torch.maximum(state[self.name], v)
         return v_max, {**updates, self.name: v_max}
 
-    def correction(self, t: float) -> float:
+    def correction(self, t: float) -> Scalar:
         return self.inner.correction(t)
 
-    def decay(self, t: float) -> float:
+    def decay(self, t: float) -> Scalar:
         return self.inner.decay(t)
