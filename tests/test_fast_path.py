@@ -423,3 +423,30 @@ def test_without_a_compiler_the_engine_warns_once_and_runs_eagerly(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fell back" in done.stdout
+
+
+def test_a_storage_someone_else_holds_is_not_taken_over():
+    """A parameter whose storage another tensor holds (ZeroRedundancyOptimizer's bucket of
+    one parameter, a user's alias) keeps it: re-pointing would leave the holder stale."""
+    p = torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
+    q = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    bucket = torch.zeros(6, dtype=torch.float64)
+    p.data = bucket  # p is the only tenant, offset 0, same size: still someone else's
+    opt = momenta.SGD([p, q], lr=0.5)
+    for _ in range(2):
+        p.grad, q.grad = torch.ones(6, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+        opt.step()
+    assert p.data_ptr() == bucket.data_ptr()
+    torch.testing.assert_close(bucket, torch.full((6,), -1.0, dtype=torch.float64))
+
+
+def test_a_rebuilt_group_keeps_its_parameters_flat():
+    """A parameter joining later (unfrozen) rebuilds the buckets; those already in them stay."""
+    params = [torch.nn.Parameter(torch.randn(8)) for _ in range(3)]
+    opt = momenta.Adam(params, lr=0.1)
+    for step in range(4):
+        for i, p in enumerate(params):
+            p.grad = None if (i == 2 and step < 2) else torch.randn(8)
+        opt.step()
+    assert len({p.untyped_storage().data_ptr() for p in params}) == 1
+    assert not opt._flat_groups[0].others

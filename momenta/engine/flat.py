@@ -88,10 +88,25 @@ def flattenable(p: Tensor) -> bool:
     )  # fmt: skip
 
 
+def _storage_users(t: Tensor) -> int | None:
+    """How many tensors hold ``t``'s storage (``None`` where torch cannot tell)."""
+    try:
+        # the Python storage object made here holds one reference itself
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata) - 1
+    except (AttributeError, RuntimeError):  # pragma: no cover - other torch builds
+        return None
+
+
 def owns_storage(p: Tensor) -> bool:
     """``p`` is its storage's only tenant: not a view into someone else's buffer (DDP's or
-    ZeroRedundancyOptimizer's buckets), which the engine must not take over."""
-    return p.storage_offset() == 0 and p.untyped_storage().nbytes() == p.numel() * p.element_size()
+    ZeroRedundancyOptimizer's buckets, even one that holds this parameter alone), and no
+    other tensor shares it. Re-pointing ``p.data`` at a flat buffer is safe only then: any
+    other holder would go on seeing the old values."""
+    return (
+        p.storage_offset() == 0
+        and p.untyped_storage().nbytes() == p.numel() * p.element_size()
+        and _storage_users(p) in (1, None)
+    )
 
 
 def _region(flat: Tensor, p: Tensor, offset: int) -> Tensor:
@@ -255,11 +270,18 @@ class Bucket:
 class FlatGroup:
     """The fast path of one param group: its buckets, and the parameters left out of them."""
 
-    def __init__(self, params: list[Tensor]) -> None:
+    def __init__(self, params: list[Tensor], previous: FlatGroup | None = None) -> None:
         self.params = list(params)
+        # a parameter still in the previous buckets' storage is ours to move again
+        ours = {
+            id(p)
+            for b in (previous.buckets if previous else [])
+            for p, ptr in zip(b.params, b.ptrs)
+            if p.data_ptr() == ptr
+        }
         by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in self.params:
-            if p.grad is not None and flattenable(p) and owns_storage(p):
+            if p.grad is not None and flattenable(p) and (id(p) in ours or owns_storage(p)):
                 by_kind.setdefault((p.device, p.dtype), []).append(p)
         self.buckets = [Bucket(ps) for ps in by_kind.values()]
         bucketed = {id(p) for b in self.buckets for p in b.params}

@@ -229,7 +229,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         cache: dict[int, flat.FlatGroup] = self.__dict__.setdefault("_flat_groups", {})
         group = cache.get(index)
         if group is None or not group.current(params):
-            group = cache[index] = flat.FlatGroup(params)
+            group = cache[index] = flat.FlatGroup(params, previous=group)
         return group
 
     def _gradient(self, p: Tensor, group: dict[str, Any]) -> Tensor:

@@ -143,7 +143,10 @@ def update(
         else:
             g = g + s.weight_decay * p
     d, updates = moments(rules, buffers, g, s)
-    if isinstance(s.step_size, Tensor):  # compiled kernels, or an lr that autograd follows
+    if isinstance(s.step_size, Tensor) or torch.compiler.is_compiling():
+        # kernels, an lr that autograd follows, or a step traced by torch.compile: there a
+        # Python-number alpha becomes a symbolic float, which torch 2.13's graph cache can
+        # serve stale (a compiled training step then drifts from eager)
         p.sub_(s.step_size * d)
     else:
         p.add_(d, alpha=-s.step_size)
