@@ -1,0 +1,115 @@
+"""The optimizers every distributed scenario runs, each with its torch.optim equivalent.
+
+A case is a momenta optimizer with hyperparameters that exercise its state (momentum
+buffers, bias corrections, ``lr_decay``, ``amsgrad``, ``centered``, weight decay) and, where
+one exists, the torch.optim optimizer that must give the same numbers: the drop-ins' own
+class, and for the seed's textbook optimizers the torch class with the same formula (ε = 0;
+the gradients here are never exactly 0, so the seed's 0/0 rule never applies).
+``seed.SGDM`` (an EMA started at 0) has no torch equivalent: the scenarios compare it with
+itself run in one process on the global batch, as they do every case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+import momenta
+from momenta import seed
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    torch_cls: type[torch.optim.Optimizer] | None = None
+    torch_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: two param groups (weights with the case's weight decay, biases without)
+    groups: bool = False
+
+    @property
+    def id(self) -> str:
+        """The case in test ids: ``SGD-momentum-nesterov-weight_decay``."""
+        return "-".join(self.name.replace("(", " ").replace(")", "").replace(",", " ").split())
+
+    @property
+    def dropin(self) -> bool:
+        """momenta's class stands in for torch's: same name, param groups and state_dict."""
+        return self.torch_cls is not None and self.cls is getattr(momenta, self.torch_cls.__name__)
+
+    def params(self, model: torch.nn.Module) -> list[Any]:
+        """What the optimizer is given: the parameters, or two param groups."""
+        if not self.groups:
+            return list(model.parameters())
+        named = list(model.named_parameters())
+        return [
+            {"params": [p for n, p in named if n.endswith("weight")]},
+            {"params": [p for n, p in named if not n.endswith("weight")], "weight_decay": 0.0},
+        ]
+
+    def make(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return self.cls(self.params(model), **self.kwargs)
+
+    def make_torch(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        assert self.torch_cls is not None, self.name
+        return self.torch_cls(self.params(model), **self.torch_kwargs)
+
+    @property
+    def libs(self) -> tuple[str, ...]:
+        """The libraries to run: momenta, and torch where it has an equivalent."""
+        return ("momenta", "torch") if self.torch_cls else ("momenta",)
+
+    def make_with(self, lib: str, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The optimizer of ``lib`` (``"momenta"`` or ``"torch"``) for ``model``."""
+        return self.make(model) if lib == "momenta" else self.make_torch(model)
+
+
+def _dropin(name: str, label: str | None = None, *, groups: bool = False, **kwargs: Any) -> Case:
+    return Case(
+        label or name, getattr(momenta, name), kwargs, getattr(torch.optim, name), kwargs, groups
+    )
+
+
+CASES: list[Case] = [
+    _dropin("SGD", lr=0.1),
+    _dropin("SGD", "SGD(momentum, nesterov, weight_decay)",
+            lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    _dropin("SGD", "SGD(momentum, dampening)", lr=0.1, momentum=0.9, dampening=0.1),
+    _dropin("Adam", lr=0.01),
+    _dropin("Adam", "Adam(amsgrad, weight_decay)", lr=0.01, amsgrad=True, weight_decay=0.1),
+    _dropin("AdamW", lr=0.01, weight_decay=0.1),
+    _dropin("AdamW", "AdamW(2 param groups)", groups=True, lr=0.01, weight_decay=0.1),
+    _dropin("Adagrad", "Adagrad(lr_decay, initial_accumulator_value, weight_decay)",
+            lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1, weight_decay=0.01),
+    _dropin("RMSprop", lr=0.01),
+    _dropin("RMSprop", "RMSprop(centered, momentum, weight_decay)",
+            lr=0.01, centered=True, momentum=0.9, weight_decay=0.01),
+    Case("seed.SGD", seed.SGD, dict(lr=0.1), torch.optim.SGD, dict(lr=0.1)),
+    Case("seed.SGDM", seed.SGDM, dict(lr=0.1, beta=0.9)),
+    Case("seed.Adagrad", seed.Adagrad, dict(lr=0.1), torch.optim.Adagrad, dict(lr=0.1, eps=0.0)),
+    Case("seed.RMSProp", seed.RMSProp, dict(lr=0.01, beta=0.9),
+         torch.optim.RMSprop, dict(lr=0.01, alpha=0.9, eps=0.0)),
+    Case("seed.Adam", seed.Adam, dict(lr=0.01), torch.optim.Adam, dict(lr=0.01, eps=0.0)),
+]  # fmt: skip
+
+BY_NAME = {case.name: case for case in CASES}
+assert len(BY_NAME) == len(CASES), "case names must be unique"
+
+
+def params(names: list[str] | None = None, *, known_bugs: dict[str, str] | None = None,
+           ) -> list[Any]:  # fmt: skip
+    """The cases ``names`` (default: all) as pytest params; a known bug's case is marked
+    ``xfail(strict=True)`` with the reason, so that it fails once the bug is fixed."""
+    known_bugs = known_bugs or {}
+    unknown = set(known_bugs) - set(BY_NAME)
+    assert not unknown, f"known bugs of unknown cases: {unknown}"
+    out = []
+    for name in names or list(BY_NAME):
+        bug = known_bugs.get(name)
+        marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+        out.append(pytest.param(name, id=BY_NAME[name].id, marks=marks))
+    return out
