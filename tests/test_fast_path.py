@@ -254,7 +254,11 @@ def compiled(monkeypatch):
         pytest.param(Rules(Momentum(0.9), EMASq(0.99, centered=True, name="square_avg"), precondition="gradient"), id="rmsprop-momentum"),
     ],
 )
-def test_compiled_equals_reference(compiled, rules):
+@pytest.mark.parametrize("per_tensor", [False, True], ids=["gathered", "per-tensor"])
+def test_compiled_equals_reference(compiled, rules, per_tensor, monkeypatch):
+    # fresh gradient tensors every step: gathered into the flat buffer, or (per-tensor) left
+    # where autograd put them with one kernel call per parameter
+    monkeypatch.setattr(kernels.config, "per_tensor_min_numel", 0 if per_tensor else 2**40)
     before = compiled["stats"]["unique_graphs"]
     # Inductor contracts a·b + c into fused multiply-adds: float32 differs from eager in the
     # last bits, and the centered variance V − ḡ² (a difference of close numbers) scales
@@ -450,3 +454,12 @@ def test_a_rebuilt_group_keeps_its_parameters_flat():
         opt.step()
     assert len({p.untyped_storage().data_ptr() for p in params}) == 1
     assert not opt._flat_groups[0].others
+
+
+def test_compiled_per_tensor_complex_and_odd_layouts(compiled, monkeypatch):
+    """Complex parameters, channels_last, a scalar and an empty tensor, one kernel call each."""
+    monkeypatch.setattr(kernels.config, "per_tensor_min_numel", 0)
+    rules = Rules(EMA(0.9, True), AMSGrad(EMASq(0.999, True)), weight_decay="decoupled")
+    ref, fast = run_both(rules, torch.float64, steps=4, complex_=True, weight_decay=0.1)
+    assert_same(ref, fast, torch.float64)
+    assert fast[0][3].is_contiguous(memory_format=torch.channels_last)

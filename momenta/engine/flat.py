@@ -119,13 +119,17 @@ class Bucket:
     def __init__(self, params: list[Tensor]) -> None:
         self.params = params
         self.dtype, self.device = params[0].dtype, params[0].device
+        # regions start on 64-byte boundaries (aligned inputs for vectorised kernels when a
+        # kernel runs on one region); the gaps hold zeros everywhere and are never read back
+        align = max(1, 64 // params[0].element_size())
         self.offsets: list[int] = []
         total = 0
         for p in params:
+            total = -(-total // align) * align
             self.offsets.append(total)
             total += p.numel()
         self.numel = total
-        self.data = torch.empty(total, dtype=self.dtype, device=self.device)
+        self.data = torch.zeros(total, dtype=self.dtype, device=self.device)
         for p, offset in zip(params, self.offsets):
             view = _region(self.data, p, offset)
             view.copy_(p.detach())
@@ -140,6 +144,7 @@ class Bucket:
         self.seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) at that time
         self.complete = False  # the last flat step created no buffer: the kernel's inputs are known
         self.t = float("nan")  # the step about to be taken (set by steps_agree)
+        self.direct: list[Tensor] | None = None  # gradients used where they are, this step
 
     def holds(self) -> bool:
         """Our parameters are still in our storage (``model.to``, ``p.data = …`` move them)."""
@@ -187,7 +192,7 @@ class Bucket:
             ):  # fmt: skip
                 return False
             else:
-                flat[key] = torch.empty_like(self.data)
+                flat[key] = torch.zeros_like(self.data)
                 for t, p, o in zip(tensors, self.params, self.offsets):
                     _region(flat[key], p, o).copy_(t)
         self.state, self.complete, self.dicts = flat, False, dicts
@@ -221,20 +226,50 @@ class Bucket:
 
     # -- gradients ----------------------------------------------------------------------------
 
-    def gather_grads(self) -> bool:
+    def gather_grads(self, per_tensor: bool = False) -> bool:
         """Bring every gradient into the flat gradient buffer (nothing to do for gradients
         that autograd accumulated into our views); ``False`` if some cannot be flat (a
-        missing or sparse gradient)."""
+        missing or sparse gradient). With ``per_tensor``, gradients that autograd allocated
+        anew are left where they are (:attr:`direct`) for a kernel call per tensor."""
+        self.direct = None
         grads = list(map(_grad, self.params))
         if all(map(is_, grads, self.grad_views)):
             return True
         if any(g is None or g.is_sparse or g.shape != p.shape for g, p in zip(grads, self.params)):
             return False
+        if per_tensor and all(
+            g.dtype == self.dtype and g.device == self.device and g.stride() == p.stride()
+            for g, p in zip(grads, self.params)
+        ):
+            self.direct = grads
+            return True
         for p, g, view in zip(self.params, grads, self.grad_views):
             if g is not view:
                 view.copy_(g)
                 if owns_storage(g):  # a view into DDP's buckets stays where it is
                     p.grad = view
+        return True
+
+    def compiles(self, rules: Rules) -> bool:
+        """This bucket's step asks for a compiled kernel (which compilation switched off, or
+        failing here, turns down with one warning)."""
+        return self.complete and self.numel >= kernels.config.compile_min_numel and kernels.compilable(rules)
+
+    def grads_to_check(self) -> list[Tensor]:
+        """The gradients of this step, as the finiteness check should read them."""
+        return self.direct if self.direct is not None else [self.grad]
+
+    def _regions(self, flat: Tensor) -> list[Tensor]:
+        """Each parameter's region of ``flat`` as a 1-D tensor in memory order (real view)."""
+        return [reference.real(flat.narrow(0, o, p.numel())) for p, o in zip(self.params, self.offsets)]
+
+    def _step_per_tensor(self, fn: kernels.Kernel, names: tuple[str, ...], scalar_inputs: kernels.Inputs) -> bool:
+        assert self.direct is not None
+        buffers = list(zip(*(self._regions(self.state[k]) for k in names))) or [()] * len(self.params)
+        for p, g, bufs, param in zip(self._regions(self.data), self.direct, buffers, self.params):
+            g1 = reference.real(g.as_strided((param.numel(),), (1,), g.storage_offset()))
+            if not kernels.run(fn, p, g1, tuple(bufs), scalar_inputs):
+                return False
         return True
 
     # -- the step -----------------------------------------------------------------------------
@@ -249,15 +284,23 @@ class Bucket:
         real = reference.real
         p, g = real(self.data), real(self.grad)
         buffers = tuple(real(self.state[k]) for k in names)
-        if self.complete and self.numel >= kernels.config.compile_min_numel and kernels.compilable(rules):
+        if self.compiles(rules):
             fn = kernels.kernel(rules, names, h.maximize, h.decays, self.dtype, self.device)
-            if fn is not None and kernels.run(fn, rules, p, g, buffers, s):
-                return
+            if fn is not None:
+                scalar_inputs = kernels.inputs(rules, s, self.dtype, self.device)
+                if self.direct is not None:
+                    if self._step_per_tensor(fn, names, scalar_inputs):
+                        return
+                elif kernels.run(fn, p, g, buffers, scalar_inputs):
+                    return
+        if self.direct is not None:  # no kernel after all: gather, and one eager flat pass
+            for view, grad in zip(self.grad_views, self.direct):
+                view.copy_(grad)
         updates = reference.update(p, g, dict(zip(names, buffers)), rules, s, maximize=h.maximize, decays=h.decays)
         self.complete = all(name in names for name in updates)
         for name, value in updates.items():
             if name not in self.state:  # a buffer born at its first update: flat from birth
-                self.state[name] = torch.empty_like(self.data)
+                self.state[name] = torch.zeros_like(self.data)
                 self._hand_out(name)
             real(self.state[name]).copy_(value)
         if not self.complete:  # states that were empty now hold buffers: register them
@@ -269,6 +312,8 @@ class Bucket:
 
 class FlatGroup:
     """The fast path of one param group: its buckets, and the parameters left out of them."""
+
+    buckets: list[Bucket]
 
     def __init__(self, params: list[Tensor], previous: FlatGroup | None = None) -> None:
         self.params = list(params)
@@ -296,13 +341,18 @@ class FlatGroup:
             and not any(p.grad is not None and flattenable(p) and owns_storage(p) for p in self.others)
         )
 
-    def gather(self) -> tuple[list[Bucket], list[Tensor]]:
+    def gather(self, rules: Rules) -> tuple[list[Bucket], list[Tensor]]:
         """Bring gradients into the flat buffers. Returns the buckets ready for a flat step
         and the parameters left to the reference path (those with a gradient that no ready
         bucket holds). Nothing of the parameters or the state has changed yet."""
         ready, rest = [], [p for p in self.others if p.grad is not None]
         for b in self.buckets:
-            if b.gather_grads():
+            per_tensor = (
+                kernels.config.compile
+                and b.compiles(rules)
+                and b.numel >= kernels.config.per_tensor_min_numel * len(b.params)
+            )
+            if b.gather_grads(per_tensor):
                 ready.append(b)
             else:
                 rest += [p for p in b.params if p.grad is not None]

@@ -44,11 +44,17 @@ class Config:
         compile: compile kernels with torch.compile (``MOMENTA_COMPILE``).
         compile_min_numel: compile only for buckets of at least this many elements
             (``MOMENTA_COMPILE_MIN_NUMEL``, default 2**20).
+        per_tensor_min_numel: gradients that autograd allocated anew (``zero_grad()`` with
+            ``set_to_none=True``) are not copied into the flat buffer when the bucket's
+            tensors hold this many elements on average (``MOMENTA_PER_TENSOR_MIN_NUMEL``,
+            default 2**17): the compiled kernel runs once per tensor instead, since a copy
+            would cost more memory traffic than the calls cost time.
     """
 
     flat: bool = os.environ.get("MOMENTA_FLAT", "1") != "0"
     compile: bool = os.environ.get("MOMENTA_COMPILE", "1") != "0"
     compile_min_numel: int = int(os.environ.get("MOMENTA_COMPILE_MIN_NUMEL", str(2**20)))
+    per_tensor_min_numel: int = int(os.environ.get("MOMENTA_PER_TENSOR_MIN_NUMEL", str(2**17)))
 
 
 config = Config()
@@ -177,19 +183,26 @@ def kernel(
     return fn
 
 
-def run(
-    fn: Kernel, rules: Rules, p: Tensor, g: Tensor, buffers: tuple[Tensor, ...], s: Scalars
-) -> bool:
-    """Run a compiled kernel; ``False`` (after one warning) if compilation fails here."""
-    device = p.device
+Inputs = tuple[tuple[Tensor, ...], tuple[Tensor, ...]]
+
+
+def inputs(rules: Rules, s: Scalars, dtype: torch.dtype, device: torch.device) -> Inputs:
+    """The kernel's scalar inputs for one step: the rules' hyperparameters and the per-step
+    scalars, as 0-dim tensors (float64 for float64 parameters, else float32)."""
+    scalar_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
     def as_tensor(x: Any) -> Tensor:
-        return torch.as_tensor(x, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32, device=device)
+        return torch.as_tensor(x, dtype=scalar_dtype, device=device)
 
     hyper = tuple(as_tensor(v) for v in itertools.chain(values(rules.first), values(rules.second)))
     scalars = tuple(as_tensor(getattr(s, f.name)) for f in dataclasses.fields(s))
+    return hyper, scalars
+
+
+def run(fn: Kernel, p: Tensor, g: Tensor, buffers: tuple[Tensor, ...], scalar_inputs: Inputs) -> bool:
+    """Run a compiled kernel; ``False`` (after one warning) if compilation fails here."""
     try:
-        fn(p, g, buffers, hyper, scalars)
+        fn(p, g, buffers, *scalar_inputs)
     except Exception as error:  # no C++ compiler, an unsupported op in a user's rule, ...
         config.compile = False
         _warn_once(f"torch.compile failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")

@@ -62,7 +62,7 @@ def _finite(plans: list[_Plan]) -> bool:
     flags: dict[torch.device, list[Tensor]] = {}
     for plan in plans:
         for b in plan.ready:
-            flags.setdefault(b.device, []).append(torch.isfinite(b.grad).all())
+            flags.setdefault(b.device, []).extend(torch.isfinite(g).all() for g in b.grads_to_check())
         for p in plan.rest:
             g = p.grad
             assert g is not None
@@ -160,7 +160,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     def _plan(self, index: int, group: dict[str, Any]) -> _Plan:
         rules, hyper = self._rules_of(index, group)
         if self._uses_flat(group, rules):
-            ready, rest = self._flat_group(index, group["params"]).gather()
+            ready, rest = self._flat_group(index, group["params"]).gather(rules)
         else:
             ready, rest = [], [p for p in group["params"] if p.grad is not None]
         return _Plan(group, rules, hyper, ready, rest)
