@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import assert_states_close
 
 import momenta
 from momenta import Rules
@@ -84,12 +85,7 @@ def assert_same(a, b, dtype, tol=None):
     tol = tol or TOL[dtype]
     for x, y in zip(pa, pb):
         torch.testing.assert_close(x.detach(), y.detach(), **tol)
-    sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert sa[k].keys() == sb[k].keys()
-        for key in sa[k]:
-            torch.testing.assert_close(sa[k][key], sb[k][key], **tol)
+    assert_states_close(ob.state_dict()["state"], oa.state_dict()["state"], **tol)
 
 
 @pytest.mark.parametrize("rules", COMPOSITIONS)

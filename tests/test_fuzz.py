@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import torch
+from helpers import assert_states_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,12 +88,7 @@ def test_finite_and_fast_equals_reference(case):
     for a, b in zip(ref_params, fast_params):
         assert torch.isfinite(a).all() and torch.isfinite(b).all()
         torch.testing.assert_close(b.detach(), a.detach(), **tol)
-    sa, sb = ref_opt.state_dict()["state"], fast_opt.state_dict()["state"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert sa[k].keys() == sb[k].keys()
-        for key in sa[k]:
-            torch.testing.assert_close(sb[k][key], sa[k][key], **tol)
+    assert_states_close(fast_opt.state_dict()["state"], ref_opt.state_dict()["state"], **tol)
 
 
 @SETTINGS
@@ -107,8 +103,4 @@ def test_state_dict_round_trip_is_the_identity(case):
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     again = fresh.state_dict()
     assert again["param_groups"] == saved["param_groups"]
-    assert again["state"].keys() == saved["state"].keys()
-    for k, entry in saved["state"].items():
-        assert again["state"][k].keys() == entry.keys()
-        for key, value in entry.items():
-            assert torch.equal(again["state"][k][key], value)
+    assert_states_close(again["state"], saved["state"])

@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import assert_states_close
 
 import momenta
 from momenta import seed
@@ -58,11 +59,7 @@ def same(a, b):
     (pa, sa), (pb, sb) = a, b
     assert all(torch.equal(x, y) for x, y in zip(pa, pb))
     assert sa["param_groups"] == sb["param_groups"]
-    assert sa["state"].keys() == sb["state"].keys()
-    for k in sa["state"]:
-        assert sa["state"][k].keys() == sb["state"][k].keys()
-        for key in sa["state"][k]:
-            assert torch.equal(sa["state"][k][key], sb["state"][k][key]), (k, key)
+    assert_states_close(sb["state"], sa["state"])
 
 
 # -- non-finite gradients ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_states_close
 from torch_db import INFO, NAMES, cpu_configs, pair
 
 TOLERANCE = {
@@ -100,10 +101,5 @@ def test_matches_torch(name, kwargs, impl, dtype, complex_, lr_kind):
     # the state is the same too: keys, dtypes, devices and values
     sa, se = momenta_opt.state_dict(), torch_opt.state_dict()
     assert sa["param_groups"] == se["param_groups"]
-    assert sa["state"].keys() == se["state"].keys()
-    for k in se["state"]:
-        assert sa["state"][k].keys() == se["state"][k].keys(), k
-        for key, ve in se["state"][k].items():
-            va = sa["state"][k][key]
-            assert (va.dtype, va.device, va.shape) == (ve.dtype, ve.device, ve.shape), (k, key)
-            torch.testing.assert_close(va, ve, **TOLERANCE[dtype])
+    # assert_close also checks dtype, device and shape (where torch keeps `step`, too)
+    assert_states_close(sa["state"], se["state"], **TOLERANCE[dtype])

@@ -1,0 +1,21 @@
+"""Assertions shared by the test suites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def assert_states_close(actual: dict[Any, Any], expected: dict[Any, Any], **tolerance: float) -> None:
+    """Two optimizer states (``state_dict()["state"]``) hold the same entries, keys and
+    values (within ``tolerance``, ``torch.testing.assert_close``'s; exact without it)."""
+    if not tolerance:
+        tolerance = dict(rtol=0.0, atol=0.0)
+    assert actual.keys() == expected.keys()
+    for index, entry in expected.items():
+        assert actual[index].keys() == entry.keys(), index
+        for key, value in entry.items():
+            torch.testing.assert_close(
+                actual[index][key], value, **tolerance, msg=lambda m: f"state[{index}][{key!r}]: {m}"
+            )
