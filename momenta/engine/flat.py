@@ -41,6 +41,9 @@ from .composition import Rules
 
 STEP = "step"
 _grad = attrgetter("grad")
+#: In a per-tensor step, parameters this large get a kernel call of their own on the
+#: gradient autograd allocated; smaller ones are copied into the flat buffer and share calls.
+DIRECT_MIN_NUMEL = 4096
 
 
 class TrackedState(defaultdict):  # type: ignore[type-arg]
@@ -128,7 +131,8 @@ class Bucket:
             total = -(-total // align) * align
             self.offsets.append(total)
             total += p.numel()
-        self.numel = total
+        self.align = align
+        self.numel = total = -(-total // align) * align
         self.data = torch.zeros(total, dtype=self.dtype, device=self.device)
         for p, offset in zip(params, self.offsets):
             view = _region(self.data, p, offset)
@@ -144,7 +148,7 @@ class Bucket:
         self.seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) at that time
         self.complete = False  # the last flat step created no buffer: the kernel's inputs are known
         self.t = float("nan")  # the step about to be taken (set by steps_agree)
-        self.direct: list[Tensor] | None = None  # gradients used where they are, this step
+        self.direct: list[Tensor | None] | None = None  # gradients used where they are, this step
 
     def holds(self) -> bool:
         """Our parameters are still in our storage (``model.to``, ``p.data = …`` move them)."""
@@ -237,17 +241,26 @@ class Bucket:
             return True
         if any(g is None or g.is_sparse or g.shape != p.shape for g, p in zip(grads, self.params)):
             return False
-        if per_tensor and all(
-            g.dtype == self.dtype and g.device == self.device and g.stride() == p.stride()
-            for g, p in zip(grads, self.params)
-        ):
-            self.direct = grads
+        if per_tensor:
+            # large gradients stay where autograd put them; small ones are copied in
+            direct: list[Tensor | None] = []
+            for p, g, view in zip(self.params, grads, self.grad_views):
+                if (
+                    p.numel() >= DIRECT_MIN_NUMEL and g.dtype == self.dtype
+                    and g.device == self.device and g.stride() == p.stride()
+                ):  # fmt: skip
+                    direct.append(g)
+                else:
+                    if g is not view:
+                        view.copy_(g)
+                    direct.append(None)
+            self.direct = direct  # type: ignore[assignment]
             return True
+        stale = [(view, g) for g, view in zip(grads, self.grad_views) if g is not view]
+        torch._foreach_copy_([v for v, _ in stale], [g for _, g in stale])  # one call, not n
         for p, g, view in zip(self.params, grads, self.grad_views):
-            if g is not view:
-                view.copy_(g)
-                if owns_storage(g):  # a view into DDP's buckets stays where it is
-                    p.grad = view
+            if g is not view and owns_storage(g):  # a view into DDP's buckets stays there
+                p.grad = view
         return True
 
     def compiles(self, rules: Rules) -> bool:
@@ -257,18 +270,41 @@ class Bucket:
 
     def grads_to_check(self) -> list[Tensor]:
         """The gradients of this step, as the finiteness check should read them."""
-        return self.direct if self.direct is not None else [self.grad]
+        if self.direct is None:
+            return [self.grad]
+        return [g if g is not None else view for g, view in zip(self.direct, self.grad_views)]
 
-    def _regions(self, flat: Tensor) -> list[Tensor]:
-        """Each parameter's region of ``flat`` as a 1-D tensor in memory order (real view)."""
-        return [reference.real(flat.narrow(0, o, p.numel())) for p, o in zip(self.params, self.offsets)]
+    def _calls(self) -> list[tuple[int, int, Tensor | None]]:
+        """The kernel calls of a per-tensor step: ``(start, stop, gradient)`` with the
+        gradient of a large parameter used where it is, and ``None`` for a span of small
+        parameters whose gradients were copied in (span ends rounded up to the alignment, so
+        that no call sees 0 or 1 elements, which compiled kernels would specialise on)."""
+        assert self.direct is not None
+        calls: list[tuple[int, int, Tensor | None]] = []
+        span: list[int] | None = None
+        for p, offset, g in zip(self.params, self.offsets, self.direct):
+            end = offset + p.numel()
+            if g is not None:
+                if span:
+                    calls.append((span[0], span[1], None))
+                span = None
+                calls.append((offset, end, g))
+            elif span is None:
+                span = [offset, end]
+            else:
+                span[1] = end
+        if span:
+            calls.append((span[0], span[1], None))
+        round_up = lambda n: -(-n // self.align) * self.align  # noqa: E731
+        return [(a, b if g is not None else round_up(b), g) for a, b, g in calls if b > a]
 
     def _step_per_tensor(self, fn: kernels.Kernel, names: tuple[str, ...], scalar_inputs: kernels.Inputs) -> bool:
-        assert self.direct is not None
-        buffers = list(zip(*(self._regions(self.state[k]) for k in names))) or [()] * len(self.params)
-        for p, g, bufs, param in zip(self._regions(self.data), self.direct, buffers, self.params):
-            g1 = reference.real(g.as_strided((param.numel(),), (1,), g.storage_offset()))
-            if not kernels.run(fn, p, g1, tuple(bufs), scalar_inputs):
+        real = reference.real
+        for start, stop, g in self._calls():
+            n = stop - start
+            grad = self.grad.narrow(0, start, n) if g is None else g.as_strided((n,), (1,), g.storage_offset())
+            buffers = tuple(real(self.state[k].narrow(0, start, n)) for k in names)
+            if not kernels.run(fn, real(self.data.narrow(0, start, n)), real(grad), buffers, scalar_inputs):
                 return False
         return True
 
@@ -295,7 +331,8 @@ class Bucket:
                     return
         if self.direct is not None:  # no kernel after all: gather, and one eager flat pass
             for view, grad in zip(self.grad_views, self.direct):
-                view.copy_(grad)
+                if grad is not None:
+                    view.copy_(grad)
         updates = reference.update(p, g, dict(zip(names, buffers)), rules, s, maximize=h.maximize, decays=h.decays)
         self.complete = all(name in names for name in updates)
         for name, value in updates.items():

@@ -133,7 +133,7 @@ def _body(
 
 Kernel = Callable[[Tensor, Tensor, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]], None]
 
-_kernels: dict[Any, Kernel] = {}
+_kernels: dict[Any, Kernel | None] = {}  # None: this structure failed to compile
 _counter = itertools.count()
 _lock = threading.Lock()
 _warned = False
@@ -165,22 +165,22 @@ def kernel(
         rules.eps, rules.zero_over_zero, names, maximize, decays,
     )  # fmt: skip
     with _lock:
-        fn = _kernels.get(key)
-        if fn is None:
-            # A fresh code object per structure: dynamo caches graphs per code object, so
-            # structures never evict each other and instances of one structure share one.
-            n = next(_counter)
-            namespace: dict[str, Any] = {
-                "_body": _body, "TEMPLATE": template, "NAMES": names, "MAXIMIZE": maximize, "DECAYS": decays,
-            }  # fmt: skip
-            source = (
-                f"def momenta_kernel_{n}(p, g, buffers, hyper, scalars):\n"
-                "    _body(TEMPLATE, NAMES, MAXIMIZE, DECAYS, p, g, buffers, hyper, scalars)\n"
-            )
-            exec(compile(source, f"<momenta kernel {n}>", "exec"), namespace)
-            fn = torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)
-            _kernels[key] = fn
-    return fn
+        if key in _kernels:
+            return _kernels[key]
+        # A fresh code object per structure: dynamo caches graphs per code object, so
+        # structures never evict each other and instances of one structure share one.
+        n = next(_counter)
+        namespace: dict[str, Any] = {
+            "_body": _body, "TEMPLATE": template, "NAMES": names, "MAXIMIZE": maximize, "DECAYS": decays,
+        }  # fmt: skip
+        source = (
+            f"def momenta_kernel_{n}(p, g, buffers, hyper, scalars):\n"
+            "    _body(TEMPLATE, NAMES, MAXIMIZE, DECAYS, p, g, buffers, hyper, scalars)\n"
+        )
+        exec(compile(source, f"<momenta kernel {n}>", "exec"), namespace)
+        fn = torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)
+        _kernels[key] = fn
+        return fn
 
 
 Inputs = tuple[tuple[Tensor, ...], tuple[Tensor, ...]]
@@ -200,11 +200,15 @@ def inputs(rules: Rules, s: Scalars, dtype: torch.dtype, device: torch.device) -
 
 
 def run(fn: Kernel, p: Tensor, g: Tensor, buffers: tuple[Tensor, ...], scalar_inputs: Inputs) -> bool:
-    """Run a compiled kernel; ``False`` (after one warning) if compilation fails here."""
+    """Run a compiled kernel; ``False`` (after one warning) if it cannot be compiled here:
+    that structure then runs eagerly from now on, the others keep their kernels."""
     try:
         fn(p, g, buffers, *scalar_inputs)
     except Exception as error:  # no C++ compiler, an unsupported op in a user's rule, ...
-        config.compile = False
+        with _lock:
+            for key, compiled in _kernels.items():
+                if compiled is fn:
+                    _kernels[key] = None
         _warn_once(f"torch.compile failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
         return False
     return True
