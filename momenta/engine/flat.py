@@ -161,7 +161,7 @@ class Bucket:
         if seen_state is not state or seen_version != state.version:
             return False
         dicts = self.dicts
-        if not all(len(d) == len(self.views) for d in dicts):
+        if list(map(len, dicts)) != [len(self.views)] * len(dicts):
             return False
         return all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self.views.items())
 
