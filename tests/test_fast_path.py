@@ -466,3 +466,24 @@ def test_compiled_per_tensor_complex_and_odd_layouts(compiled, monkeypatch):
         ref, fast = run_both(rules, torch.float64, steps=4, complex_=True, weight_decay=0.1)
     assert_same(ref, fast, torch.float64)
     assert fast[0][3].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_kernel_failing_midway_moves_every_element_exactly_once(compiled, monkeypatch):
+    """Per-tensor calls where compilation fails after the first call (as dynamo's recompile
+    limit can): the remaining slices run eagerly, none is stepped twice."""
+    monkeypatch.setattr(kernels.config, "per_tensor_min_numel", 0)
+    monkeypatch.setattr(flat, "DIRECT_MIN_NUMEL", 16)
+    calls = []
+    real_run = kernels.run
+
+    def flaky(fn, *args):
+        calls.append(1)
+        if len(calls) % 3 == 2:  # every few calls, "compilation fails"
+            return False
+        return real_run(fn, *args)
+
+    monkeypatch.setattr(kernels, "run", flaky)
+    rules = Rules(EMA(0.9, True), EMASq(0.999, True), weight_decay="decoupled")
+    ref, fast = run_both(rules, torch.float64, steps=4, weight_decay=0.1)
+    assert_same(ref, fast, torch.float64)
+    assert len(calls) > 3

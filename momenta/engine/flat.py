@@ -298,15 +298,27 @@ class Bucket:
         round_up = lambda n: -(-n // self.align) * self.align  # noqa: E731
         return [(a, b if g is not None else round_up(b), g) for a, b, g in calls if b > a]
 
-    def _step_per_tensor(self, fn: kernels.Kernel, names: tuple[str, ...], scalar_inputs: kernels.Inputs) -> bool:
+    def _step_per_tensor(
+        self, fn: kernels.Kernel | None, names: tuple[str, ...], rules: Rules, h: reference.Hyper, s: reference.Scalars
+    ) -> None:
+        """One call per large tensor and per span of small ones; a call the kernel cannot
+        take (no kernel, or compilation failing midway) runs the same formula eagerly on its
+        slice, so that every element moves exactly once."""
         real = reference.real
+        scalar_inputs = kernels.inputs(rules, s, self.dtype, self.device) if fn is not None else None
         for start, stop, g in self._calls():
             n = stop - start
             grad = self.grad.narrow(0, start, n) if g is None else g.as_strided((n,), (1,), g.storage_offset())
+            p, grad = real(self.data.narrow(0, start, n)), real(grad)
             buffers = tuple(real(self.state[k].narrow(0, start, n)) for k in names)
-            if not kernels.run(fn, real(self.data.narrow(0, start, n)), real(grad), buffers, scalar_inputs):
-                return False
-        return True
+            if fn is not None and scalar_inputs is not None:
+                if kernels.run(fn, p, grad, buffers, scalar_inputs):
+                    continue
+                fn = None
+            state = dict(zip(names, buffers))
+            updates = reference.update(p, grad, state, rules, s, maximize=h.maximize, decays=h.decays)
+            for name, value in updates.items():  # complete: every buffer exists
+                state[name].copy_(value)
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -320,19 +332,14 @@ class Bucket:
         real = reference.real
         p, g = real(self.data), real(self.grad)
         buffers = tuple(real(self.state[k]) for k in names)
+        fn = None
         if self.compiles(rules):
             fn = kernels.kernel(rules, names, h.maximize, h.decays, self.dtype, self.device)
-            if fn is not None:
-                scalar_inputs = kernels.inputs(rules, s, self.dtype, self.device)
-                if self.direct is not None:
-                    if self._step_per_tensor(fn, names, scalar_inputs):
-                        return
-                elif kernels.run(fn, p, g, buffers, scalar_inputs):
-                    return
-        if self.direct is not None:  # no kernel after all: gather, and one eager flat pass
-            for view, grad in zip(self.grad_views, self.direct):
-                if grad is not None:
-                    view.copy_(grad)
+        if self.direct is not None:  # chosen only for compiling buckets: complete
+            self._step_per_tensor(fn, names, rules, h, s)
+            return
+        if fn is not None and kernels.run(fn, p, g, buffers, kernels.inputs(rules, s, self.dtype, self.device)):
+            return
         updates = reference.update(p, g, dict(zip(names, buffers)), rules, s, maximize=h.maximize, decays=h.decays)
         self.complete = all(name in names for name in updates)
         for name, value in updates.items():
