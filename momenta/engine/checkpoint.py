@@ -115,7 +115,7 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
         except Exception as error:  # a group whose hyperparameters the rules refuse
             found.append(f"param group {g_index}: {error}")
             continue
-        required = [name for rule in (rules.first, rules.second) for name in rule.init(torch.empty(0, device="meta"))]
+        required = [name for rule in (rules.first, rules.second) for name in rule.initial_buffers()]
         allowed = {name for rule in (rules.first, rules.second) for name in rule.buffers()}
         if rules.count_steps:
             required.insert(0, "step")

@@ -7,15 +7,16 @@ What a subclass implements:
 * :meth:`Optimizer.rules`: the :class:`Rules` of one param group, built from its values.
 
 What the engine owns: param groups, the closure, steps, lazy state, weight decay, maximize,
-complex parameters (their real view), epsilon, ``state_dict``/``load_state_dict`` (torch's
-own, inherited), ``zero_grad``, hooks.
+complex parameters (their real view), epsilon, the fast path, non-finite gradients,
+``state_dict`` (torch's, plus the skipped-step count), ``load_state_dict`` (torch's, checked
+first and atomic), ``zero_grad`` and hooks (torch's, inherited).
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
 
 import torch
@@ -56,6 +57,11 @@ class _Plan:
     rest: list[Tensor]  # parameters with a gradient, for the reference path
 
 
+def _values(grad: Tensor) -> Tensor:
+    """A gradient's values (a sparse one's stored values)."""
+    return grad.coalesce().values() if grad.is_sparse else grad
+
+
 def _finite(plans: list[_Plan]) -> bool:
     """All gathered gradients are finite: one reduction per flat bucket and one host sync
     per device, not one per parameter."""
@@ -64,10 +70,8 @@ def _finite(plans: list[_Plan]) -> bool:
         for b in plan.ready:
             flags.setdefault(b.device, []).extend(torch.isfinite(g).all() for g in b.grads_to_check())
         for p in plan.rest:
-            g = p.grad
-            assert g is not None
-            values = g.coalesce().values() if g.is_sparse else g
-            flags.setdefault(values.device, []).append(torch.isfinite(values).all())
+            assert p.grad is not None
+            flags.setdefault(p.grad.device, []).append(torch.isfinite(_values(p.grad)).all())
     return all(bool(torch.stack(fs).all()) for fs in flags.values())
 
 
@@ -198,11 +202,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         for g_index, group in enumerate(self.param_groups):
             names = group.get("param_names")
             for p_index, p in enumerate(group["params"]):
-                grad = p.grad
-                if grad is None:
-                    continue
-                values = grad.coalesce().values() if grad.is_sparse else grad
-                if not bool(torch.isfinite(values).all()):
+                if p.grad is not None and not bool(torch.isfinite(_values(p.grad)).all()):
                     name = f"{names[p_index]!r} " if names else ""
                     return (
                         f"non-finite gradient (NaN or inf) in parameter {name}(param group "

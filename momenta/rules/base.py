@@ -67,10 +67,14 @@ class Rule(ABC):
         """The rule's buffers for parameter ``p`` before its first step (default: none)."""
         return {}
 
+    def initial_buffers(self) -> tuple[str, ...]:
+        """The buffers :meth:`init` creates (asked of an empty tensor on the meta device)."""
+        return tuple(self.init(torch.empty(0, device="meta")))
+
     def buffers(self) -> tuple[str, ...]:
         """Every buffer this rule's state may hold: those :meth:`init` creates, and those a
         rule creates at its first update (override then). ``load_state_dict`` checks against it."""
-        return tuple(self.init(torch.empty(0, device="meta")))
+        return self.initial_buffers()
 
     def correction(self, t: float) -> Scalar:
         """The bias correction ``c(t)`` that divides this rule's moment (default 1)."""
