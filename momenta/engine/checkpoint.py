@@ -41,11 +41,21 @@ def _step_problem(value: Any) -> str | None:
     return None
 
 
-def _buffer_problem(name: str, value: Any, p: torch.Tensor) -> str | None:
+def _scalar_problem(name: str, value: Any) -> str | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            return f"{name!r} is a tensor of shape {_shape(value)} and dtype {value.dtype} (expected a real scalar)"
+    elif not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f"{name!r} is {value!r} (expected a number or a scalar tensor)"
+    return None
+
+
+def _buffer_problem(name: str, value: Any, p: torch.Tensor, shape: torch.Size) -> str | None:
     if not isinstance(value, torch.Tensor):
         return f"{name!r} is a {type(value).__name__} (expected a tensor)"
-    if value.shape != p.shape:
-        return f"{name!r} has shape {_shape(value)}, the parameter {_shape(p)}"
+    if value.shape != shape:
+        expected = f"the parameter {_shape(p)}" if shape == p.shape else f"expected {tuple(shape)}"
+        return f"{name!r} has shape {_shape(value)}, {expected}"
     if value.is_complex() != p.is_complex() or not (value.is_floating_point() or value.is_complex()):
         return f"{name!r} has dtype {value.dtype}, the parameter {p.dtype}"
     if value.is_sparse:
@@ -115,11 +125,10 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
         except Exception as error:  # a group whose hyperparameters the rules refuse
             found.append(f"param group {g_index}: {error}")
             continue
-        required = [name for rule in (rules.first, rules.second) for name in rule.initial_buffers()]
-        allowed = {name for rule in (rules.first, rules.second) for name in rule.buffers()}
-        if rules.count_steps:
-            required.insert(0, "step")
-            allowed.add("step")
+        shapes = rules.initial_buffers(p)
+        scalars = rules.scalar_names()
+        required = [*scalars, *shapes]
+        allowed = {*scalars, *shapes, *rules.buffers()}
         if not entry:
             continue  # an empty state: the parameter starts afresh, as torch does
         for key in entry:
@@ -131,8 +140,10 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
         for key, value in entry.items():
             if key == "step" and key in allowed:
                 problem = _step_problem(value)
+            elif key in scalars:
+                problem = _scalar_problem(key, value)
             elif key in allowed:
-                problem = _buffer_problem(key, value, p)
+                problem = _buffer_problem(key, value, p, shapes.get(key, p.shape))
             else:
                 continue
             if problem:

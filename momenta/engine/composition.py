@@ -5,23 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..rules import FirstMoment, Gradient, One, SecondMoment
+import torch
+
+from ..rules import Descent, Direction, FirstMoment, Gradient, Identity, Iterate, One, Rule, SecondMoment
+from ..rules.base import Eps
 
 
 @dataclass(frozen=True)
 class Rules:
-    """``w ← w − lr · s · m̂ / (√V̂ + ε)``: which rule makes ``m``, which makes ``V``, and how
-    the engine joins them.
+    """``w ← w − lr · D(m̂ / (√V̂ + ε))``: which rule makes ``m``, which makes ``V``, what the
+    direction ``D`` is, how it moves the weights, and how the engine joins them.
 
     Args:
         first: the first-moment rule (``m``).
         second: the second-moment rule (``V``); :class:`~momenta.rules.One` for none.
+        direction: what ``d = m̂ / (√V̂ + ε)`` becomes (:class:`~momenta.rules.Identity`:
+            itself; ``Sign``, ``TrustRatio``, ``Orthogonalize``, ``ClipRMS`` …).
+        iterate: how ``d`` moves the weights (:class:`~momenta.rules.Descent`:
+            ``w ← w·(1 − lr·λ) − lr·d``; ``Averaged``, ``ScheduleFree`` …).
         precondition: what ``√V̂`` divides. ``"moment"`` (Adam): ``m`` is made from ``g``
             and then divided, ``m̂ / (√V̂ + ε)``. ``"gradient"`` (RMSprop with momentum):
-            ``g`` is divided first and ``m`` is made from ``g / (√V̂ + ε)``.
+            ``g`` is divided (and given its direction) first and ``m`` is made from that.
         weight_decay: ``"coupled"`` adds ``λ·w`` to ``g`` (L2, torch's Adam/SGD);
-            ``"decoupled"`` shrinks ``w ← w·(1 − lr·λ)`` before the step (AdamW).
-        eps: ``"outside"`` divides by ``√V̂ + ε`` (torch); ``"inside"`` by ``√(V̂ + ε)``.
+            ``"decoupled"`` shrinks ``w ← w·(1 − lr·λ)`` in the iterate (AdamW);
+            ``"direction"`` adds ``λ·w`` to ``d`` before the direction part (LAMB).
+        eps: ``"outside"`` divides by ``√V̂ + ε`` (torch); ``"inside"`` by ``√(V̂ + ε)``;
+            ``"uncorrected"`` by ``(√V + ε) / √c₂`` (torch's RAdam, SparseAdam).
         zero_over_zero: where ``√V̂ + ε = 0`` the step is 0 instead of ``0/0`` (the seed's
             rules with ``ε = 0``: ``m = 0`` wherever ``V = 0``, so 0 is the limit).
         count_steps: keep a per-parameter ``step`` in the state (torch's SGD does not).
@@ -29,9 +38,11 @@ class Rules:
 
     first: FirstMoment = field(default_factory=Gradient)
     second: SecondMoment = field(default_factory=One)
+    direction: Direction = field(default_factory=Identity)
+    iterate: Iterate = field(default_factory=Descent)
     precondition: Literal["moment", "gradient"] = "moment"
-    weight_decay: Literal["coupled", "decoupled"] = "coupled"
-    eps: Literal["outside", "inside"] = "outside"
+    weight_decay: Literal["coupled", "decoupled", "direction"] = "coupled"
+    eps: Eps = "outside"
     zero_over_zero: bool = False
     count_steps: bool = True
 
@@ -40,29 +51,63 @@ class Rules:
             raise TypeError(f"Rules.first must be a FirstMoment rule, got {self.first!r}")
         if not isinstance(self.second, SecondMoment):
             raise TypeError(f"Rules.second must be a SecondMoment rule, got {self.second!r}")
+        if not isinstance(self.direction, Direction):
+            raise TypeError(f"Rules.direction must be a Direction rule, got {self.direction!r}")
+        if not isinstance(self.iterate, Iterate):
+            raise TypeError(f"Rules.iterate must be an Iterate rule, got {self.iterate!r}")
         for name, value, allowed in [
             ("precondition", self.precondition, ("moment", "gradient")),
-            ("weight_decay", self.weight_decay, ("coupled", "decoupled")),
-            ("eps", self.eps, ("outside", "inside")),
+            ("weight_decay", self.weight_decay, ("coupled", "decoupled", "direction")),
+            ("eps", self.eps, ("outside", "inside", "uncorrected")),
         ]:
             if value not in allowed:
                 raise ValueError(f"Invalid Rules.{name}: {value!r} (expected one of {allowed})")
         if not self.count_steps:
-            for rule in (self.first, self.second):
+            for rule in self.parts():
                 if rule.needs_step:
                     raise ValueError(
                         f"{rule!r} needs the step count, but Rules.count_steps is False"
                     )
 
+    def parts(self) -> tuple[Rule, ...]:
+        """The four parts, in the order the step runs them."""
+        return (self.first, self.second, self.direction, self.iterate)
+
+    @property
+    def elementwise(self) -> bool:
+        """Every part is elementwise: the step may run over flat buffers (the fast path)."""
+        return all(part.elementwise for part in self.parts())
+
+    def scalar_names(self) -> tuple[str, ...]:
+        """The per-parameter scalar state: ``step`` (when counted), then the parts'."""
+        names = ("step",) if self.count_steps else ()
+        return names + tuple(name for part in self.parts() for name in part.scalars())
+
+    def initial_buffers(self, p: torch.Tensor | None = None) -> dict[str, torch.Size]:
+        """The buffers a new state holds (scalar state aside), with their shapes for a
+        parameter shaped like ``p`` (asked of a tensor on the meta device)."""
+        meta = torch.empty(p.shape if p is not None else (0,), device="meta")
+        return {name: t.shape for part in self.parts() for name, t in part.init(meta).items()}
+
+    def buffers(self) -> set[str]:
+        """Every buffer a state may hold (some are born at a rule's first update)."""
+        return {name for part in self.parts() for name in part.buffers()}
+
     def formulas(self) -> dict[str, str]:
-        """``{"m": …, "V": …, "update": …}`` in the README's notation."""
-        division = "√(V̂ + ε)" if self.eps == "inside" else "(√V̂ + ε)"
-        if self.second.formula == "V = 1":
-            update = "w ← w − lr·m"
-        elif self.precondition == "moment":
-            update = f"w ← w − lr·m̂ / {division}"
+        """``{"m": …, "V": …, "update": …}`` in the README's notation (the direction and
+        iterate parts appear inside ``update``)."""
+        division = {"inside": "√(V̂ + ε)", "outside": "(√V̂ + ε)", "uncorrected": "(√V + ε)/√c₂"}[self.eps]
+        x = "m̂" if self.precondition == "moment" else "g"
+        d = "m" if self.second.formula == "V = 1" and x == "m̂" else x
+        if self.second.formula != "V = 1":
+            d = f"{x} / {division}"
+        if self.weight_decay == "direction":
+            d = f"({d} + λ·w)"
+        d = self.direction.formula.format(d=d)
+        if self.precondition == "gradient":
+            update = f"m over {d}; " + self.iterate.formula.format(d="m")
         else:
-            update = f"m over g / {division}; w ← w − lr·m"
+            update = self.iterate.formula.format(d=d)
         if self.weight_decay == "decoupled":
             update = "w ← w·(1 − lr·λ); " + update
         return {"m": self.first.formula, "V": self.second.formula, "update": update}

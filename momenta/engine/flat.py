@@ -142,7 +142,8 @@ class Bucket:
         self.storage = self.data.untyped_storage().data_ptr()
         self.grad = torch.zeros_like(self.data)
         self.grad_views = [_region(self.grad, p, o) for p, o in zip(params, self.offsets)]
-        self.state: dict[str, Tensor] = {}  # flat buffers by name (STEP: one entry a parameter)
+        self.state: dict[str, Tensor] = {}  # flat buffers by name (scalar state: one entry a parameter)
+        self.scalar_keys: tuple[str, ...] = ()  # step and the rules' scalar state
         self.views: dict[str, list[Tensor]] = {}  # the per-parameter views we handed out
         self.dicts: list[MutableMapping[str, Any]] = []  # optimizer.state[p] of our params
         self.seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) at that time
@@ -165,12 +166,16 @@ class Bucket:
             return False
         return all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self.views.items())
 
-    def adopt(self, state: TrackedState, new_state: Callable[[Tensor], dict[str, Any]]) -> bool:
+    def adopt(
+        self, state: TrackedState, new_state: Callable[[Tensor], dict[str, Any]], scalar_keys: tuple[str, ...] = (STEP,)
+    ) -> bool:
         """Make the flat buffers hold the parameters' states (copying them in, creating the
         missing ones); ``False`` if they do not fit one layout (different keys, shapes or
-        dtypes), and the reference path runs instead."""
-        if self._states_current(state):
+        dtypes), and the reference path runs instead. ``scalar_keys`` name the
+        per-parameter scalar state (``step`` …), kept as one entry a parameter."""
+        if self._states_current(state) and self.scalar_keys == scalar_keys:
             return True
+        self.scalar_keys = scalar_keys
         dicts = []
         for p in self.params:
             d = state.get(p)
@@ -185,7 +190,7 @@ class Bucket:
         flat: dict[str, Tensor] = {}
         for key in keys:
             tensors = [d[key] for d in dicts]
-            if key == STEP:
+            if key in scalar_keys:
                 if any(not torch.is_tensor(t) or t.dim() != 0 for t in tensors):
                     return False
                 flat[key] = torch.stack([t.detach() for t in tensors])
@@ -209,7 +214,7 @@ class Bucket:
     def _hand_out(self, key: str) -> None:
         """Point every parameter's ``state[key]`` at its region of the flat buffer."""
         flat = self.state[key]
-        if key == STEP:
+        if key in self.scalar_keys:
             views = [flat[i] for i in range(len(self.params))]
         else:
             views = [_region(flat, p, o) for p, o in zip(self.params, self.offsets)]
@@ -218,15 +223,17 @@ class Bucket:
         self.views[key] = views
 
     def steps_agree(self) -> bool:
-        """Every parameter is at the same step (or steps are not counted); remembers that
-        step for :meth:`step` (one host read, which the bias corrections need anyway)."""
-        steps = self.state.get(STEP)
-        if steps is None:
-            self.t = float("nan")
-            return True
-        values = steps.tolist()
-        self.t = values[0] + 1
-        return min(values) == max(values)
+        """Every parameter is at the same step, with the same scalar state (or none is
+        kept); remembers that step for :meth:`step` (one host read per scalar, which the
+        bias corrections need anyway)."""
+        self.t = float("nan")
+        for key in self.scalar_keys:
+            values = self.state[key].tolist()
+            if key == STEP:
+                self.t = values[0] + 1
+            if min(values) != max(values):
+                return False
+        return True
 
     # -- gradients ----------------------------------------------------------------------------
 
@@ -327,14 +334,18 @@ class Bucket:
         steps = self.state.get(STEP)
         if steps is not None:
             steps += 1
-        s = reference.Scalars.of(rules, h, self.t)
-        names = tuple(k for k in self.state if k != STEP)
+        values = {}
+        if len(self.scalar_keys) > (steps is not None):  # the rules keep scalar state
+            firsts = {k: self.state[k][0] for k in self.scalar_keys}
+            values = reference.advance(rules, firsts, self.t, into=self.state)
+        s = reference.Scalars.of(rules, h, self.t, values)
+        names = tuple(k for k in self.state if k not in self.scalar_keys)
         real = reference.real
         p, g = real(self.data), real(self.grad)
         buffers = tuple(real(self.state[k]) for k in names)
         fn = None
         if self.compiles(rules):
-            fn = kernels.kernel(rules, names, h.maximize, h.decays, self.dtype, self.device)
+            fn = kernels.kernel(rules, names, tuple(values), h.maximize, h.decays, self.dtype, self.device)
         if self.direct is not None:  # chosen only for compiling buckets: complete
             self._step_per_tensor(fn, names, rules, h, s)
             return
@@ -413,8 +424,9 @@ class FlatGroup:
         """Step every ready bucket; return the parameters of those that could not take a flat
         step after all (states of another layout, unequal step counts)."""
         rest: list[Tensor] = []
+        scalar_keys = rules.scalar_names()
         for b in ready:
-            if b.adopt(state, new_state) and b.steps_agree():
+            if b.adopt(state, new_state, scalar_keys) and b.steps_agree():
                 b.step(rules, h, state)
             else:
                 rest += b.params

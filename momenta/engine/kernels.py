@@ -25,12 +25,12 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..rules import FirstMoment, Rule, SecondMoment
+from ..rules import Rule
 from .composition import Rules
 from .reference import Scalars, update
 
@@ -104,7 +104,7 @@ def rebuild(template: Rule, new: Iterator[Any]) -> Rule:
 
 def compilable(rules: Rules) -> bool:
     """Rules made of dataclasses (so their hyperparameters can become kernel inputs)."""
-    return all(dataclasses.is_dataclass(r) for r in (rules.first, rules.second))
+    return all(dataclasses.is_dataclass(r) for r in rules.parts())
 
 
 # -- the kernel body ------------------------------------------------------------------------
@@ -113,6 +113,7 @@ def compilable(rules: Rules) -> bool:
 def _body(
     template: Rules,
     names: tuple[str, ...],
+    value_names: tuple[str, ...],
     maximize: bool,
     decays: bool,
     p: Tensor,
@@ -120,18 +121,21 @@ def _body(
     buffers: tuple[Tensor, ...],
     hyper: tuple[Tensor, ...],
     scalars: tuple[Tensor, ...],
+    values: tuple[Tensor, ...],
 ) -> None:
     new = iter(hyper)
-    first = cast(FirstMoment, rebuild(template.first, new))
-    second = cast(SecondMoment, rebuild(template.second, new))
-    rules = dataclasses.replace(template, first=first, second=second)
+    parts = {name: rebuild(getattr(template, name), new) for name in PARTS}
+    rules = dataclasses.replace(template, **parts)  # type: ignore[arg-type]
     state = dict(zip(names, buffers))
-    updates = update(p, g, state, rules, Scalars(*scalars), maximize=maximize, decays=decays)
+    s = Scalars(*scalars, values=tuple(zip(value_names, values)))  # type: ignore[misc,arg-type]
+    updates = update(p, g, state, rules, s, maximize=maximize, decays=decays)
     for name, value in updates.items():
         state[name].copy_(value)
 
 
-Kernel = Callable[[Tensor, Tensor, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]], None]
+PARTS = ("first", "second", "direction", "iterate")
+
+Kernel = Callable[..., None]
 
 _kernels: dict[Any, Kernel | None] = {}  # None: this structure failed to compile
 _counter = itertools.count()
@@ -152,7 +156,13 @@ def _warn_once(reason: str) -> None:
 
 
 def kernel(
-    rules: Rules, names: tuple[str, ...], maximize: bool, decays: bool, dtype: torch.dtype, device: torch.device
+    rules: Rules,
+    names: tuple[str, ...],
+    value_names: tuple[str, ...],
+    maximize: bool,
+    decays: bool,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> Kernel | None:
     """The compiled kernel for this structure, compiling it on first use; ``None`` if
     compilation is off or failed (then the caller runs :func:`reference.update` eagerly)."""
@@ -161,8 +171,8 @@ def kernel(
         return None
     template = dataclasses.replace(rules)  # Rules is frozen: hashable key parts below
     key = (
-        structure(rules.first), structure(rules.second), rules.precondition, rules.weight_decay,
-        rules.eps, rules.zero_over_zero, names, maximize, decays,
+        *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
+        rules.eps, rules.zero_over_zero, names, value_names, maximize, decays,
     )  # fmt: skip
     with _lock:
         if key in _kernels:
@@ -171,11 +181,12 @@ def kernel(
         # structures never evict each other and instances of one structure share one.
         n = next(_counter)
         namespace: dict[str, Any] = {
-            "_body": _body, "TEMPLATE": template, "NAMES": names, "MAXIMIZE": maximize, "DECAYS": decays,
+            "_body": _body, "TEMPLATE": template, "NAMES": names, "VALUE_NAMES": value_names,
+            "MAXIMIZE": maximize, "DECAYS": decays,
         }  # fmt: skip
         source = (
-            f"def momenta_kernel_{n}(p, g, buffers, hyper, scalars):\n"
-            "    _body(TEMPLATE, NAMES, MAXIMIZE, DECAYS, p, g, buffers, hyper, scalars)\n"
+            f"def momenta_kernel_{n}(p, g, buffers, hyper, scalars, values):\n"
+            "    _body(TEMPLATE, NAMES, VALUE_NAMES, MAXIMIZE, DECAYS, p, g, buffers, hyper, scalars, values)\n"
         )
         exec(compile(source, f"<momenta kernel {n}>", "exec"), namespace)
         fn = torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)
@@ -183,20 +194,21 @@ def kernel(
         return fn
 
 
-Inputs = tuple[tuple[Tensor, ...], tuple[Tensor, ...]]
+Inputs = tuple[tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]
 
 
 def inputs(rules: Rules, s: Scalars, dtype: torch.dtype, device: torch.device) -> Inputs:
-    """The kernel's scalar inputs for one step: the rules' hyperparameters and the per-step
-    scalars, as 0-dim tensors (float64 for float64 parameters, else float32)."""
+    """The kernel's scalar inputs for one step: the rules' hyperparameters, the per-step
+    scalars and the values of the rules' scalar state, as 0-dim tensors (float64 for
+    float64 parameters, else float32)."""
     scalar_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
     def as_tensor(x: Any) -> Tensor:
         return torch.as_tensor(x, dtype=scalar_dtype, device=device)
 
-    hyper = tuple(as_tensor(v) for v in itertools.chain(values(rules.first), values(rules.second)))
-    scalars = tuple(as_tensor(getattr(s, f.name)) for f in dataclasses.fields(s))
-    return hyper, scalars
+    hyper = tuple(as_tensor(v) for v in itertools.chain.from_iterable(values(part) for part in rules.parts()))
+    scalars = tuple(as_tensor(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "values")
+    return hyper, scalars, tuple(as_tensor(v) for _, v in s.values)
 
 
 def run(fn: Kernel, p: Tensor, g: Tensor, buffers: tuple[Tensor, ...], scalar_inputs: Inputs) -> bool:

@@ -220,8 +220,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             kernels.config.flat
             and group.get("foreach") is not False
             and not group.get("differentiable")
-            and rules.first.elementwise
-            and rules.second.elementwise
+            and rules.elementwise
         )
 
     def _flat_group(self, index: int, params: list[Tensor]) -> flat.FlatGroup:

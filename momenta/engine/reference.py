@@ -1,8 +1,9 @@
 """The formula, and the reference path that applies it one parameter at a time.
 
-    g ← −∇ if maximize else ∇;   g ← g + λ·w (coupled) or w ← w·(1 − lr·λ) (decoupled)
+    g ← −∇ if maximize else ∇;   g ← g + λ·w (coupled)
     m, V  ← rules(state, g, t);  m̂ = m / c₁(t),  V̂ = V / c₂(t)
-    w ← w − lr / d(t) · m̂ / (√V̂ + ε)
+    d ← D(m̂ / (√V̂ + ε))         (+ λ·w before D when weight decay is "direction")
+    w ← iterate(w, d):  w·(1 − lr·λ) − lr / d(t) · d  by default
 
 :func:`update` is the formula on real tensors. The reference path (:func:`step`) calls it
 per parameter with Python-number scalars; the fast path (:mod:`.flat`, :mod:`.kernels`)
@@ -58,31 +59,35 @@ class Hyper:
 class Scalars:
     """The per-step numbers of one step, computed once on the host (never per element)."""
 
-    step_size: Scalar  # lr / (c₁·d₁·d₂)
+    step_size: Scalar  # lr / (c₁·d(t)), d(t) the product of every part's decay
+    lr: Scalar  # the group's learning rate
     c2: Scalar  # V̂ = V / c₂
-    c2_sqrt: Scalar  # √V̂ = √V / √c₂ (torch's order of operations)
     eps: Scalar
-    weight_decay: Scalar  # λ, added to g (coupled)
+    weight_decay: Scalar  # λ
     shrink: Scalar  # 1 − lr·λ (decoupled)
     t: Scalar  # the step, 1-based (NaN when not counted)
+    #: this step's values of the rules' scalar state (:meth:`Rule.advance`), by name
+    values: tuple[tuple[str, Scalar], ...] = ()
 
     @classmethod
-    def of(cls, rules: Rules, h: Hyper, t: float) -> Scalars:
-        first, second = rules.first, rules.second
-        # lr / (c₁·d₁·d₂): one division of lr, in lr's own precision (a float32 tensor lr
+    def of(cls, rules: Rules, h: Hyper, t: float, values: Mapping[str, Scalar] | None = None) -> Scalars:
+        divisor = rules.first.correction(t)
+        for part in rules.parts():
+            divisor = divisor * part.decay(t)
+        # lr / (c₁·d(t)): one division of lr, in lr's own precision (a float32 tensor lr
         # stays float32 here, as in torch)
-        step_size = h.lr / (first.correction(t) * first.decay(t) * second.decay(t))
+        step_size = h.lr / divisor
         if isinstance(step_size, Tensor) and not step_size.requires_grad:
             step_size = step_size.item()
-        c2 = second.correction(t)
         return cls(
             step_size=step_size,
-            c2=c2,
-            c2_sqrt=c2**0.5,
+            lr=h.lr,
+            c2=rules.second.correction(t),
             eps=h.eps,
             weight_decay=h.weight_decay,
             shrink=1 - h.lr * h.weight_decay,
             t=t,
+            values=tuple((values or {}).items()),
         )
 
 
@@ -91,37 +96,37 @@ def real(x: Tensor) -> Tensor:
     return torch.view_as_real(x) if x.is_complex() else x
 
 
-def _corrected(c: Scalar) -> bool:
-    return isinstance(c, Tensor) or c != 1
-
-
 def divide(m: Tensor, v: Tensor | None, rules: Rules, s: Scalars) -> Tensor:
-    """``m / (√V̂ + ε)`` (or ``m / √(V̂ + ε)``), with ``V̂ = V / c₂``; ``m`` when V = 1."""
+    """``m / (√V̂ + ε)`` (the V rule's denominator); ``m`` when V = 1."""
     if v is None:
         return m
-    if rules.eps == "inside":
-        denom = ((v / s.c2 if _corrected(s.c2) else v) + s.eps).sqrt()
-    elif _corrected(s.c2_sqrt):
-        # √V / √c₂ rather than √(V / c₂): torch's order, so results agree to the last bit
-        # more often
-        denom = v.sqrt() / s.c2_sqrt + s.eps
-    else:
-        denom = v.sqrt() + s.eps
+    denom = rules.second.denominator(v, s.c2, s.eps, rules.eps, s.t)
     if rules.zero_over_zero:
         return torch.where(denom == 0, torch.zeros_like(m), m / denom)
     return m / denom
 
 
-def moments(rules: Rules, buffers: Mapping[str, Tensor], g: Tensor, s: Scalars) -> tuple[Tensor, Updates]:
-    """The direction ``m̂ / (√V̂ + ε)`` (before lr and c₁) and the rules' new buffers."""
+def moments(
+    rules: Rules, buffers: Mapping[str, Any], g: Tensor, p: Tensor, s: Scalars, decays: bool
+) -> tuple[Tensor, Updates]:
+    """The direction ``D(m̂ / (√V̂ + ε))`` (before lr and c₁) and the rules' new buffers."""
     first, second = rules.first, rules.second
+
+    def direction(x: Tensor, v: Tensor | None) -> tuple[Tensor, Updates]:
+        d = divide(x, v, rules, s)
+        if decays and rules.weight_decay == "direction":
+            d = d + s.weight_decay * p
+        return rules.direction.apply(buffers, d, p, s.t)
+
     if rules.precondition == "moment":
         m, updates = first.update(buffers, g, s.t)
         v, more = second.update(buffers, g, m, s.t)
-        return divide(m, v, rules, s), {**updates, **more}
+        d, most = direction(m, v)
+        return d, {**updates, **more, **most}
     v, updates = second.update(buffers, g, None, s.t)
-    m, more = first.update(buffers, divide(g, v, rules, s), s.t)
-    return m, {**updates, **more}
+    u, more = direction(g, v)
+    m, most = first.update(buffers, u, s.t)
+    return m, {**updates, **more, **most}
 
 
 def update(
@@ -137,29 +142,53 @@ def update(
     """One step of the formula on real tensors: moves ``p`` in place, returns the new buffers."""
     if maximize:
         g = -g
-    if decays:
-        if rules.weight_decay == "decoupled":
-            p.mul_(s.shrink)
-        else:
-            g = g + s.weight_decay * p
-    d, updates = moments(rules, buffers, g, s)
-    if isinstance(s.step_size, Tensor) or torch.compiler.is_compiling():
+    if decays and rules.weight_decay == "coupled":
+        g = g + s.weight_decay * p
+    if s.values:
+        buffers = {**buffers, **dict(s.values)}
+    d, updates = moments(rules, buffers, g, p, s, decays)
+    shrink = s.shrink if decays and rules.weight_decay == "decoupled" else None
+    (base, scale, direction), more = rules.iterate.apply(buffers, p, d, s.step_size, s.lr, shrink, s.t)
+    if base is not p:
+        p.copy_(base)
+    if isinstance(scale, Tensor) or torch.compiler.is_compiling():
         # kernels, an lr that autograd follows, or a step traced by torch.compile: there a
         # Python-number alpha becomes a symbolic float, which torch 2.13's graph cache can
         # serve stale (a compiled training step then drifts from eager)
-        p.sub_(s.step_size * d)
+        p.add_(scale * direction)
     else:
-        p.add_(d, alpha=-s.step_size)
-    return updates
+        p.add_(direction, alpha=scale)
+    return {**updates, **more}
 
 
 def init_state(rules: Rules, p: Tensor, state: MutableMapping[str, Any], step: Tensor) -> None:
-    """Fill an empty state: ``step`` (when counted), then the rules' buffers."""
+    """Fill an empty state: ``step`` (when counted), the rules' scalar state (0-dim tensors
+    like ``step``), then the rules' buffers."""
     if rules.count_steps:
         state["step"] = step
-    for rule in (rules.first, rules.second):
-        for name, buffer in rule.init(real(p)).items():
+    for part in rules.parts():
+        for name, value in part.scalars().items():
+            state[name] = torch.full_like(step, value)
+    for part in rules.parts():
+        for name, buffer in part.init(real(p)).items():
             state[name] = torch.view_as_complex(buffer) if p.is_complex() else buffer
+
+
+def advance(rules: Rules, scalars: Mapping[str, Tensor], t: float, into: Mapping[str, Tensor] | None = None) -> dict[str, Scalar]:
+    """Move the rules' scalar state one step (:meth:`Rule.advance`), writing the new values
+    into ``into`` (default: ``scalars`` themselves); returns this step's values."""
+    values: dict[str, Scalar] = {}
+    into = scalars if into is None else into
+    for part in rules.parts():
+        names = part.scalars()
+        if not names:
+            continue
+        new, now = part.advance({name: scalars[name] for name in names}, t)
+        for name, value in new.items():
+            target = into[name]
+            target.copy_(value) if isinstance(value, Tensor) else target.fill_(value)
+        values.update(now)
+    return values
 
 
 def write(state: MutableMapping[str, Any], updates: Updates, complex_: bool) -> None:
@@ -178,10 +207,13 @@ def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules,
     if rules.count_steps:
         state["step"] += 1
         t = float(state["step"])
-    buffers = {k: real(v) for k, v in state.items() if k != "step"}
+    scalar_names = rules.scalar_names()
+    with torch.no_grad():
+        values = advance(rules, state, t)
+    buffers = {k: real(v) for k, v in state.items() if k not in scalar_names}
     if torch.is_grad_enabled():  # differentiable=True: autograd may have saved the buffers,
         buffers = {k: v.clone() for k, v in buffers.items()}  # which are written below
     updates = update(
-        real(p), real(grad), buffers, rules, Scalars.of(rules, h, t), maximize=h.maximize, decays=h.decays
+        real(p), real(grad), buffers, rules, Scalars.of(rules, h, t, values), maximize=h.maximize, decays=h.decays
     )
     write(state, updates, p.is_complex())

@@ -1,4 +1,4 @@
-"""The two kinds of rule, and what a rule promises the engine.
+"""The kinds of rule, and what a rule promises the engine.
 
 Every optimizer is ``w ← w − lr/d(t) · m̂ / √V̂`` with ``m̂ = m / c₁(t)`` and ``V̂ = V / c₂(t)``:
 a first-moment rule makes ``m`` from the gradient ``g``; a second-moment rule makes ``V`` from
@@ -15,6 +15,20 @@ A rule is a small immutable value (a frozen dataclass). It
 * may give :meth:`correction` (``m̂ = m / c(t)``, ``V̂ = V / c(t)``) and :meth:`decay`
   (the learning rate at step ``t`` is ``lr / d(t)``).
 
+Four kinds of part make an optimizer, each a rule of this module's kind:
+
+* :class:`FirstMoment` — ``m`` from ``g``;
+* :class:`SecondMoment` — ``V`` from ``g²``, and how ``V`` becomes the denominator
+  (:meth:`SecondMoment.denominator`: ``√V̂ + ε`` unless the rule says otherwise);
+* :class:`Direction` — what the step direction ``d = m̂ / (√V̂ + ε)`` becomes before it moves
+  the weights (its sign, a trust ratio, an orthogonalisation, a clipping);
+* :class:`Iterate` — how ``d`` moves the weights (``w ← w − lr·d``; an average of iterates,
+  a schedule-free interpolation, a step size relative to ``‖w‖``).
+
+Some rules keep per-parameter *scalar* state besides their buffers (NAdam's ``mu_product``,
+ASGD's ``eta``): :meth:`Rule.scalars` names it, :meth:`Rule.advance` moves it once per step,
+on the host, in torch's dtype (it is a 0-dim tensor in the state, like ``step``).
+
 A rule never touches parameters, param groups or ``optimizer.state``: the engine
 (:mod:`momenta.engine`) owns mutation, steps, weight decay, maximize, complex numbers,
 epsilon and state_dicts. Hyperparameters are dataclass fields; the engine rebuilds the rules
@@ -23,20 +37,73 @@ from the param group at every step, so schedulers that edit a group take effect 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-State = Mapping[str, Tensor]
-"""A rule's named buffers, as the engine hands them in (read-only for the rule)."""
+State = Mapping[str, Any]
+"""A rule's named buffers (tensors) and this step's scalar values (numbers, or 0-dim tensors
+in kernels), as the engine hands them in (read-only for the rule)."""
 
 Updates = dict[str, Tensor]
 """New values for a rule's buffers; the engine writes them into ``optimizer.state``."""
 
 Scalar = float | Tensor
 """A per-step number: a Python float, or a 0-dim tensor (tensor hyperparameters, kernels)."""
+
+Eps = Literal["outside", "inside", "uncorrected"]
+"""Where ε goes: ``√V̂ + ε`` (outside), ``√(V̂ + ε)`` (inside), ``(√V + ε)/√c₂`` (uncorrected:
+added before the bias correction, as torch's RAdam and SparseAdam do)."""
+
+
+# -- arithmetic that reads the same on Python numbers and on tensors --------------------------
+# Rules run on the reference path with Python-number hyperparameters and step counts, and in
+# compiled kernels with 0-dim tensors for both; these keep one formula for the two.
+
+
+def where(condition: bool | Tensor, a: Any, b: Any) -> Any:
+    """``a`` where ``condition`` holds, else ``b`` (elementwise for tensors)."""
+    if isinstance(condition, Tensor):
+        return torch.where(condition, a, b)
+    return a if condition else b
+
+
+def sqrt(x: Scalar) -> Scalar:
+    """``√x`` of a number or a tensor (``x ** 0.5`` for numbers: torch's bias corrections)."""
+    return x.sqrt() if isinstance(x, Tensor) else x**0.5
+
+
+def log(x: Scalar) -> Scalar:
+    """``ln x`` of a number or a tensor."""
+    return x.log() if isinstance(x, Tensor) else math.log(x)
+
+
+def exp(x: Scalar) -> Scalar:
+    """``eˣ`` of a number or a tensor."""
+    return x.exp() if isinstance(x, Tensor) else math.exp(x)
+
+
+def minimum(a: Scalar, b: Scalar) -> Scalar:
+    """The smaller of two numbers or tensors."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+    return min(a, b)
+
+
+def maximum(a: Scalar, b: Scalar) -> Scalar:
+    """The larger of two numbers or tensors."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+    return max(a, b)
+
+
+def rms(x: Tensor) -> Tensor:
+    """The root mean square ``‖x‖ / √n`` of a whole tensor (0 for an empty one)."""
+    return torch.linalg.vector_norm(x) / max(x.numel(), 1) ** 0.5
 
 
 def check(rule: object, name: str, low: float, high: float | None = None) -> None:
@@ -76,6 +143,20 @@ class Rule(ABC):
         rule creates at its first update (override then). ``load_state_dict`` checks against it."""
         return self.initial_buffers()
 
+    def scalars(self) -> dict[str, float]:
+        """Per-parameter scalar state and its initial values (default: none). The engine
+        keeps each as a 0-dim tensor in ``optimizer.state`` (torch's dtype and device for
+        ``step``), right after ``step``, and moves it with :meth:`advance`."""
+        return {}
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Once per step, on the host, before the tensor math: ``(new scalar state, values)``.
+
+        ``scalars`` are the 0-dim tensors of the state (compute on them to keep torch's
+        dtype); the new state is written back into them; ``values`` (Python numbers) reach
+        :meth:`update` in its ``state`` argument, by name."""
+        return {}, {}
+
     def correction(self, t: float) -> Scalar:
         """The bias correction ``c(t)`` that divides this rule's moment (default 1)."""
         return 1.0
@@ -110,3 +191,55 @@ class SecondMoment(Rule):
         ``m`` is the first moment of this step when the first-moment rule runs first
         (``precondition="moment"``), else ``None``.
         """
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        """What divides ``m``: ``√V̂ + ε`` with ``V̂ = V / c₂`` and ε placed as ``where_eps``
+        says. A rule whose ``V`` is already a root (Adamax's ``u``), or that rectifies it
+        (RAdam), says so here."""
+        if where_eps == "inside":
+            return ((v / c2 if _corrected(c2) else v) + eps).sqrt()
+        if where_eps == "uncorrected":
+            denom = v.sqrt() + eps
+            return denom / sqrt(c2) if _corrected(c2) else denom
+        if _corrected(c2):
+            # √V / √c₂ rather than √(V / c₂): torch's order, so results agree to the last bit
+            return v.sqrt() / sqrt(c2) + eps
+        return v.sqrt() + eps
+
+
+def _corrected(c: Scalar) -> bool:
+    return isinstance(c, Tensor) or c != 1
+
+
+class Direction(Rule):
+    """What the step direction ``d = m̂ / (√V̂ + ε)`` becomes before it moves the weights.
+
+    Runs after the division (with ``precondition="gradient"``, on ``g / (√V̂ + ε)`` before
+    the first moment), sees the parameter ``w`` (for trust ratios), and may keep buffers.
+    The default, :class:`~momenta.rules.direction.Identity`, leaves ``d`` as it is.
+    """
+
+    @abstractmethod
+    def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
+        """Return ``(new direction, new buffers)``."""
+
+
+class Iterate(Rule):
+    """How the direction ``d`` moves the weights: ``w ← w·(1 − lr·λ) − lr·d`` by default.
+
+    Decoupled weight decay is the iterate's (``shrink = 1 − lr·λ``, or ``None`` without
+    decay), since it is part of how the weights move; so is the step size (``step_size`` is
+    ``lr / (c₁·d(t))``, ``lr`` the group's).
+    """
+
+    @abstractmethod
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        """Return ``(move, new buffers)``; the new weights are ``base + scale·direction``
+        for ``move = (base, scale, direction)`` (the engine adds in place, in torch's
+        order of rounding; ``base`` is ``w`` itself when only the step moves it)."""
+
+
+Move = tuple[Tensor, Scalar, Tensor]
+"""New weights as ``(base, scale, direction)``: ``w ← base + scale·direction``."""

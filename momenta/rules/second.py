@@ -6,6 +6,9 @@
 | :class:`SumSq` | ``V₀ + Σ g²``; lr ``/ (1 + (t−1)·decay)`` | ``sum`` |
 | :class:`EMASq` | ``β·V + (1−β)·g²``, optionally ``/ (1−βᵗ)``; centered ``− ḡ²`` | ``exp_avg_sq`` (``grad_avg``) |
 | :class:`AMSGrad` | ``max(V_max, V_t)`` of another rule | ``max_exp_avg_sq`` |
+| :class:`InfNorm` | ``u = max(β·u, |g| + ε)``, divides as ``u`` (no root) | ``exp_inf`` |
+| :class:`Rectified` | another rule's ``V``, its root scaled by RAdam's ``r_t`` (or unused) | the other's |
+| :class:`Factored` | ``V ≈ R·C / mean(R)`` from row and column averages of ``g²`` | ``row_var``, ``col_var`` (``variance``) |
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import SecondMoment, Scalar, State, Updates, check
+import math
+
+from .base import Eps, SecondMoment, Scalar, State, Updates, check, sqrt
 
 
 @dataclass(frozen=True)
@@ -179,3 +184,157 @@ class AMSGrad(SecondMoment):
 
     def decay(self, t: float) -> Scalar:
         return self.inner.decay(t)
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        return self.inner.denominator(v, c2, eps, where_eps, t)
+
+
+@dataclass(frozen=True)
+class InfNorm(SecondMoment):
+    """u_t = max(β·u_{t−1}, |g_t| + ε): an exponentially weighted infinity norm (Adamax).
+
+    ``u`` is already a root with ε inside, so it divides ``m`` as it is: the step is
+    ``m̂ / u`` (the engine's ε is not added again).
+
+    Args:
+        beta: β₂.
+        eps: ε, added to ``|g|``.
+        name: the state buffer (torch's ``exp_inf``).
+
+    Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, section 7.1.
+    """
+
+    beta: float | Tensor = 0.999
+    eps: float | Tensor = 1e-8
+    name: str = "exp_inf"
+
+    def __post_init__(self) -> None:
+        check(self, "beta", 0.0, 1.0)
+        check(self, "eps", 0.0)
+
+    @property
+    def formula(self) -> str:
+        return "u = max(β·u, |g| + ε), √V = u"
+
+    def init(self, p: Tensor) -> Updates:
+        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        u = torch.maximum(self.beta * state[self.name], g.abs() + self.eps)
+        return u, {self.name: u}
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        return v
+
+
+@dataclass(frozen=True)
+class Rectified(SecondMoment):
+    """RAdam's rectified V: the adaptive step only once its variance is tractable.
+
+        ρ_∞ = 2/(1−β) − 1,   ρ_t = ρ_∞ − 2t·βᵗ/(1−βᵗ)
+        r_t = √((ρ_t−4)(ρ_t−2)ρ_∞ / ((ρ_∞−4)(ρ_∞−2)ρ_t))
+        step ∝ r_t · m̂ / ((√V + ε)/√(1−βᵗ))  if ρ_t > 5,   else m̂ (no division)
+
+    Args:
+        inner: the bias-corrected EMA of g² (:class:`EMASq`) being rectified.
+
+    Source: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond",
+    ICLR 2020. As in ``torch.optim.RAdam``.
+    """
+
+    inner: EMASq
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def formula(self) -> str:
+        return f"{self.inner.formula}, √V̂ ← √V̂/r_t (ρ_t > 5; else V̂ = 1)"
+
+    def init(self, p: Tensor) -> Updates:
+        return self.inner.init(p)
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        return self.inner.update(state, g, m, t)
+
+    def correction(self, t: float) -> Scalar:
+        return self.inner.correction(t)
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        beta = self.inner.beta
+        rho_inf = 2 / (1 - beta) - 1
+        rho = rho_inf - 2 * t * (1 - c2) / c2  # βᵗ = 1 − c₂
+        ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+        adaptive = lambda rect: self.inner.denominator(v, c2, eps, where_eps, t) / rect  # noqa: E731
+        if isinstance(rho, Tensor):  # a kernel: both branches, chosen per step by ρ_t
+            return torch.where(rho > 5, adaptive(torch.as_tensor(ratio).clamp_min(0).sqrt()), torch.ones_like(v))
+        if rho <= 5:
+            return torch.ones_like(v)
+        return adaptive(math.sqrt(ratio))
+
+
+@dataclass(frozen=True)
+class Factored(SecondMoment):
+    """V ≈ R·C / mean(R): Adafactor's factored second moment, with ``β̂_t = t^c``:
+
+        R ← R + β̂_t·(mean_cols(g²) − R),   C ← C + β̂_t·(mean_rows(g²) − C)
+        V = R·C / max(mean(R), ε₁),   √V̂ = √max(V, ε₁²)
+
+    A matrix (or a batch of matrices: the last two dimensions) keeps a row and a column of
+    averages instead of a full ``V``; vectors and scalars keep a full ``variance``. Not
+    elementwise (rows and columns), so it runs on the reference path.
+
+    Args:
+        beta2_decay: c, the power in ``β̂_t = t^c`` (torch's default −0.8).
+        eps: ε₁, the floor of V (``None``: the dtype's machine epsilon).
+
+    Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018. As in ``torch.optim.Adafactor``.
+    """
+
+    beta2_decay: float = -0.8
+    eps: float | None = None
+    needs_step = True
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        if not self.beta2_decay <= 0:
+            raise ValueError(f"Factored: invalid beta2_decay: {self.beta2_decay} (expected beta2_decay <= 0)")
+
+    @property
+    def formula(self) -> str:
+        return "V = R·C/mean(R), R, C: row and column averages of g² (β̂ = t^c)"
+
+    def buffers(self) -> tuple[str, ...]:
+        return ("row_var", "col_var", "variance")
+
+    def init(self, p: Tensor) -> Updates:
+        if p.dim() > 1:
+            rows, cols = list(p.shape), list(p.shape)
+            rows[-1], cols[-2] = 1, 1
+            return {"row_var": p.new_zeros(rows), "col_var": p.new_zeros(cols)}
+        return {"variance": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def _eps(self, g: Tensor) -> float:
+        return self.eps if self.eps is not None else torch.finfo(g.dtype).eps
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        weight = t**self.beta2_decay
+        if g.dim() > 1:
+            row = state["row_var"].lerp(g.square().mean(dim=-1, keepdim=True), weight)
+            col = state["col_var"].lerp(g.square().mean(dim=-2, keepdim=True), weight)
+            v = (row @ col) / row.mean(dim=-2, keepdim=True).clamp(min=self._eps(g))
+            return v, {"row_var": row, "col_var": col}
+        variance = state["variance"].lerp(g * g, weight)
+        return variance, {"variance": variance}
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        eps1 = self._eps(v)
+        return v.clamp(min=eps1 * eps1).sqrt()

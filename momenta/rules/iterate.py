@@ -1,0 +1,218 @@
+"""Iterate rules: how the direction ``d`` moves the weights ``w``.
+
+| rule | w ← | state | elementwise |
+|---|---|---|---|
+| :class:`Descent` | ``w·(1 − lr·λ) − lr·d`` | — | yes |
+| :class:`Unscaled` | ``w − d`` (``d`` carries its own step sizes) | — | yes |
+| :class:`Averaged` | ``w·(1 − λ·η) − η·d``, and ``ax ← ax + μ·(w − ax)`` | ``eta``, ``mu``, ``ax`` | yes |
+| :class:`RelativeStep` | ``w·(1 − lr·λ) − max(ε₂, RMS(w))·min(lr, 1/√t)·d`` | — | no (RMS) |
+| :class:`ScheduleFree` | ``y ← (1−c)·y + c·z + lr·(β(1−c) − 1)·d``, ``z ← z − lr·d`` | ``z``, ``lr_max``, ``weight_sum`` | yes |
+
+``shrink`` is ``1 − lr·λ`` when decoupled weight decay is on (``None`` otherwise);
+``step_size`` is ``lr / (c₁·d(t))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Iterate, Move, Scalar, State, Updates, check, maximum, minimum, rms, sqrt, where
+
+
+def _decayed(w: Tensor, shrink: Scalar | None) -> Tensor:
+    return w if shrink is None else w * shrink
+
+
+@dataclass(frozen=True)
+class Descent(Iterate):
+    """w ← w·(1 − lr·λ) − lr·d: a step along ``−d`` (every optimizer's default)."""
+
+    @property
+    def formula(self) -> str:
+        return "w ← w − lr·{d}"
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        return (_decayed(w, shrink), -step_size, d), {}
+
+
+@dataclass(frozen=True)
+class Unscaled(Iterate):
+    """w ← w − d: the direction already holds per-coordinate step sizes (Rprop's), and the
+    learning rate only initialised them."""
+
+    @property
+    def formula(self) -> str:
+        return "w ← w − {d}"
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        return (_decayed(w, shrink), -1.0, d), {}
+
+
+@dataclass(frozen=True)
+class Averaged(Iterate):
+    """Averaged SGD: w ← w·(1 − λ·η_t) − η_t·d, and the average ``ax ← ax + μ_t·(w − ax)``.
+
+    ``η_t = lr / (1 + λ·lr·(t−1))^α`` and ``μ_t = 1 / max(1, t − 1 − t₀)``: the step
+    size decays, and after step ``t₀`` the average of the iterates is kept in ``ax`` (the
+    value to evaluate, by Polyak–Juditsky). ``η`` and ``μ`` are per-parameter scalar state,
+    as in torch (set at the end of each step for the next one).
+
+    Args:
+        lr: the initial step size η₁.
+        lambd: λ, the decay term.
+        alpha: α, the power of the step-size decay.
+        t0: t₀, the step at which averaging starts.
+
+    Source: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging",
+    SIAM J. Control Optim. 1992; Bottou, "Stochastic Gradient Descent Tricks", 2012.
+    Matches ``torch.optim.ASGD``.
+    """
+
+    lr: float = 1e-2
+    lambd: float = 1e-4
+    alpha: float = 0.75
+    t0: float = 1e6
+    name: str = "ax"
+    needs_step = True
+
+    def __post_init__(self) -> None:
+        check(self, "lambd", 0.0)
+
+    @property
+    def formula(self) -> str:
+        return "w ← w·(1 − λ·η) − η·{d}, ax ← ax + μ·(w − ax)"
+
+    def scalars(self) -> dict[str, float]:
+        return {"eta": float(self.lr), "mu": 1.0}
+
+    def init(self, p: Tensor) -> Updates:
+        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        # this step runs with the η and μ set by the last one; the next one's are set now
+        now = {"eta": scalars["eta"].item(), "mu": scalars["mu"].item()}
+        after = {
+            "eta": self.lr / ((1 + self.lambd * self.lr * t) ** self.alpha),
+            "mu": 1 / max(1, t - self.t0),
+        }
+        return after, now
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        eta, mu = state["eta"], state["mu"]
+        base = w * (1 - self.lambd * eta)
+        new = base - eta * d
+        ax = state[self.name]
+        return (base, -eta, d), {self.name: where(mu == 1, new, ax + (new - ax) * mu)}
+
+
+@dataclass(frozen=True)
+class RelativeStep(Iterate):
+    """w ← w·(1 − lr·λ) − α_t·d with α_t = max(ε₂, RMS(w)) · min(lr, 1/√t).
+
+    The step is relative to the parameter's own scale (measured before weight decay), and
+    the learning rate is capped by ``1/√t``.
+
+    Args:
+        eps: ε₂, the smallest scale (so that parameters starting at 0 can move).
+
+    Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018, section 8 (relative step size). As in ``torch.optim.Adafactor``.
+    """
+
+    eps: float = 1e-3
+    needs_step = True
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        check(self, "eps", 0.0)
+
+    @property
+    def formula(self) -> str:
+        return "w ← w − max(ε₂, RMS(w))·min(lr, 1/√t)·{d}"
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        alpha = maximum(self.eps, rms(w).item()) * minimum(lr, 1 / sqrt(t))
+        return (_decayed(w, shrink), -alpha, d), {}
+
+
+@dataclass(frozen=True)
+class ScheduleFree(Iterate):
+    """Schedule-free: the weights hold ``y``, an interpolation of the SGD iterate ``z`` and
+    its running average ``x``; no learning-rate schedule is needed.
+
+        c_t = w_t / Σ_{s≤t} w_s,  w_t = t^r · lr_max^p        (lr_max: the largest lr so far)
+        y ← (1 − c)·y + c·z + lr·(β·(1 − c) − 1)·d
+        z ← z − lr·d
+        x = (y − (1 − β)·z) / β                              (what to evaluate)
+
+    ``lr_max`` and ``weight_sum`` are per-parameter scalar state. ``lr`` here is the
+    step size the engine computes (warm-up and bias corrections included).
+
+    Args:
+        beta: β, the interpolation between ``z`` and ``x`` (Adam's β₁ plays this role).
+        lr: the group's learning rate (for the weights ``w_t``).
+        warmup_steps: linear warm-up of the learning rate over this many steps.
+        r: the power of ``t`` in the averaging weights.
+        weight_lr_power: p, the power of ``lr_max`` in the averaging weights.
+        name: the buffer of ``z``.
+
+    Source: Defazio et al., "The Road Less Scheduled", NeurIPS 2024 (the authors'
+    ``schedulefree`` package, ``AdamWScheduleFree``).
+    """
+
+    beta: float = 0.9
+    lr: float = 0.0025
+    warmup_steps: int = 0
+    r: float = 0.0
+    weight_lr_power: float = 2.0
+    name: str = "z"
+    needs_step = True
+
+    def __post_init__(self) -> None:
+        check(self, "beta", 0.0, 1.0)
+        check(self, "warmup_steps", 0)
+
+    @property
+    def formula(self) -> str:
+        return "y ← (1−c)·y + c·z + lr·(β(1−c) − 1)·{d}, z ← z − lr·{d}"
+
+    def init(self, p: Tensor) -> Updates:
+        return {self.name: p.detach().clone(memory_format=torch.preserve_format)}
+
+    def scalars(self) -> dict[str, float]:
+        return {"lr_max": -1.0, "weight_sum": 0.0}
+
+    def warmup(self, t: float) -> float:
+        """The warm-up factor of the learning rate at step ``t``."""
+        return t / self.warmup_steps if t <= self.warmup_steps else 1.0
+
+    def decay(self, t: float) -> Scalar:
+        return 1 / self.warmup(t)
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        lr = self.lr * self.warmup(t)
+        lr_max = max(lr, scalars["lr_max"].item())
+        weight = (t**self.r) * (lr_max**self.weight_lr_power)
+        weight_sum = scalars["weight_sum"].item() + weight
+        c = weight / weight_sum if weight_sum != 0 else 0.0
+        return {"lr_max": lr_max, "weight_sum": weight_sum}, {"ckp1": c}
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        c, z = state["ckp1"], state[self.name]
+        y = _decayed(w, shrink)
+        return (y + c * (z - y), step_size * (self.beta * (1 - c) - 1), d), {self.name: z - step_size * d}
