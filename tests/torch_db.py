@@ -19,7 +19,9 @@ try:
 finally:
     sys.argv = _argv
 
-NAMES = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]
+#: torch.optim's optimizers that momenta stands in for: every one in optim_db that momenta
+#: exports (LBFGS, a line search rather than a moment rule, is not one of them)
+NAMES = [info.optim_cls.__name__ for info in optim_db if hasattr(momenta, info.optim_cls.__name__)]
 INFO = {info.optim_cls.__name__: info for info in optim_db if info.optim_cls.__name__ in NAMES}
 
 

@@ -1,0 +1,142 @@
+"""torch.optim's Adam family, each a composition of momenta's rules.
+
+Drop-in replacements: same constructor (names, order, defaults), same ``defaults`` and
+param-group keys, same state keys, same errors, same numbers (to float64 rounding).
+
+| optimizer | m | V | direction, iterate |
+|---|---|---|---|
+| :class:`Adam` | ``EMA(g)``, bias-corrected | ``EMA(g²)``, bias-corrected (``max`` with amsgrad) | — |
+| :class:`AdamW` | as Adam | as Adam | weight decay decoupled |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..engine import Optimizer, Rules
+from ..engine import validation as check
+from ..engine.optimizer import Nonfinite, ParamsT
+from ..rules import EMA, AMSGrad, EMASq
+
+
+class Adam(Optimizer):
+    """Adam: adaptive moment estimation.
+
+        m = β₁·m + (1−β₁)·g,   m̂ = m/(1−β₁ᵗ)
+        V = β₂·V + (1−β₂)·g²,  V̂ = V/(1−β₂ᵗ)   (amsgrad: V ← max(V_max, V))
+        w ← w − lr·m̂/(√V̂ + ε)
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (default 1e-3); a float or a 1-element tensor.
+        betas: (β₁, β₂) (default (0.9, 0.999)); two floats or two 1-element tensors.
+        eps: ε, added to √V̂ (default 1e-8).
+        weight_decay: λ (default 0): L2 added to g, or decoupled (AdamW) when
+            ``decoupled_weight_decay``.
+        amsgrad: divide by the running maximum of V (default False).
+        foreach, maximize, capturable, differentiable, fused: as in torch.optim.Adam.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        decoupled_weight_decay: ``w ← w·(1 − lr·λ)`` instead of L2 (default False).
+
+    Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+    Reddi et al., ICLR 2018 (AMSGrad). Matches ``torch.optim.Adam``.
+    """
+
+    sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        nonfinite: Nonfinite = None,
+    ) -> None:
+        check.tensor_lr_with_foreach(lr, foreach=foreach, capturable=capturable)
+        check.lr(lr)
+        check.non_negative(eps, "epsilon value")
+        check.beta(betas[0], 0)
+        check.beta(betas[1], 1)
+        check.non_negative(weight_decay, "weight_decay value")
+        betas = check.betas(betas, foreach=foreach, capturable=capturable)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, foreach=foreach, capturable=capturable,
+            differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )  # fmt: skip
+        super().__init__(params, defaults, nonfinite=nonfinite)
+        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        check.tensor_lr_with_foreach(
+            group["lr"], foreach=group["foreach"], capturable=group["capturable"]
+        )
+        beta1, beta2 = group["betas"]
+        second = EMASq(beta2, bias_correction=True)
+        return Rules(
+            EMA(beta1, bias_correction=True),
+            AMSGrad(second) if group["amsgrad"] else second,
+            weight_decay="decoupled" if group["decoupled_weight_decay"] else "coupled",
+        )
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay.
+
+        w ← w·(1 − lr·λ)
+        m = β₁·m + (1−β₁)·g,   m̂ = m/(1−β₁ᵗ)
+        V = β₂·V + (1−β₂)·g²,  V̂ = V/(1−β₂ᵗ)   (amsgrad: V ← max(V_max, V))
+        w ← w − lr·m̂/(√V̂ + ε)
+
+    Args:
+        params, lr, betas, eps, amsgrad, maximize, foreach, capturable, differentiable,
+        fused, nonfinite: as :class:`Adam`.
+        weight_decay: λ (default 1e-2), decoupled from the gradient.
+
+    Source: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+    Matches ``torch.optim.AdamW``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: Nonfinite = None,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+            maximize=maximize, capturable=capturable, differentiable=differentiable,
+            fused=fused, decoupled_weight_decay=True, nonfinite=nonfinite,
+        )  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # AdamW is always decoupled, as in torch
+            group["decoupled_weight_decay"] = True
+
+
+
+
+__all__ = ["Adam", "AdamW"]
