@@ -3,7 +3,9 @@ second-moment rule, run by one engine.
 
 * :mod:`momenta.rules` — the moment rules;
 * :mod:`momenta.engine` — :class:`Optimizer` (the torch.optim base) and :class:`Rules`;
-* :mod:`momenta.optimizers` — torch-compatible SGD, Adam, AdamW, Adagrad, RMSprop;
+* :mod:`momenta.optimizers` — torch-compatible SGD, Adam, AdamW, Adagrad, RMSprop, Adamax,
+  NAdam, RAdam, Adadelta, ASGD, Rprop, Adafactor, Muon, SparseAdam, and the modern AdaBelief,
+  Lion, LAMB, LARS, Yogi, ScheduleFreeAdamW, AdEMAMix, AdafactorPaper, and MuonWithAdamW;
 * :mod:`momenta.seed` — the seed's five textbook optimizers;
 * :mod:`momenta.registry` — optimizers by name;
 * :func:`momenta.compare` — the comparison experiment (``momenta compare``).
@@ -12,18 +14,39 @@ second-moment rule, run by one engine.
 from . import registry, rules, seed
 from .compare import compare
 from .engine import Optimizer, Rules
-from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+from .optimizers import (
+    ASGD, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, Muon, NAdam, RAdam, RMSprop, Rprop, SparseAdam,
+)
+from .optimizers import LAMB, LARS, AdaBelief, AdafactorPaper, AdEMAMix, Lion, MuonWithAdamW, ScheduleFreeAdamW, Yogi
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGD",
+    "LAMB",
+    "LARS",
     "SGD",
+    "AdEMAMix",
+    "AdaBelief",
+    "Adadelta",
+    "Adafactor",
+    "AdafactorPaper",
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
+    "Lion",
+    "Muon",
+    "MuonWithAdamW",
+    "NAdam",
     "Optimizer",
+    "RAdam",
     "RMSprop",
+    "Rprop",
     "Rules",
+    "ScheduleFreeAdamW",
+    "SparseAdam",
+    "Yogi",
     "compare",
     "registry",
     "rules",

@@ -19,7 +19,17 @@ CASES = {
     "AdamW": (dict(weight_decay=0.1), ["exp_avg", "exp_avg_sq"]),
     "Adagrad": (dict(lr_decay=0.1), ["sum"]),
     "RMSprop": (dict(momentum=0.9, centered=True), ["square_avg", "momentum_buffer", "grad_avg"]),
+    "Adamax": (dict(weight_decay=0.1), ["exp_avg", "exp_inf"]),
+    "NAdam": (dict(decoupled_weight_decay=True, weight_decay=0.1), ["exp_avg", "exp_avg_sq"]),
+    "RAdam": (dict(weight_decay=0.1), ["exp_avg", "exp_avg_sq"]),
+    "Adadelta": (dict(weight_decay=0.1), ["square_avg", "acc_delta"]),
+    "ASGD": (dict(t0=1), ["ax"]),
+    "Rprop": (dict(), ["prev", "step_size"]),
 }
+#: per-parameter scalar state besides ``step`` (0-dim tensors, not differentiated)
+SCALARS = {"NAdam": dict(mu_product=0.5), "ASGD": dict(eta=0.05, mu=0.5)}
+#: buffers kept away from 0, where a square root is not differentiable
+POSITIVE = ("sq", "square", "acc_delta")
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -32,9 +42,11 @@ def test_gradcheck_through_step(name):
         p.grad = grad
         opt = cls([p], lr=0.9, differentiable=True, **kwargs)
         opt.state[p]["step"] = torch.tensor(10.0, dtype=torch.float64)
+        for key, value in SCALARS.get(name, {}).items():
+            opt.state[p][key] = torch.tensor(value, dtype=torch.float64)
         for key, value in zip(buffers, state):
             # square averages stay positive so that the square root is differentiable
-            opt.state[p][key] = value.clone() + (1.0 if "sq" in key or "square" in key else 0.0)
+            opt.state[p][key] = value.clone() + (1.0 if any(k in key for k in POSITIVE) else 0.0)
         opt.step()
         return (p, *[opt.state[p][key] for key in buffers])
 

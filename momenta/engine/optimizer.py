@@ -108,6 +108,22 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     #: (they are then densified: same numbers as torch, not its memory savings).
     sparse_error: str | None = "{name} does not support sparse gradients"
 
+    #: How an accepted sparse gradient is stepped: ``"dense"`` densifies it (every entry
+    #: steps, torch's SGD and Adagrad); ``"lazy"`` steps only the entries it holds, their
+    #: state included (:func:`reference.lazy_step`, torch's SparseAdam).
+    sparse: Literal["dense", "lazy"] = "dense"
+
+    #: The error raised for a dense gradient (an optimizer of sparse gradients only);
+    #: ``None`` if dense gradients are accepted.
+    dense_error: str | None = None
+
+    #: The error raised at a step for a complex parameter; ``None`` if complex parameters
+    #: are optimised (as their real view).
+    complex_error: str | None = None
+
+    #: torch keeps ``step`` as a 0-dim tensor; its SparseAdam, as a Python int.
+    tensor_step: bool = True
+
     #: What a step does when a gradient holds NaN or inf: ``None`` lets the values through,
     #: as torch does; ``"skip"`` skips the whole step (parameters and state unchanged,
     #: :attr:`skipped_steps` counts it); ``"raise"`` raises ``FloatingPointError`` naming
@@ -163,6 +179,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
     def _plan(self, index: int, group: dict[str, Any]) -> _Plan:
         rules, hyper = self._rules_of(index, group)
+        if self.complex_error is not None or self.dense_error is not None:
+            self._refuse(group)
         if self._uses_flat(group, rules):
             ready, rest = self._flat_group(index, group["params"]).gather(rules)
         else:
@@ -194,7 +212,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             # .get: reading must not create an entry (torch's SGD without momentum keeps
             # no state at all, and state_dicts must agree)
             state = self.state.get(p) or self.new_state(p, group, rules)
-            reference.step(p, grad, state, rules, hyper)
+            step = reference.lazy_step if grad.is_sparse else reference.step
+            step(p, grad, state, rules, hyper)
             if state and self.state.get(p) is not state:
                 self.state[p] = state
 
@@ -215,9 +234,11 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
     def _uses_flat(self, group: dict[str, Any], rules: Rules) -> bool:
         """Flat buffers unless the for-loop is asked for (``foreach=False``), autograd must
-        see the step (``differentiable``), or a rule is not elementwise."""
+        see the step (``differentiable``), a rule is not elementwise, or every gradient is
+        sparse (``dense_error``: nothing to flatten)."""
         return (
             kernels.config.flat
+            and self.dense_error is None
             and group.get("foreach") is not False
             and not group.get("differentiable")
             and rules.elementwise
@@ -239,8 +260,21 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 raise RuntimeError(self.sparse_error.format(name=type(self).__name__))
             if group.get("weight_decay", 0) != 0:
                 self.check_sparse_weight_decay()
-            grad = grad.coalesce().to_dense()
+            if self.sparse == "dense":
+                grad = grad.coalesce().to_dense()
         return grad
+
+    def _refuse(self, group: dict[str, Any]) -> None:
+        """Before anything changes: a complex parameter or a dense gradient this optimizer
+        does not take raises its error (torch's message)."""
+        name = type(self).__name__
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if self.complex_error is not None and p.is_complex():
+                raise RuntimeError(self.complex_error.format(name=name))
+            if self.dense_error is not None and not p.grad.is_sparse:
+                raise RuntimeError(self.dense_error.format(name=name))
 
     def check_sparse_weight_decay(self) -> None:
         """Called for a sparse gradient in a group with weight decay (torch's SGD allows it)."""
@@ -265,6 +299,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         )
         state: dict[str, Any] = {}
         reference.init_state(rules or self.rules(group), p, state, step)
+        if not self.tensor_step and "step" in state:
+            state["step"] = 0
         return state
 
     # -- param groups and state_dicts ---------------------------------------------------
@@ -328,7 +364,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             on_device = bool(group.get("capturable")) or bool(group.get("fused"))
             for p in group["params"]:
                 s = self.state.get(p, {})
-                if "step" in s and not torch.is_tensor(s["step"]):  # very old checkpoints
+                # very old checkpoints kept step as a number (torch's SparseAdam still does)
+                if self.tensor_step and "step" in s and not torch.is_tensor(s["step"]):
                     s["step"] = torch.tensor(
                         float(s["step"]),
                         dtype=_scalar_dtype(group.get("fused")),

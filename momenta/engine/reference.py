@@ -8,6 +8,7 @@
 :func:`update` is the formula on real tensors. The reference path (:func:`step`) calls it
 per parameter with Python-number scalars; the fast path (:mod:`.flat`, :mod:`.kernels`)
 calls the same function over flat buffers, eagerly or compiled with 0-dim tensor scalars.
+:func:`lazy_step` calls it on the entries of a sparse gradient alone (``sparse = "lazy"``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ class Hyper:
             # torch's fused kernels read a tensor lr as a double; its for-loop keeps the
             # tensor's dtype. Each flag gives torch's numbers for that flag.
             lr = lr.item()
+        eps = group.get("eps", 0.0)
+        if isinstance(eps, (tuple, list)):  # Adafactor's (ε₁, ε₂): its rules' own, not the engine's
+            eps = 0.0
         return cls(
             lr=lr,
-            eps=group.get("eps", 0.0),
+            eps=eps,
             weight_decay=group.get("weight_decay", 0.0),
             maximize=bool(group.get("maximize", False)),
         )
@@ -201,15 +205,21 @@ def write(state: MutableMapping[str, Any], updates: Updates, complex_: bool) -> 
             state[name] = torch.view_as_complex(value) if complex_ else value
 
 
-def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
-    """One step of one parameter ``p`` with gradient ``grad``; state is updated in place."""
+def _start(state: MutableMapping[str, Any], rules: Rules) -> tuple[float, dict[str, Scalar]]:
+    """Count the step (``t``, NaN when not counted) and move the rules' scalar state."""
     t = math.nan
     if rules.count_steps:
         state["step"] += 1
         t = float(state["step"])
-    scalar_names = rules.scalar_names()
     with torch.no_grad():
         values = advance(rules, state, t)
+    return t, values
+
+
+def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
+    """One step of one parameter ``p`` with gradient ``grad``; state is updated in place."""
+    t, values = _start(state, rules)
+    scalar_names = rules.scalar_names()
     buffers = {k: real(v) for k, v in state.items() if k not in scalar_names}
     if torch.is_grad_enabled():  # differentiable=True: autograd may have saved the buffers,
         buffers = {k: v.clone() for k, v in buffers.items()}  # which are written below
@@ -217,3 +227,29 @@ def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules,
         real(p), real(grad), buffers, rules, Scalars.of(rules, h, t, values), maximize=h.maximize, decays=h.decays
     )
     write(state, updates, p.is_complex())
+
+
+def lazy_step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
+    """One step of ``p`` taken only where its sparse (COO) gradient has entries.
+
+    The values of ``p`` and of every state buffer are gathered at the gradient's indices,
+    stepped by :func:`update` as one small parameter of their own, and scattered back:
+    entries without a gradient keep their values and their state (a "lazy" step, torch's
+    SparseAdam). Elementwise rules only: a norm over the gathered entries would mean nothing.
+    """
+    if not rules.elementwise:
+        raise ValueError(f"a lazy sparse step needs elementwise rules, got {rules!r}")
+    grad = grad.coalesce()  # each entry once: the formula is not linear in g
+    index = tuple(grad.indices())  # one index tensor per sparse dimension
+    t, values = _start(state, rules)
+    scalar_names = rules.scalar_names()
+    buffers = {k: real(v)[index] for k, v in state.items() if k not in scalar_names}
+    w = real(p)[index]
+    updates = update(
+        w, real(grad.values()), buffers, rules, Scalars.of(rules, h, t, values), maximize=h.maximize, decays=h.decays
+    )
+    real(p).index_put_(index, w)
+    for name, value in updates.items():
+        if name not in state:  # a buffer born at its first update: 0 where no gradient has been
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        real(state[name]).index_put_(index, value)

@@ -21,11 +21,30 @@ def non_negative(value: Any, what: str) -> None:
         raise ValueError(f"Invalid {what}: {value}")
 
 
-def lr(value: Any) -> None:
-    """A learning rate: a number ≥ 0 or a 1-element tensor."""
+def at_least(value: Any, low: float, what: str, message: str | None = None, *, strict: bool = False) -> None:
+    """``low ≤ value`` (``low < value`` if ``strict``; NaN fails), else ``ValueError`` with
+    the optimizer's own torch message (``{}`` is the value; default ``"Invalid {what}: {}"``).
+    A value that is not a number is a ``TypeError`` naming ``what``."""
+    if not _is_number(value):
+        raise TypeError(f"Invalid {what}: {value!r} (expected a number)")
+    if not (low < value if strict else low <= value):
+        raise ValueError((message or f"Invalid {what}: {{}}").format(value))
+
+
+def at_most(value: Any, high: float, what: str, message: str) -> None:
+    """``value ≤ high`` (NaN fails), else ``ValueError(message)`` (``{}`` is the value)."""
+    if not _is_number(value):
+        raise TypeError(f"Invalid {what}: {value!r} (expected a number)")
+    if not value <= high:
+        raise ValueError(message.format(value))
+
+
+def lr(value: Any, message: str | None = None, *, strict: bool = False) -> None:
+    """A learning rate: a number ≥ 0 (> 0 if ``strict``) or a 1-element tensor; ``message``
+    is torch's where an optimizer words it otherwise (see :func:`at_least`)."""
     if isinstance(value, Tensor) and value.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
-    non_negative(value, "learning rate")
+    at_least(value, 0.0, "learning rate", message, strict=strict)
 
 
 def beta(value: Any, index: int) -> None:
@@ -84,6 +103,9 @@ def group(g: Any) -> None:
     """The hyperparameters of a param group that the engine and the built-in rules read,
     checked by name (torch's messages): for ``add_param_group``, each step (schedulers may
     change values) and ``load_state_dict``."""
+    if isinstance(g.get("eps"), (tuple, list)):  # Adafactor's (ε₁, ε₂)
+        epsilons(g["eps"])
+        g = {key: value for key, value in g.items() if key != "eps"}
     if "lr" in g:
         lr(g["lr"])
     for key, what in [
@@ -102,3 +124,12 @@ def group(g: Any) -> None:
     for key in ("beta", "beta1", "beta2"):
         if key in g:
             unit_interval(g[key], key)
+
+
+def epsilons(values: Any) -> None:
+    """Adafactor's ``eps = (ε₁, ε₂)``: ε₁ ≥ 0 or ``None`` (the dtype's machine epsilon), ε₂ ≥ 0."""
+    if not isinstance(values, (tuple, list)) or len(values) != 2:
+        raise ValueError(f"Invalid eps: {values!r} (expected a pair (eps1, eps2))")
+    if values[0] is not None:
+        at_least(values[0], 0.0, "epsilon1", "epsilon1 should be >= 0 but is: {}")
+    at_least(values[1], 0.0, "epsilon2", "epsilon2 should be >= 0 but is: {}")

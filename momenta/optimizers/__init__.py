@@ -1,10 +1,20 @@
 """torch.optim's optimizers and the modern ones, each a composition of momenta's rules.
 
-* :mod:`.classic` — SGD, Adagrad, RMSprop (torch drop-ins);
-* :mod:`.adam` — Adam and its torch.optim variants (torch drop-ins).
+* :mod:`.classic` — SGD, Adagrad, RMSprop, Adadelta, ASGD, Rprop (torch drop-ins);
+* :mod:`.adam` — Adam and its torch.optim variants: AdamW, Adamax, NAdam, RAdam (torch drop-ins);
+* :mod:`.matrix` — optimizers that see whole matrices: Adafactor, Muon (torch drop-ins),
+  MuonWithAdamW (Muon for matrices, AdamW for the rest);
+* :mod:`.sparse` — optimizers for sparse gradients: SparseAdam (torch drop-in);
+* :mod:`.modern` — from after torch.optim's set: AdaBelief, Lion, LAMB, LARS, Yogi,
+  ScheduleFreeAdamW, AdEMAMix, AdafactorPaper (each matching its established implementation).
 """
 
-from .adam import Adam, AdamW
-from .classic import SGD, Adagrad, RMSprop
+from .adam import Adam, Adamax, AdamW, NAdam, RAdam
+from .classic import ASGD, SGD, Adadelta, Adagrad, RMSprop, Rprop
+from .matrix import Adafactor, Muon, MuonWithAdamW
+from .modern import LAMB, LARS, AdaBelief, AdafactorPaper, AdEMAMix, Lion, ScheduleFreeAdamW, Yogi
+from .sparse import SparseAdam
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "RMSprop"]
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "ASGD", "Rprop",
+           "Adafactor", "Muon", "SparseAdam", "MuonWithAdamW",
+           "AdaBelief", "Lion", "LAMB", "LARS", "Yogi", "ScheduleFreeAdamW", "AdEMAMix", "AdafactorPaper"]

@@ -8,6 +8,9 @@ param-group keys, same state keys, same errors, same numbers (to float64 roundin
 | :class:`SGD` | ``g``, or torch's momentum buffer (``nesterov``) | ``1`` | — |
 | :class:`Adagrad` | ``g`` | ``Σ g²`` | — |
 | :class:`RMSprop` | ``g``, or momentum over ``g/√V`` | ``EMA(g²)`` (centered: ``− EMA(g)²``) | — |
+| :class:`Adadelta` | ``√(Δ + ε)·g/√(V + ε)``, ``Δ = EMA(m²)`` | ``EMA(g²)`` | — |
+| :class:`ASGD` | ``g`` | ``1`` | decaying step ``ηₜ``, average of iterates ``ax`` |
+| :class:`Rprop` | ``η·sign(g)``, ``η`` grown or shrunk by sign agreement | ``1`` | ``w ← w − m`` |
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import Tensor
 from ..engine import Optimizer, Rules
 from ..engine import validation as check
 from ..engine.optimizer import Nonfinite, ParamsT
-from ..rules import EMASq, Gradient, Momentum, One, SumSq
+from ..rules import Averaged, Delta, EMASq, Gradient, Momentum, One, Resilient, SumSq, Unscaled
 
 
 class SGD(Optimizer):
@@ -211,4 +214,175 @@ class RMSprop(Optimizer):
         return Rules(Gradient(), second)
 
 
-__all__ = ["SGD", "Adagrad", "RMSprop"]
+class Adadelta(Optimizer):
+    """Adadelta: steps in the units of the parameters, from two running averages.
+
+        V = ρ·V + (1−ρ)·g²
+        m = √(Δ + ε) · g/√(V + ε),   Δ = ρ·Δ + (1−ρ)·m²
+        w ← w − lr·m
+
+    Args:
+        params: parameters or param groups.
+        lr: a factor on the step (default 1.0: the method needs no learning rate); a
+            float or a 1-element tensor.
+        rho: ρ, the decay of both averages, in [0, 1] (default 0.9).
+        eps: ε, inside both roots (default 1e-6).
+        weight_decay: L2 penalty λ, added to g (default 0).
+        foreach, capturable, maximize, differentiable: as in torch.optim.Adadelta.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+
+    Source: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
+    Matches ``torch.optim.Adadelta``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+        nonfinite: Nonfinite = None,
+    ) -> None:
+        check.lr(lr)
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        check.non_negative(eps, "epsilon value")
+        check.non_negative(weight_decay, "weight_decay value")
+        defaults = dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            capturable=capturable, foreach=foreach, differentiable=differentiable,
+        )  # fmt: skip
+        super().__init__(params, defaults, nonfinite=nonfinite)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        rho = group["rho"]
+        # V is made first and divides g; Δ's root then multiplies the result (its m)
+        return Rules(
+            Delta(rho, group["eps"]), EMASq(rho, name="square_avg"),
+            precondition="gradient", eps="inside",
+        )  # fmt: skip
+
+
+class ASGD(Optimizer):
+    """Averaged SGD: SGD with a decaying step size, and the average of its iterates.
+
+        ηₜ = lr/(1 + λ·lr·(t−1))^α,   μₜ = 1/max(1, t − 1 − t₀)
+        w ← w·(1 − λ·ηₜ) − ηₜ·g
+        ax ← w if μₜ = 1, else ax + μₜ·(w − ax)
+
+    ``ax`` (the average, the value to evaluate) is in the state; so are ``eta`` and ``mu``
+    (0-dim tensors, set at the end of each step for the next one, as in torch).
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate η₁ (default 1e-2); a float or a 1-element tensor.
+        lambd: λ, the decay term (default 1e-4).
+        alpha: α, the power of the step-size decay (default 0.75).
+        t0: t₀, the step at which averaging starts (default 1e6).
+        weight_decay: L2 penalty, added to g (default 0).
+        foreach, maximize, differentiable, capturable: as in torch.optim.ASGD.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+
+    Source: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging",
+    SIAM J. Control Optim. 1992. Matches ``torch.optim.ASGD``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        lambd: float = 1e-4,
+        alpha: float = 0.75,
+        t0: float = 1e6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+        *,
+        nonfinite: Nonfinite = None,
+    ) -> None:
+        check.lr(lr)
+        check.non_negative(weight_decay, "weight_decay value")
+        defaults = dict(
+            lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+            foreach=foreach, maximize=maximize, differentiable=differentiable,
+            capturable=capturable,
+        )  # fmt: skip
+        super().__init__(params, defaults, nonfinite=nonfinite)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        lr = group["lr"]
+        if isinstance(lr, Tensor):  # a 1-element tensor makes 0-dim η's, as torch's
+            lr = lr.squeeze()
+        # torch's foreach and capturable implementations compute the η schedule with the
+        # step as a tensor, its for-loop as a number: each flag gives torch's numbers
+        step_as_tensor = bool(group["foreach"]) or bool(group["capturable"])
+        averaged = Averaged(lr, group["lambd"], group["alpha"], group["t0"], step_as_tensor=step_as_tensor)
+        return Rules(iterate=averaged)  # m = g, V = 1: SGD's direction
+
+    def new_state(
+        self, p: Tensor, group: dict[str, Any], rules: Rules | None = None
+    ) -> dict[str, Any]:
+        state = super().new_state(p, group, rules)
+        for key in ("step", "eta", "mu"):  # torch's ASGD keeps them on the parameter's device
+            state[key] = state[key].to(p.device)
+        return state
+
+
+class Rprop(Optimizer):
+    """Rprop: a step size per coordinate, grown or shrunk by the signs of the gradients alone.
+
+        s = sign(g·g_prev);   η ← clip(η·η₊ if s > 0, η·η₋ if s < 0, η if s = 0)
+        g ← 0 where s < 0;    w ← w − η·sign(g);   g_prev ← g
+
+    Args:
+        params: parameters or param groups.
+        lr: the initial step size η (default 1e-2); a float or a 1-element tensor.
+        etas: (η₋, η₊), the shrink and growth factors, 0 < η₋ < 1 < η₊ (default (0.5, 1.2)).
+        step_sizes: (smallest, largest) step size (default (1e-6, 50)).
+        capturable, foreach, maximize, differentiable: as in torch.optim.Rprop.
+        nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+
+    The learning rate only initialises the step sizes (``step_size`` in the state): a
+    scheduler that changes it later has no effect, as in torch.
+
+    Source: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation
+    Learning: The RPROP Algorithm", ICNN 1993. Matches ``torch.optim.Rprop``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        etas: tuple[float, float] = (0.5, 1.2),
+        step_sizes: tuple[float, float] = (1e-6, 50),
+        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        nonfinite: Nonfinite = None,
+    ) -> None:
+        check.lr(lr)
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+        defaults = dict(
+            lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
+            differentiable=differentiable, capturable=capturable,
+        )  # fmt: skip
+        super().__init__(params, defaults, nonfinite=nonfinite)
+
+    def rules(self, group: dict[str, Any]) -> Rules:
+        (etaminus, etaplus), (step_min, step_max) = group["etas"], group["step_sizes"]
+        first = Resilient(group["lr"], etaminus, etaplus, step_min, step_max)
+        return Rules(first, iterate=Unscaled())
+
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "ASGD", "Rprop"]

@@ -9,32 +9,40 @@ See :mod:`momenta.rules.base` for what a rule is.
 """
 
 from .base import Direction, FirstMoment, Iterate, Rule, Scalar, SecondMoment, State, Updates
-from .direction import ClipRMS, Identity, Orthogonalize, Sign, TrustRatio
-from .first import EMA, Delta, Gradient, Momentum, NesterovEMA, Resilient
-from .iterate import Averaged, Descent, RelativeStep, ScheduleFree, Unscaled
-from .second import AMSGrad, EMASq, Factored, InfNorm, One, Rectified, SumSq
+from .direction import ClipRMS, Identity, LocalLR, Orthogonalize, Sign, TrustRatio
+from .first import EMA, Corrected, Delta, EMAMix, Gradient, Initialized, Interpolated, Momentum, NesterovEMA, Resilient
+from .iterate import Averaged, Descent, RelativeStep, RelativeUpdate, ScheduleFree, Unscaled
+from .second import AMSGrad, BeliefSq, EMASq, Factored, FactoredPaper, InfNorm, One, Rectified, SumSq, YogiSq
 
 __all__ = [
     "AMSGrad",
     "Averaged",
+    "BeliefSq",
     "ClipRMS",
+    "Corrected",
     "Delta",
     "Descent",
     "Direction",
     "EMA",
+    "EMAMix",
     "EMASq",
     "Factored",
+    "FactoredPaper",
     "FirstMoment",
     "Gradient",
     "Identity",
     "InfNorm",
+    "Initialized",
+    "Interpolated",
     "Iterate",
+    "LocalLR",
     "Momentum",
     "NesterovEMA",
     "One",
     "Orthogonalize",
     "Rectified",
     "RelativeStep",
+    "RelativeUpdate",
     "Resilient",
     "Rule",
     "Scalar",
@@ -46,4 +54,5 @@ __all__ = [
     "TrustRatio",
     "Unscaled",
     "Updates",
+    "YogiSq",
 ]

@@ -7,6 +7,7 @@
 | :class:`TrustRatio` | ``η·‖w‖/‖d‖ · d`` (1 where a norm is 0) | no (two norms) |
 | :class:`ClipRMS` | ``d / max(1, RMS(d)/c)`` | no (one norm) |
 | :class:`Orthogonalize` | Newton–Schulz ``≈ U·Vᵀ`` of ``d = U·S·Vᵀ``, scaled by its shape | no (matrix) |
+| :class:`LocalLR` | ``η·‖w‖/(‖g‖ + λ‖w‖ + ε) · d`` for ``d = g + λ·w`` (LARS; 1 where a norm is 0) | no (two norms) |
 
 A rule that is not elementwise sees whole parameters: the engine runs it on the reference
 path, one parameter at a time. Its norms are over the whole parameter, so under FSDP2
@@ -193,3 +194,44 @@ class Orthogonalize(Direction):
 
     def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
         return self.orthogonalize(d).to(w.dtype) * self.scale(w.shape), {}
+
+
+@dataclass(frozen=True)
+class LocalLR(Direction):
+    """LARS's local learning rate: D(d) = η·‖w‖ / (‖g‖ + λ·‖w‖ + ε) · d, for d = g + λ·w.
+
+    The weight decay enters the denominator as ``λ·‖w‖``, not inside the norm
+    (:class:`TrustRatio` over ``d`` would divide by ``‖g + λ·w‖``, optax's LARS). The rule
+    is given ``d = g + λ·w`` (``Rules(weight_decay="direction")``, the same λ) and takes
+    ``g = d − λ·w`` back from it. Where ``‖w‖ = 0`` or ``‖g‖ = 0`` the ratio is 1, as in
+    the reference implementations.
+
+    Args:
+        coefficient: η, the trust coefficient (the paper's 0.001).
+        weight_decay: λ, the group's weight decay (β in the paper).
+        eps: ε, added to the denominator.
+
+    Source: You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
+    2017 (arXiv:1708.03888), Algorithm 1.
+    """
+
+    coefficient: float = 1e-3
+    weight_decay: float = 0.0
+    eps: float = 0.0
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        check(self, "coefficient", 0.0)
+        check(self, "weight_decay", 0.0)
+        check(self, "eps", 0.0)
+
+    @property
+    def formula(self) -> str:
+        return "η·‖w‖/(‖g‖ + λ‖w‖)·{d}"
+
+    def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
+        w_norm = _norm(w)
+        g_norm = _norm(d - self.weight_decay * w) if self.weight_decay != 0 else _norm(d)
+        ratio = self.coefficient * w_norm / (g_norm + self.weight_decay * w_norm + self.eps)
+        ratio = torch.where((w_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
+        return ratio * d, {}

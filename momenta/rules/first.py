@@ -8,6 +8,10 @@
 | :class:`NesterovEMA` | ``m = β·m + (1−β)·g``; ``(1−μ_t)/(1−Πμ)·g + μ_{t+1}/(1−Πμ·μ_{t+1})·m`` | ``exp_avg``, ``mu_product`` |
 | :class:`Delta` | ``m = √(Δ + ε)·g``, ``Δ = ρ·Δ + (1−ρ)·m²`` | ``acc_delta`` |
 | :class:`Resilient` | ``η ← clip(η·η±)``, ``m = η·sign(g)`` | ``prev``, ``step_size`` |
+| :class:`Interpolated` | ``m = β₁·μ + (1−β₁)·g``, then ``μ ← β₂·μ + (1−β₂)·g`` (Lion) | ``exp_avg`` |
+| :class:`Initialized` | another rule with its buffers starting at a value (Yogi's ``m₀``) | the other's |
+| :class:`Corrected` | another rule's ``m̂ = m / c(t)`` as ``m`` (LAMB's trust ratio sees ``m̂``) | the other's |
+| :class:`EMAMix` | ``m₁/(1−β₁ᵗ) + α(t)·m₂``, fast and slow EMAs (AdEMAMix) | ``exp_avg_fast``, ``exp_avg_slow`` |
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor
 
 from collections.abc import Mapping
 
-from .base import FirstMoment, Scalar, State, Updates, check
+from .base import FirstMoment, Scalar, State, Updates, check, exp, log, minimum
 
 
 @dataclass(frozen=True)
@@ -262,3 +266,227 @@ class Resilient(FirstMoment):
         step = (state["step_size"] * factor).clamp(self.step_min, self.step_max)
         g = torch.where(s < 0, torch.zeros_like(g), g)
         return g.sign() * step, {"prev": g, "step_size": step}
+
+
+@dataclass(frozen=True)
+class Interpolated(FirstMoment):
+    """Lion's momentum: the step interpolates with one β, the average keeps another.
+
+        m_t = β₁·μ_{t−1} + (1−β₁)·g_t          (the step's moment)
+        μ_t = β₂·μ_{t−1} + (1−β₂)·g_t          (the stored average), μ_0 = 0
+
+    With ``β₂ > β₁`` the step leans on the current gradient more than the average that is
+    kept does: a longer memory without a slower reaction.
+
+    Args:
+        beta1: β₁, the interpolation of the step.
+        beta2: β₂, the decay of the stored average.
+        name: the state buffer (``exp_avg``, as lion-pytorch).
+
+    Source: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023
+    (arXiv:2302.06675), Algorithm 2.
+    """
+
+    beta1: float | Tensor = 0.9
+    beta2: float | Tensor = 0.99
+    name: str = "exp_avg"
+
+    def __post_init__(self) -> None:
+        check(self, "beta1", 0.0, 1.0)
+        check(self, "beta2", 0.0, 1.0)
+
+    @property
+    def formula(self) -> str:
+        return "m = β₁·μ + (1−β₁)·g, μ ← β₂·μ + (1−β₂)·g"
+
+    def init(self, p: Tensor) -> Updates:
+        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
+        avg = state[self.name]
+        m = self.beta1 * avg + (1 - self.beta1) * g
+        return m, {self.name: self.beta2 * avg + (1 - self.beta2) * g}
+
+
+@dataclass(frozen=True)
+class Initialized(FirstMoment):
+    """Another rule whose buffers start at ``value`` instead of 0 (``m_0 = value``).
+
+    Yogi's reference implementations (TF-Addons' port in torch-optimizer, optax) start
+    both moments at ``initial_accumulator = 1e-6``, and keep the bias correction.
+
+    Args:
+        inner: the rule (usually :class:`EMA`).
+        value: the initial value of every buffer of ``inner``.
+    """
+
+    inner: FirstMoment
+    value: float = 1e-6
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return self.inner.needs_step
+
+    @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return self.inner.elementwise
+
+    @property
+    def formula(self) -> str:
+        return f"{self.inner.formula}, m₀ = {self.value:g}"
+
+    def init(self, p: Tensor) -> Updates:
+        value = self.value.item() if isinstance(self.value, Tensor) else self.value
+        return {name: torch.full_like(b, value) for name, b in self.inner.init(p).items()}
+
+    def buffers(self) -> tuple[str, ...]:
+        return self.inner.buffers()
+
+    def scalars(self) -> dict[str, float]:
+        return self.inner.scalars()
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.inner.advance(scalars, t)
+
+    def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
+        return self.inner.update(state, g, t)
+
+    def correction(self, t: float) -> Scalar:
+        return self.inner.correction(t)
+
+    def decay(self, t: float) -> Scalar:
+        return self.inner.decay(t)
+
+
+@dataclass(frozen=True)
+class Corrected(FirstMoment):
+    """Another rule's bias-corrected moment ``m̂ = m / c(t)`` as the moment itself (c = 1).
+
+    The engine usually folds ``1/c₁`` into the step size; a direction that is not linear
+    in ``m`` (LAMB's trust ratio, and its weight decay added to the direction) must see
+    ``m̂`` itself.
+
+    Args:
+        inner: the rule whose correction is applied (an :class:`EMA` with bias correction).
+    """
+
+    inner: FirstMoment
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return self.inner.needs_step
+
+    @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return self.inner.elementwise
+
+    @property
+    def formula(self) -> str:
+        return f"{self.inner.formula}, m ← m̂"
+
+    def init(self, p: Tensor) -> Updates:
+        return self.inner.init(p)
+
+    def buffers(self) -> tuple[str, ...]:
+        return self.inner.buffers()
+
+    def scalars(self) -> dict[str, float]:
+        return self.inner.scalars()
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.inner.advance(scalars, t)
+
+    def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
+        m, updates = self.inner.update(state, g, t)
+        return m / self.inner.correction(t), updates
+
+    def decay(self, t: float) -> Scalar:
+        return self.inner.decay(t)
+
+
+def ademamix_alpha(t: Scalar, alpha: Scalar, warmup: Scalar) -> Scalar:
+    """AdEMAMix's α scheduler ``f_α(t) = min(t·α/T_α, α)`` (numbers or 0-dim tensors)."""
+    return minimum(t * alpha / warmup, alpha)
+
+
+def ademamix_beta3(t: Scalar, beta3: Scalar, beta_start: Scalar, warmup: Scalar) -> Scalar:
+    """AdEMAMix's β₃ scheduler, a linear warm-up of the half-life ``ln ½ / ln β``:
+
+        f_β₃(t) = min(exp(ln β_s·ln β₃ / ((1 − t/T)·ln β₃ + (t/T)·ln β_s)), β₃)
+
+    from ``β_s`` (β₁) at ``t = 0`` to β₃ at ``t = T`` (numbers or 0-dim tensors)."""
+    a = t / warmup
+    ln_start, ln_end = log(beta_start), log(beta3)
+    return minimum(exp(ln_start * ln_end / ((1 - a) * ln_end + a * ln_start)), beta3)
+
+
+@dataclass(frozen=True)
+class EMAMix(FirstMoment):
+    """AdEMAMix's moment: a fast, bias-corrected EMA plus α times a slow one.
+
+        m₁ = β₁·m₁ + (1−β₁)·g,   m₂ = β₃(t)·m₂ + (1−β₃(t))·g      (m₁ = m₂ = 0 at t = 0)
+        m_t = m₁/(1−β₁ᵗ) + α(t)·m₂                                (m₂ is not corrected)
+
+    The slow EMA (β₃ ≈ 0.9999) remembers gradients of tens of thousands of steps ago. Its
+    weight and decay can be warmed up: ``α(t) = min(t·α/T_α, α)`` over ``alpha_warmup``
+    steps, and β₃(t) from β₁ to β₃ by a linear warm-up of the half-life
+    (:func:`ademamix_beta3`) over ``beta3_warmup`` steps (``None``: no warm-up). ``t`` is 1
+    at the first step, as in the paper and the authors' PyTorch code.
+
+    Args:
+        beta1: β₁, the fast EMA.
+        beta3: β₃, the slow EMA.
+        alpha: α, the weight of the slow EMA.
+        alpha_warmup: T_α, or ``None``.
+        beta3_warmup: T_β₃, or ``None`` (needs β₁ > 0: the warm-up starts at β₁).
+        fast, slow: the state buffers (the authors' ``exp_avg_fast``, ``exp_avg_slow``).
+
+    Source: Pagliardini, Ablin & Grangier, "The AdEMAMix Optimizer: Better, Faster,
+    Older", ICLR 2025 (arXiv:2409.03137), Algorithm 1.
+    """
+
+    beta1: float | Tensor = 0.9
+    beta3: float | Tensor = 0.9999
+    alpha: float | Tensor = 5.0
+    alpha_warmup: float | Tensor | None = None
+    beta3_warmup: float | Tensor | None = None
+    fast: str = "exp_avg_fast"
+    slow: str = "exp_avg_slow"
+    needs_step = True
+
+    def __post_init__(self) -> None:
+        check(self, "beta1", 0.0, 1.0)
+        check(self, "beta3", 0.0, 1.0)
+        check(self, "alpha", 0.0)
+        for name in ("alpha_warmup", "beta3_warmup"):
+            if getattr(self, name) is not None:
+                check(self, name, 1.0)
+        if self.beta3_warmup is not None and not isinstance(self.beta1, Tensor) and self.beta1 == 0:
+            raise ValueError("EMAMix: the beta3 warm-up starts at beta1, which must be > 0 (got 0)")
+
+    @property
+    def formula(self) -> str:
+        return "m₁ = β₁·m₁ + (1−β₁)·g, m₂ = β₃·m₂ + (1−β₃)·g, m = m₁/(1−β₁ᵗ) + α·m₂"
+
+    def init(self, p: Tensor) -> Updates:
+        return {
+            self.fast: torch.zeros_like(p, memory_format=torch.preserve_format),
+            self.slow: torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
+
+    def alpha_at(self, t: Scalar) -> Scalar:
+        """α(t), the weight of the slow EMA at step ``t``."""
+        return self.alpha if self.alpha_warmup is None else ademamix_alpha(t, self.alpha, self.alpha_warmup)
+
+    def beta3_at(self, t: Scalar) -> Scalar:
+        """β₃(t), the decay of the slow EMA at step ``t``."""
+        if self.beta3_warmup is None:
+            return self.beta3
+        return ademamix_beta3(t, self.beta3, self.beta1, self.beta3_warmup)
+
+    def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
+        fast = self.beta1 * state[self.fast] + (1 - self.beta1) * g
+        beta3 = self.beta3_at(t)
+        slow = beta3 * state[self.slow] + (1 - beta3) * g
+        m = fast / (1 - self.beta1**t) + self.alpha_at(t) * slow
+        return m, {self.fast: fast, self.slow: slow}

@@ -7,6 +7,7 @@
 | :class:`Averaged` | ``w·(1 − λ·η) − η·d``, and ``ax ← ax + μ·(w − ax)`` | ``eta``, ``mu``, ``ax`` | yes |
 | :class:`RelativeStep` | ``w·(1 − lr·λ) − max(ε₂, RMS(w))·min(lr, 1/√t)·d`` | — | no (RMS) |
 | :class:`ScheduleFree` | ``y ← (1−c)·y + c·z + lr·(β(1−c) − 1)·d``, ``z ← z − lr·d`` | ``z``, ``lr_max``, ``weight_sum`` | yes |
+| :class:`RelativeUpdate` | ``w·(1 − α·λ) − u``, ``u = α·d`` or its EMA, ``α = max(ε₂, RMS(w))·min(lr, 1/√t)`` | (``exp_avg``) | no (RMS) |
 
 ``shrink`` is ``1 − lr·λ`` when decoupled weight decay is on (``None`` otherwise);
 ``step_size`` is ``lr / (c₁·d(t))``.
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Iterate, Move, Scalar, State, Updates, check, maximum, minimum, rms, sqrt, where
+from .base import FirstMoment, Iterate, Move, Scalar, State, Updates, check, maximum, minimum, rms, sqrt, where
 
 
 def _decayed(w: Tensor, shrink: Scalar | None) -> Tensor:
@@ -71,6 +72,10 @@ class Averaged(Iterate):
         lambd: λ, the decay term.
         alpha: α, the power of the step-size decay.
         t0: t₀, the step at which averaging starts.
+        step_as_tensor: compute the next η with the step as a 0-dim tensor of torch's dtype
+            for ``step`` (float32 unless the default dtype is float64), as torch's foreach
+            and capturable ASGD do; by default with the step as a number, as its for-loop
+            does. The two round η differently in its last bits.
 
     Source: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging",
     SIAM J. Control Optim. 1992; Bottou, "Stochastic Gradient Descent Tricks", 2012.
@@ -82,6 +87,7 @@ class Averaged(Iterate):
     alpha: float = 0.75
     t0: float = 1e6
     name: str = "ax"
+    step_as_tensor: bool = False
     needs_step = True
 
     def __post_init__(self) -> None:
@@ -100,9 +106,15 @@ class Averaged(Iterate):
     def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
         # this step runs with the η and μ set by the last one; the next one's are set now
         now = {"eta": scalars["eta"].item(), "mu": scalars["mu"].item()}
+        step: float | Tensor = t
+        if self.step_as_tensor:  # torch's dtype for `step`
+            double = torch.get_default_dtype() == torch.float64
+            step = torch.tensor(t, dtype=torch.float64 if double else torch.float32)
+        # through a tensor (of the default dtype for a number), as torch rounds them before
+        # they are copied into the state, whatever the state's dtype (float64 once loaded)
         after = {
-            "eta": self.lr / ((1 + self.lambd * self.lr * t) ** self.alpha),
-            "mu": 1 / max(1, t - self.t0),
+            "eta": torch.as_tensor(self.lr / ((1 + self.lambd * self.lr * step) ** self.alpha)),
+            "mu": torch.as_tensor(1 / max(1, t - self.t0)),
         }
         return after, now
 
@@ -158,8 +170,13 @@ class ScheduleFree(Iterate):
         z ← z − lr·d
         x = (y − (1 − β)·z) / β                              (what to evaluate)
 
-    ``lr_max`` and ``weight_sum`` are per-parameter scalar state. ``lr`` here is the
-    step size the engine computes (warm-up and bias corrections included).
+    ``lr_max`` and ``weight_sum`` are per-parameter scalar state (the authors keep them
+    per param group: the same numbers while a group's parameters step together; in
+    float32, ``step``'s usual dtype, the sum gains a rounding error of up to 6e-8 a step, so
+    :class:`momenta.ScheduleFreeAdamW` keeps both in float64, as the authors' floats). ``lr``
+    here is the step size the engine computes (warm-up included), and the direction ``d``
+    holds everything else: with ``Rules(weight_decay="direction")`` it is
+    ``g/(√V̂ + ε) + λ·y``, the weight decay taken at ``y`` as the authors' AdamW does.
 
     Args:
         beta: β, the interpolation between ``z`` and ``x`` (Adam's β₁ plays this role).
@@ -203,7 +220,7 @@ class ScheduleFree(Iterate):
         return 1 / self.warmup(t)
 
     def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        lr = self.lr * self.warmup(t)
+        lr = float(self.lr) * self.warmup(t)
         lr_max = max(lr, scalars["lr_max"].item())
         weight = (t**self.r) * (lr_max**self.weight_lr_power)
         weight_sum = scalars["weight_sum"].item() + weight
@@ -216,3 +233,74 @@ class ScheduleFree(Iterate):
         c, z = state["ckp1"], state[self.name]
         y = _decayed(w, shrink)
         return (y + c * (z - y), step_size * (self.beta * (1 - c) - 1), d), {self.name: z - step_size * d}
+
+
+@dataclass(frozen=True)
+class RelativeUpdate(Iterate):
+    """Adafactor's step as its authors' code takes it: relative size, optional momentum of
+    the scaled update, and weight decay at that size.
+
+        α_t = max(ε₂, RMS(w)) · ρ_t,   ρ_t = min(lr, 1/√t)     (RMS(w) before the step)
+        u = α_t·d,   or with momentum  u ← β₁·u + (1−β₁)·α_t·d
+        w ← w·(1 − α_t·λ) − u
+
+    ``scale_parameter=False`` drops the ``max(ε₂, RMS(w))`` factor, ``relative_step=False``
+    makes ``ρ_t = lr``. The momentum (an :class:`~momenta.rules.EMA` over the already
+    scaled updates) and the decay ``1 − α_t·λ`` are tensor2tensor's and its ports' (fairseq,
+    Hugging Face, torch-optimizer); torch.optim.Adafactor decays by ``1 − lr·λ``
+    (:class:`RelativeStep`). Weight decay is on when the engine passes ``shrink``
+    (``Rules(weight_decay="decoupled")``); its value λ is this rule's.
+
+    Args:
+        eps: ε₂, the smallest parameter scale.
+        relative_step: ``ρ_t = min(lr, 1/√t)`` (else ``lr``).
+        scale_parameter: multiply by ``max(ε₂, RMS(w))``.
+        weight_decay: λ.
+        momentum: the EMA of the scaled updates (β₁, buffer ``exp_avg``), or ``None``.
+
+    Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018 (arXiv:1804.04235), sections 8–9 (relative step size, ρ_t, α_t).
+    """
+
+    eps: float = 1e-3
+    relative_step: bool = True
+    scale_parameter: bool = True
+    weight_decay: float = 0.0
+    momentum: FirstMoment | None = None
+    needs_step = True
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        check(self, "eps", 0.0)
+        check(self, "weight_decay", 0.0)
+
+    @property
+    def formula(self) -> str:
+        scale = "max(ε₂, RMS(w))·" if self.scale_parameter else ""
+        rho = "min(lr, 1/√t)" if self.relative_step else "lr"
+        step = f"{scale}{rho}·{{d}}"
+        if self.momentum is not None:
+            return f"u ← β₁·u + (1−β₁)·{step}, w ← w − u"
+        return f"w ← w − {step}"
+
+    def init(self, p: Tensor) -> Updates:
+        return self.momentum.init(p) if self.momentum is not None else {}
+
+    def buffers(self) -> tuple[str, ...]:
+        return self.momentum.buffers() if self.momentum is not None else ()
+
+    def size(self, w: Tensor, lr: Scalar, t: float) -> Scalar:
+        """α_t, the step size for weights ``w`` (before the step) at step ``t``."""
+        rho = minimum(lr, 1 / sqrt(t)) if self.relative_step else lr
+        return maximum(self.eps, rms(w).item()) * rho if self.scale_parameter else rho
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        alpha = self.size(w, lr, t)
+        u: Tensor = alpha * d
+        updates: Updates = {}
+        if self.momentum is not None:
+            u, updates = self.momentum.update(state, u, t)
+        base = w * (1 - alpha * self.weight_decay) if shrink is not None else w
+        return (base, -1.0, u), updates

@@ -9,6 +9,9 @@
 | :class:`InfNorm` | ``u = max(β·u, |g| + ε)``, divides as ``u`` (no root) | ``exp_inf`` |
 | :class:`Rectified` | another rule's ``V``, its root scaled by RAdam's ``r_t`` (or unused) | the other's |
 | :class:`Factored` | ``V ≈ R·C / mean(R)`` from row and column averages of ``g²`` | ``row_var``, ``col_var`` (``variance``) |
+| :class:`BeliefSq` | ``β·V + (1−β)·(g − m)² + ε``, optionally ``/ (1−βᵗ)`` (AdaBelief) | ``exp_avg_var`` |
+| :class:`YogiSq` | ``V − (1−β)·sign(V − g²)·g²``, ``V₀ = 1e-6``, optionally ``/ (1−βᵗ)`` | ``exp_avg_sq`` |
+| :class:`FactoredPaper` | ``R·C / mean(R)`` of ``g² + ε₁``, ``β̂ = 1 − t^c`` (Adafactor, Alg. 4–5) | ``exp_avg_sq_row``, ``exp_avg_sq_col`` (``exp_avg_sq``) |
 """
 
 from __future__ import annotations
@@ -338,3 +341,179 @@ class Factored(SecondMoment):
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         eps1 = self._eps(v)
         return v.clamp(min=eps1 * eps1).sqrt()
+
+
+@dataclass(frozen=True)
+class BeliefSq(SecondMoment):
+    """AdaBelief's V: the EMA of the squared deviation of g from its own EMA m.
+
+        s_t = β·s_{t−1} + (1−β)·(g_t − m_t)² + ε,   s_0 = 0;   ŝ_t = s_t / (1 − βᵗ)
+
+    ``m_t`` is this step's first moment (the rule needs ``precondition="moment"``). ε is
+    added to the state itself, every step, and again outside the root by the engine
+    (``√ŝ + ε``), as in the paper and its authors' code. A gradient close to its average
+    (a "belief" the step trusts) takes a large step, a surprising one a small step.
+
+    Args:
+        beta: β₂.
+        eps: ε, added to ``s`` every step (the group's ε).
+        bias_correction: divide by ``1 − βᵗ``.
+        name: the state buffer (the authors' ``exp_avg_var``).
+
+    Source: Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in
+    Observed Gradients", NeurIPS 2020 (arXiv:2010.07468), Algorithm 2.
+    """
+
+    beta: float | Tensor = 0.999
+    eps: float | Tensor = 1e-8
+    bias_correction: bool = True
+    name: str = "exp_avg_var"
+
+    def __post_init__(self) -> None:
+        check(self, "beta", 0.0, 1.0)
+        check(self, "eps", 0.0)
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return self.bias_correction
+
+    @property
+    def formula(self) -> str:
+        s = "V = β·V + (1−β)·(g − m)² + ε"
+        return s + ", V̂ = V/(1−βᵗ)" if self.bias_correction else s
+
+    def init(self, p: Tensor) -> Updates:
+        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        if m is None:
+            raise ValueError("BeliefSq needs this step's first moment: use Rules(precondition='moment')")
+        residual = g - m
+        s = self.beta * state[self.name] + (1 - self.beta) * residual * residual + self.eps
+        return s, {self.name: s}
+
+    def correction(self, t: float) -> Scalar:
+        return 1 - self.beta**t if self.bias_correction else 1.0
+
+
+@dataclass(frozen=True)
+class YogiSq(SecondMoment):
+    """Yogi's V: an additive update whose size is ``(1−β)·g²`` and whose sign follows g²:
+
+        V_t = V_{t−1} − (1−β)·sign(V_{t−1} − g_t²)·g_t²,   V_0 = initial;   V̂ = V/(1 − βᵗ)
+
+    Adam's ``V − (1−β)·(V − g²)`` moves V by a share of its distance to g², so a burst of
+    large gradients can make it forget quickly; Yogi's step is bounded by g² itself.
+    V₀ and the bias correction are the reference implementations' (TF-Addons, its port in
+    torch-optimizer, optax): both start at ``initial_accumulator = 1e-6`` and are corrected.
+
+    Args:
+        beta: β₂.
+        initial: V₀.
+        bias_correction: divide by ``1 − βᵗ``.
+        name: the state buffer (``exp_avg_sq``).
+
+    Source: Zaheer, Reddi, Sachan, Kale & Kumar, "Adaptive Methods for Nonconvex
+    Optimization", NeurIPS 2018, Algorithm 2.
+    """
+
+    beta: float | Tensor = 0.999
+    initial: float = 1e-6
+    bias_correction: bool = True
+    name: str = "exp_avg_sq"
+
+    def __post_init__(self) -> None:
+        check(self, "beta", 0.0, 1.0)
+        check(self, "initial", 0.0)
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return self.bias_correction
+
+    @property
+    def formula(self) -> str:
+        v = "V = V − (1−β)·sign(V − g²)·g²"
+        return v + ", V̂ = V/(1−βᵗ)" if self.bias_correction else v
+
+    def init(self, p: Tensor) -> Updates:
+        initial = self.initial.item() if isinstance(self.initial, Tensor) else self.initial
+        return {self.name: torch.full_like(p, initial, memory_format=torch.preserve_format)}
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        v, sq = state[self.name], g * g
+        v = v - (1 - self.beta) * (v - sq).sign() * sq
+        return v, {self.name: v}
+
+    def correction(self, t: float) -> Scalar:
+        return 1 - self.beta**t if self.bias_correction else 1.0
+
+
+@dataclass(frozen=True)
+class FactoredPaper(SecondMoment):
+    """Adafactor's factored V as the paper (and its authors' code) writes it, ε₁ inside:
+
+        β̂_t = 1 − t^c,   G = g² + ε₁
+        R ← β̂_t·R + (1−β̂_t)·mean_cols(G),   C ← β̂_t·C + (1−β̂_t)·mean_rows(G)
+        V = R·C / mean(R),   √V divides (no ε outside)
+
+    The row and column averages of a matrix (the last two dimensions; a batch of matrices
+    keeps one pair per matrix) replace a full V; vectors and scalars keep a full
+    ``V ← β̂_t·V + (1−β̂_t)·G``. Means rather than the paper's sums give the same V
+    (``R̄·C̄/mean(R̄) = R·Cᵀ/ΣR``). Unlike :class:`Factored` (torch.optim.Adafactor's, which
+    floors V at ε₁ afterwards), ε₁ = 1e-30 enters the statistics, as in Algorithms 4–5.
+
+    Args:
+        decay_rate: c ≤ 0, the power in ``β̂_t = 1 − t^c`` (the paper's −0.8).
+        eps1: ε₁, added to g².
+
+    Source: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost", ICML 2018 (arXiv:1804.04235), Algorithms 4 and 5; state names and shapes of its
+    authors' tensor2tensor code as ported to fairseq and Hugging Face (``exp_avg_sq_row``,
+    ``exp_avg_sq_col``, ``exp_avg_sq``).
+    """
+
+    decay_rate: float = -0.8
+    eps1: float = 1e-30
+    needs_step = True
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.decay_rate, Tensor) and not self.decay_rate <= 0:
+            raise ValueError(f"FactoredPaper: invalid decay_rate: {self.decay_rate} (expected decay_rate <= 0)")
+        check(self, "eps1", 0.0)
+
+    @property
+    def formula(self) -> str:
+        return "V = R·C/mean(R), R, C: row and column averages of g² + ε₁ (β̂ = 1 − t^c)"
+
+    def buffers(self) -> tuple[str, ...]:
+        return ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq")
+
+    def init(self, p: Tensor) -> Updates:
+        if p.dim() >= 2:
+            shape = tuple(p.shape)
+            return {
+                "exp_avg_sq_row": p.new_zeros(shape[:-1]),
+                "exp_avg_sq_col": p.new_zeros(shape[:-2] + shape[-1:]),
+            }
+        return {"exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        beta = 1.0 - t**self.decay_rate
+        sq = g * g + self.eps1
+        if g.dim() >= 2:
+            row = beta * state["exp_avg_sq_row"] + (1 - beta) * sq.mean(dim=-1)
+            col = beta * state["exp_avg_sq_col"] + (1 - beta) * sq.mean(dim=-2)
+            v = (row / row.mean(dim=-1, keepdim=True)).unsqueeze(-1) * col.unsqueeze(-2)
+            return v, {"exp_avg_sq_row": row, "exp_avg_sq_col": col}
+        v = beta * state["exp_avg_sq"] + (1 - beta) * sq
+        return v, {"exp_avg_sq": v}
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        return v.sqrt()

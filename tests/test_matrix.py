@@ -1,0 +1,157 @@
+"""Rules that see whole matrices (Factored, ClipRMS, RelativeStep, Orthogonalize,
+TrustRatio) and the optimizers made of them (Adafactor, Muon)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from harness import one_thread  # noqa: F401 (an autouse fixture)
+
+import momenta
+from momenta import Rules
+from momenta.engine import flat, reference
+from momenta.rules import EMA, ClipRMS, Factored, Gradient, Orthogonalize, RelativeStep, TrustRatio
+
+NOT_ELEMENTWISE = {
+    "Factored": Rules(Gradient(), Factored()),
+    "ClipRMS": Rules(direction=ClipRMS()),
+    "RelativeStep": Rules(iterate=RelativeStep()),
+    "Orthogonalize": Rules(EMA(0.9), direction=Orthogonalize()),
+    "TrustRatio": Rules(direction=TrustRatio(0.01)),
+}
+
+
+class _Custom(momenta.Optimizer):
+    def __init__(self, params, rules):
+        self._rules = rules
+        super().__init__(params, dict(lr=0.01, foreach=True))
+
+    def rules(self, group):
+        return self._rules
+
+
+@pytest.mark.parametrize("name", list(NOT_ELEMENTWISE))
+def test_rules_that_see_whole_parameters_take_the_reference_path(name, monkeypatch):
+    """Even with ``foreach=True``: one parameter at a time, never a flat buffer."""
+    rules = NOT_ELEMENTWISE[name]
+    assert not rules.elementwise
+    stepped = []
+    step = reference.step
+    monkeypatch.setattr(reference, "step", lambda p, *args: (stepped.append(p), step(p, *args)))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a rule that is not elementwise reached the fast path")
+
+    monkeypatch.setattr(flat.FlatGroup, "gather", forbidden)
+    params = [torch.randn(4, 3, requires_grad=True), torch.randn(3, 5, requires_grad=True)]
+    opt = _Custom(params, rules)
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert [id(p) for p in stepped] == [id(p) for p in params] * 2
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.1, "maximize": True, "d": 1.2}])
+def test_adafactor_foreach_gives_torchs_numbers(kwargs):
+    """foreach=True (torch's multi-tensor Adafactor) and the for-loop agree with momenta,
+    whose rules run on the reference path either way; a batch of matrices included."""
+    shapes = [(5, 4), (2, 3, 4), (4,), ()]
+    results = []
+    for cls, foreach in [(torch.optim.Adafactor, True), (torch.optim.Adafactor, False), (momenta.Adafactor, True)]:
+        g = torch.Generator().manual_seed(0)
+        params = [torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True) for s in shapes]
+        opt = cls(params, foreach=foreach, **kwargs)
+        for _ in range(4):
+            for p in params:
+                p.grad = torch.sin(p.detach()) + torch.randn(p.shape, generator=g, dtype=torch.float64)
+            opt.step()
+        results.append(params)
+    for theirs in results[:2]:
+        for a, e in zip(results[2], theirs):
+            torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["Adafactor", "Muon"])
+def test_complex_parameters_refused_before_anything_changes(name):
+    real = torch.randn(3, 2, requires_grad=True)
+    complex_ = torch.randn(3, 2, dtype=torch.complex64, requires_grad=True)
+    real.grad, complex_.grad = torch.ones_like(real), torch.ones_like(complex_)
+    before = real.detach().clone()
+    opt = getattr(momenta, name)([{"params": [real]}, {"params": [complex_]}])
+    with pytest.raises(RuntimeError, match=f"{name} does not support complex parameters"):
+        opt.step()
+    assert torch.equal(real, before) and not opt.state
+
+
+# -- Orthogonalize ------------------------------------------------------------------------
+
+
+def _matrix(shape, singular_values):
+    """U·diag(s)·Vᵀ with random orthonormal U, V: (matrix, U, V)."""
+    g = torch.Generator().manual_seed(0)
+    k = min(shape)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], k, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], k, generator=g, dtype=torch.float64))
+    return u @ torch.diag(singular_values) @ v.T, u, v
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (5, 8)], ids=["tall", "wide"])
+def test_orthogonalize_makes_a_semi_orthogonal_matrix(shape):
+    d, u, v = _matrix(shape, torch.logspace(1, -1, min(shape), dtype=torch.float64))  # s from 10 to 0.1
+    # Keller Jordan's quintic: d's singular vectors, its singular values taken to about 1
+    o = Orthogonalize().orthogonalize(d).double()
+    assert o.shape == d.shape
+    s = torch.linalg.svdvals(o)
+    assert s.min() > 0.5 and s.max() < 1.5
+    core = u.T @ o @ v  # diagonal: the singular vectors are d's
+    assert (core - torch.diag(torch.diagonal(core))).abs().max() < 0.05
+    # the cubic Newton–Schulz iteration converges to the polar factor U·Vᵀ (bfloat16's precision)
+    polar = Orthogonalize((1.5, -0.5, 0.0), steps=40).orthogonalize(d).double()
+    torch.testing.assert_close(polar, u @ v.T, rtol=0, atol=0.05)
+    gram = polar.T @ polar if shape[0] > shape[1] else polar @ polar.T
+    torch.testing.assert_close(gram, torch.eye(min(shape), dtype=torch.float64), rtol=0, atol=0.05)
+
+
+def test_orthogonalize_scales_by_shape_and_needs_matrices():
+    assert Orthogonalize().scale(torch.Size([8, 5])) == math.sqrt(8 / 5)
+    assert Orthogonalize().scale(torch.Size([5, 8])) == 1.0
+    assert Orthogonalize(adjust_lr="match_rms_adamw").scale(torch.Size([5, 8])) == 0.2 * math.sqrt(8)
+    assert Orthogonalize(adjust_lr="none").scale(torch.Size([8, 5])) == 1.0
+    with pytest.raises(ValueError, match="2-D"):
+        Orthogonalize().orthogonalize(torch.randn(4))
+
+
+# -- Factored -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape,buffers",
+    [
+        ((), {"variance": ()}),
+        ((4,), {"variance": (4,)}),
+        ((5, 4), {"row_var": (5, 1), "col_var": (1, 4)}),
+        ((2, 5, 4), {"row_var": (2, 5, 1), "col_var": (2, 1, 4)}),
+    ],
+    ids=["0-D", "1-D", "2-D", "3-D"],
+)
+def test_factored_keeps_a_row_and_a_column_per_matrix(shape, buffers):
+    rule, p = Factored(), torch.randn(shape, dtype=torch.float64)
+    assert {k: tuple(v.shape) for k, v in rule.init(p).items()} == buffers
+    assert Rules(second=rule).initial_buffers(p) == {k: torch.Size(v) for k, v in buffers.items()}
+    assert set(buffers) <= set(rule.buffers())
+    g = torch.randn(shape, dtype=torch.float64)
+    v, updates = rule.update(rule.init(p), g, None, 1.0)
+    assert v.shape == shape and {k: tuple(b.shape) for k, b in updates.items()} == buffers
+
+
+def test_factored_is_exact_for_rank_one_squares():
+    """At the first step (weight 1), R·C/mean(R) is g² itself when g² has rank one, for
+    each matrix of a batch."""
+    a, b = torch.randn(2, 5, 1, dtype=torch.float64), torch.randn(2, 1, 4, dtype=torch.float64)
+    g = a * b
+    rule = Factored()
+    v, _ = rule.update(rule.init(g), g, None, 1.0)
+    torch.testing.assert_close(v, g * g, rtol=1e-12, atol=0)
