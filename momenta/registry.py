@@ -5,7 +5,12 @@ Names:
 * the seed's five, lower case: ``sgd``, ``sgdm``, ``adagrad``, ``rmsprop``, ``adam``
   (``momenta.seed``: the textbook rules, no epsilon);
 * momenta's torch-compatible drop-ins by class name: ``momenta.SGD``, ``momenta.Adam``,
-  ``momenta.AdamW``, ``momenta.Adagrad``, ``momenta.RMSprop``;
+  … ``momenta.Muon`` (every class of :data:`TORCH_DROPINS`), and the modern optimizers by
+  class name (``momenta.Lion``);
+* lower case, the optimizers the seed does not have (:data:`SHORT`): torch's as momenta's
+  drop-ins (``nadam``, ``radam``, ``muon`` …) and the modern ones as their papers give them
+  (``lion``, ``adabelief``, ``lamb``, ``lars``, ``yogi``, ``schedulefree``, ``ademamix``,
+  ``adafactor``);
 * ``torch:NAME`` for any class of ``torch.optim`` (``torch:Adam``), to run torch's own
   implementation side by side.
 
@@ -64,12 +69,35 @@ def torch_names() -> list[str]:
     )
 
 
+def _edits(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that turn ``a`` into
+    ``b`` (optimal string alignment distance): ``adma`` is one swap from ``adam``."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+def closest(name: str, known: Iterable[str]) -> list[str]:
+    """The known name a typo most likely meant (fewest edits, case ignored; then difflib's
+    similarity), or none if nothing is close."""
+    candidates = difflib.get_close_matches(name, list(known), n=10, cutoff=0.5)
+    if not candidates:
+        return []
+    lowered = name.lower()
+    return [min(candidates, key=lambda k: (_edits(lowered, k.lower()), -difflib.SequenceMatcher(None, name, k).ratio()))]
+
+
 class UnknownOptimizerError(KeyError):
     """An optimizer name that is not registered; the message lists the known names."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known = list(known)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        close = closest(name, known)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         self.name, self.known, self.suggestion = name, known, close[0] if close else None
         super().__init__(
@@ -103,5 +131,44 @@ _SEED = {
 }
 for _name, (_cls, _formula) in _SEED.items():
     register(_name, f"momenta.seed:{_cls}", f"seed {_cls}: {_formula}")
-for _cls in ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]:
+
+#: torch.optim's optimizers that momenta stands in for (``momenta.NAME``)
+TORCH_DROPINS = (
+    "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta",
+    "ASGD", "Rprop", "SparseAdam", "Adafactor", "Muon",
+)  # fmt: skip
+for _cls in TORCH_DROPINS:
     register(f"momenta.{_cls}", f"momenta.optimizers:{_cls}", f"torch-compatible {_cls}")
+
+#: lower-case names of the optimizers the seed does not have: torch's (as momenta's
+#: drop-ins) and the modern ones (as their papers give them)
+SHORT = {
+    "adamw": ("AdamW", "Adam with decoupled weight decay (torch-compatible)"),
+    "adamax": ("Adamax", "m = EMA(g), √V = max(β·u, |g| + ε) (torch-compatible)"),
+    "nadam": ("NAdam", "Nesterov momentum with a schedule, V = EMA(g²) (torch-compatible)"),
+    "radam": ("RAdam", "Adam with V rectified while its variance is intractable (torch-compatible)"),
+    "adadelta": ("Adadelta", "m = √(Δ + ε)·g/√(V + ε), lr = 1 (torch-compatible)"),
+    "asgd": ("ASGD", "SGD with a decaying step and an average of iterates (torch-compatible)"),
+    "rprop": ("Rprop", "per-coordinate step sizes from gradient signs (torch-compatible)"),
+    "sparseadam": ("SparseAdam", "Adam on the rows a sparse gradient touches (torch-compatible)"),
+    "muon": ("MuonWithAdamW", "Muon (momentum orthogonalised by Newton–Schulz) on matrices, AdamW on the rest"),
+    "adabelief": ("AdaBelief", "V = EMA((g − m)²) + ε: belief in the gradient"),
+    "lion": ("Lion", "sign(β₁·m + (1−β₁)·g), m = EMA_β₂(g)"),
+    "lamb": ("LAMB", "Adam's direction with a layer-wise trust ratio ‖w‖/‖d‖"),
+    "lars": ("LARS", "momentum over the gradient scaled by a layer-wise trust ratio"),
+    "yogi": ("Yogi", "V = V − (1−β₂)·sign(V − g²)·g²: additive V"),
+    "schedulefree": ("ScheduleFreeAdamW", "schedule-free AdamW: interpolation of z and its average"),
+    "ademamix": ("AdEMAMix", "a fast and a slow EMA of g mixed, V = EMA(g²)"),
+    "adafactor": ("AdafactorPaper", "factored V, relative step size, update clipping (the paper's)"),
+}
+for _name, (_cls, _summary) in SHORT.items():
+    register(_name, f"momenta.optimizers:{_cls}", _summary)
+for _cls in ("AdaBelief", "Lion", "LAMB", "LARS", "Yogi", "ScheduleFreeAdamW", "AdEMAMix", "AdafactorPaper", "MuonWithAdamW"):
+    register(f"momenta.{_cls}", f"momenta.optimizers:{_cls}", f"momenta.{_cls}")
+
+
+def every() -> list[str]:
+    """Every optimizer once (``momenta compare --optimizers all``): the seed's five and the
+    lower-case names; the ``momenta.NAME`` spellings are left out (the same classes, or
+    torch's variant of a seed rule)."""
+    return [*_SEED, *SHORT]

@@ -69,7 +69,7 @@ def test_default_landscape_png(tmp_path, capsys, monkeypatch):
     ("args", "message"),
     [
         (["--function", "sphere"], "unknown test function 'sphere'; known: rosenbrock"),
-        (["--optimizers", "adamw"], "Unknown optimizer 'adamw'."),
+        (["--optimizers", "adamz"], "Unknown optimizer 'adamz'."),
         (["--lr", "-1"], "lr must be a number > 0, got -1.0"),
         (["--steps", "0"], "steps must be an integer ≥ 1, got 0"),
         (["--start", "1"], "expected X,Y (two numbers), got '1'"),

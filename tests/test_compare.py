@@ -97,10 +97,26 @@ def test_a_diverging_run_is_recorded_and_the_others_still_run():
     assert r.summary()["optimizers"]["sgd"]["diverged_at_epoch"] == sgd.diverged_at
 
 
-def test_an_optimizer_that_raises_is_recorded_and_the_others_still_run():
-    r = compare(["torch:SparseAdam", "sgd"], epochs=2)
-    assert r.results["torch:SparseAdam"].status.startswith("failed at epoch 1: RuntimeError")
+class FailingSGD(torch.optim.SGD):
+    """An optimizer whose step raises (for the test below)."""
+
+    def step(self, closure=None):
+        raise RuntimeError("this step always fails")
+
+
+def test_an_optimizer_that_raises_is_recorded_and_the_others_still_run(monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "failing", registry.Entry("failing", f"{__name__}:FailingSGD", ""))
+    r = compare(["failing", "sgd"], epochs=2)
+    assert r.results["failing"].status.startswith("failed at epoch 1: RuntimeError: this step always fails")
     assert r.results["sgd"].runs[0].epochs_done == 2
+
+
+def test_sparse_adam_gets_sparse_gradients_and_matches_torch():
+    """SparseAdam refuses dense gradients: compare hands it every gradient in sparse form."""
+    r = compare(["torch:SparseAdam", "momenta.SparseAdam"], hyper={"torch:SparseAdam": {"lr": 0.01}, "momenta.SparseAdam": {"lr": 0.01}}, epochs=3)
+    torch_run, momenta_run = r.results["torch:SparseAdam"].runs[0], r.results["momenta.SparseAdam"].runs[0]
+    assert torch_run.status == momenta_run.status == "ok"
+    assert momenta_run.train_loss == pytest.approx(torch_run.train_loss, rel=1e-6)
 
 
 def test_closure_optimizers_work():

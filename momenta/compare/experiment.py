@@ -315,6 +315,13 @@ class CompareResult:
 # ---------------------------------------------------------------- training
 
 
+def takes_sparse_gradients(optimizer: torch.optim.Optimizer) -> bool:
+    """The optimizer refuses dense gradients (torch's and momenta's ``SparseAdam``): the
+    comparison then hands it each gradient as a sparse tensor holding every entry, which
+    makes it Adam with ε added before the bias correction."""
+    return isinstance(optimizer, torch.optim.SparseAdam) or getattr(optimizer, "dense_error", None) is not None
+
+
 def train(
     name: str,
     hyper: Mapping[str, Any],
@@ -341,11 +348,17 @@ def train(
     run.formulas = dict(formulas()) if callable(formulas) else {}
     loss_fn = LOSS_FUNCTIONS[config.loss]
 
+    sparse = takes_sparse_gradients(optimizer)
+
     def batch_loss(xb: torch.Tensor, yb: torch.Tensor) -> float:
         """The closure of ``optimizer.step``: loss and gradients at the current weights."""
         optimizer.zero_grad()
         loss = loss_fn(forward(params, xb), yb)
         loss.backward()
+        if sparse:  # the same gradient, in the only form SparseAdam takes
+            for p in params:
+                assert p.grad is not None
+                p.grad = p.grad.to_sparse()
         return loss.item()
 
     batches = [

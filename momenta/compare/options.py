@@ -64,6 +64,8 @@ def resolve_optimizers(
         names = [names]
     if not names:
         raise UsageError("optimizers: give at least one optimizer name")
+    # "all": every optimizer momenta has, once (registry.every())
+    names = [n for name in names for n in (registry.every() if name.strip() == "all" else [name])]
     resolved = tuple(resolve_name(n) for n in names)
     duplicates = sorted({n for n in resolved if resolved.count(n) > 1})
     if duplicates:
