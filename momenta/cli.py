@@ -155,7 +155,8 @@ def add_compare(commands: Any) -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=d.lr,
-        help="learning rate of every optimizer (default: %(default)s; --set NAME.lr=… for one)",
+        help="learning rate of every optimizer (default: each optimizer's own for this task, "
+        "0.1 for the seed's five and most others; --set NAME.lr=… for one)",
     )
     p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")

@@ -36,6 +36,8 @@ class Entry:
     name: str
     target: str  # "module:attribute", imported on first use
     summary: str
+    #: the learning rate ``momenta compare`` gives it when ``--lr`` does not say
+    lr: float = 0.1
 
     @property
     def factory(self) -> OptimizerFactory:
@@ -46,11 +48,12 @@ class Entry:
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, target: str, summary: str = "") -> None:
-    """Register ``target`` ("package.module:Class") under ``name``."""
+def register(name: str, target: str, summary: str = "", lr: float = 0.1) -> None:
+    """Register ``target`` ("package.module:Class") under ``name``; ``lr`` is the learning
+    rate ``momenta compare`` uses for it unless told otherwise."""
     if not name or name.startswith("torch:"):
         raise ValueError(f"Invalid optimizer name: {name!r}")
-    _REGISTRY[name] = Entry(name, target, summary)
+    _REGISTRY[name] = Entry(name, target, summary, lr)
 
 
 def names() -> list[str]:
@@ -142,7 +145,7 @@ for _cls in TORCH_DROPINS:
 
 #: lower-case names of the optimizers the seed does not have: torch's (as momenta's
 #: drop-ins) and the modern ones (as their papers give them)
-SHORT = {
+SHORT: dict[str, tuple[str, str]] = {
     "adamw": ("AdamW", "Adam with decoupled weight decay (torch-compatible)"),
     "adamax": ("Adamax", "m = EMA(g), √V = max(β·u, |g| + ε) (torch-compatible)"),
     "nadam": ("NAdam", "Nesterov momentum with a schedule, V = EMA(g²) (torch-compatible)"),
@@ -161,8 +164,18 @@ SHORT = {
     "ademamix": ("AdEMAMix", "a fast and a slow EMA of g mixed, V = EMA(g²)"),
     "adafactor": ("AdafactorPaper", "factored V, relative step size, update clipping (the paper's)"),
 }
+#: where the classic comparison's lr (0.1) means something else, or is far from what the
+#: method is tuned for: the lr each gets in ``momenta compare`` (``--lr`` overrides)
+COMPARE_LR = {
+    "adadelta": 1.0,  # a multiplier of the unit-correct step (the paper has none: 1)
+    "rprop": 0.01,  # the first step size (torch's default)
+    "muon": 0.02,  # Muon's own default (Keller Jordan's)
+    "lion": 0.01,  # sign steps: 3–10× smaller than Adam's (the paper)
+    "lamb": 0.01,  # a step of lr·‖w‖ per layer
+    "lars": 1.0,  # scaled by the trust coefficient 0.001
+}
 for _name, (_cls, _summary) in SHORT.items():
-    register(_name, f"momenta.optimizers:{_cls}", _summary)
+    register(_name, f"momenta.optimizers:{_cls}", _summary, COMPARE_LR.get(_name, 0.1))
 for _cls in ("AdaBelief", "Lion", "LAMB", "LARS", "Yogi", "ScheduleFreeAdamW", "AdEMAMix", "AdafactorPaper", "MuonWithAdamW"):
     register(f"momenta.{_cls}", f"momenta.optimizers:{_cls}", f"momenta.{_cls}")
 

@@ -219,6 +219,7 @@ def test_parse_assignment():
 def test_config_argv_names_every_option():
     c = CompareConfig(
         optimizers=("sgd", "adam"),
+        lr=0.1,
         hyper={"adam": {"lr": 0.01}},
         repeats=2,
         data="csv:my data.csv",
@@ -242,3 +243,22 @@ def test_config_argv_names_every_option():
     ]:
         assert option in command
     assert "'csv:my data.csv'" in command  # shell-quoted
+
+
+def test_each_optimizer_gets_its_own_lr_unless_told():
+    """Without --lr, an optimizer whose lr means something else (Lion's sign steps, LARS's
+    trust coefficient) gets its registry lr; the seed's five keep the classic 0.1."""
+    c = CompareConfig(optimizers=("sgd", "lion", "lars", "torch:Adam"))
+    assert [c.hyperparameters(n)["lr"] for n in c.optimizers] == [0.1, 0.01, 1.0, 0.1]
+    assert "--lr" not in c.command()
+    assert CompareConfig(optimizers=("lion",), lr=0.5).hyperparameters("lion")["lr"] == 0.5
+    assert CompareConfig(optimizers=("lion",), hyper={"lion": {"lr": 0.2}}).hyperparameters("lion")["lr"] == 0.2
+
+
+def test_all_runs_every_optimizer_once():
+    from momenta.compare.options import resolve_optimizers
+
+    names, _ = resolve_optimizers(["all"], {})
+    assert names == tuple(registry.every()) and len(set(names)) == len(names)
+    assert {"sgd", "adam", "lion", "adabelief", "lamb", "lars", "yogi", "schedulefree", "ademamix",
+            "adafactor", "nadam", "radam", "adamax", "adadelta", "asgd", "rprop", "sparseadam", "muon"} <= set(names)

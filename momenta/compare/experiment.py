@@ -13,7 +13,9 @@
 
 The default :class:`CompareConfig` is the classic experiment: iris, rows shuffled with seed 116,
 120 train / 30 test, a 4→3 softmax layer, MSE, lr 0.1, 500 epochs, batch 32, init seed 1, and
-the five optimizers of ``momenta.seed``. ``repeats = N`` runs init seeds seed, seed+1, …, seed+N−1
+the five optimizers of ``momenta.seed``. Without an ``lr`` each optimizer gets its registry
+entry's (:data:`momenta.registry.COMPARE_LR`: 0.1 unless the method means something else by
+its learning rate, as Adadelta, Rprop, LARS do). ``repeats = N`` runs init seeds seed, seed+1, …, seed+N−1
 on the same split.
 
 A run whose loss becomes NaN or ±inf stops there and is recorded as "diverged at epoch k"; the
@@ -63,7 +65,7 @@ class CompareConfig:
     """Everything that decides the numbers of a comparison (see the module docstring)."""
 
     optimizers: tuple[str, ...] = SEED_OPTIMIZERS
-    lr: float = 0.1
+    lr: float | None = None  # None: each optimizer's registry lr (0.1 for the seed's five)
     hyper: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per optimizer
     epochs: int = 500
     batch_size: int = 32
@@ -79,7 +81,8 @@ class CompareConfig:
 
     def validated(self) -> CompareConfig:
         """This config with optimizer names resolved; raises :class:`UsageError` if invalid."""
-        positive("lr", self.lr)
+        if self.lr is not None:
+            positive("lr", self.lr)
         for name, low in [("epochs", 1), ("batch_size", 1), ("repeats", 1)]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -97,12 +100,14 @@ class CompareConfig:
 
     def hyperparameters(self, optimizer: str) -> dict[str, Any]:
         """Keyword arguments for ``registry.get(optimizer).factory``: lr, then overrides."""
-        return {"lr": self.lr, **self.hyper.get(optimizer, {})}
+        lr = self.lr if self.lr is not None else default_lr(optimizer)
+        return {"lr": lr, **self.hyper.get(optimizer, {})}
 
     def argv(self) -> list[str]:
         """``momenta compare …`` arguments that reproduce this config (every option explicit)."""
         argv = ["momenta", "compare", "--optimizers", ",".join(self.optimizers)]
-        argv += ["--lr", repr(self.lr), "--epochs", str(self.epochs)]
+        argv += ["--lr", repr(self.lr)] if self.lr is not None else []
+        argv += ["--epochs", str(self.epochs)]
         argv += ["--batch-size", str(self.batch_size), "--seed", str(self.seed)]
         argv += ["--split-seed", str(self.split_seed), "--repeats", str(self.repeats)]
         argv += ["--data", self.data] + (["--target", self.target] if self.target else [])
@@ -315,6 +320,12 @@ class CompareResult:
 # ---------------------------------------------------------------- training
 
 
+def default_lr(optimizer: str) -> float:
+    """The learning rate an optimizer gets without ``--lr``: its registry entry's (0.1, the
+    classic comparison's, unless the method means something else by lr), 0.1 for torch's."""
+    return 0.1 if optimizer.startswith("torch:") else registry.get(optimizer).lr
+
+
 def takes_sparse_gradients(optimizer: torch.optim.Optimizer) -> bool:
     """The optimizer refuses dense gradients (torch's and momenta's ``SparseAdam``): the
     comparison then hands it each gradient as a sparse tensor holding every entry, which
@@ -397,7 +408,7 @@ def train(
     except KeyboardInterrupt:
         run.status = f"interrupted at epoch {run.epochs_done + 1}"
         raise
-    except Exception as e:  # e.g. torch:SparseAdam (needs sparse gradients): record, go on
+    except Exception as e:  # an optimizer that fails at a step: record it, go on
         run.status = f"failed at epoch {run.epochs_done + 1}: {type(e).__name__}: {e}"
     finally:
         bar.close()
@@ -407,7 +418,7 @@ def train(
 def compare(
     optimizers: Sequence[str] = SEED_OPTIMIZERS,
     *,
-    lr: float = 0.1,
+    lr: float | None = None,
     hyper: Mapping[str, Mapping[str, Any]] | None = None,
     epochs: int = 500,
     batch_size: int = 32,

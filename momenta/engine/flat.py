@@ -185,7 +185,7 @@ class Bucket:
                     state[p] = d
             dicts.append(d)
         keys = list(dicts[0])
-        if any(list(d) != keys for d in dicts):
+        if any(d.keys() != dicts[0].keys() for d in dicts):  # same keys, in any order
             return False
         flat: dict[str, Tensor] = {}
         for key in keys:
