@@ -116,7 +116,8 @@ def test_default_run_equals_plain_torch(default_result, name):
 def test_default_configuration(default_result):
     c = default_result.config
     assert c.optimizers == ("sgd", "sgdm", "adagrad", "rmsprop", "adam")
-    assert (c.lr, c.epochs, c.batch_size, c.seed, c.split_seed) == (0.1, 500, 32, 1, 116)
+    assert (c.lr, c.epochs, c.batch_size, c.seed, c.split_seed) == (None, 500, 32, 1, 116)
+    assert {c.hyperparameters(name)["lr"] for name in c.optimizers} == {0.1}  # the classic lr
     assert (c.data, c.model, c.loss, c.repeats) == ("iris", "linear", "mse", 1)
     assert default_result.dataset["train_rows"] == 120
     assert default_result.dataset["test_rows"] == 30

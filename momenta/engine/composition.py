@@ -11,6 +11,14 @@ from ..rules import Descent, Direction, FirstMoment, Gradient, Identity, Iterate
 from ..rules.base import Eps
 
 
+def _fill(template: str, d: str) -> str:
+    """A part's formula with ``{d}`` standing for ``d``: written in once, or, when it recurs,
+    named ``d`` and defined after (``‖w‖/‖d‖·d, d = m̂ / (√V̂ + ε)``)."""
+    if template.count("{d}") > 1 and len(d) > 2:
+        return template.replace("{d}", "d") + f", d = {d}"
+    return template.format(d=d)
+
+
 @dataclass(frozen=True)
 class Rules:
     """``w ← w − lr · D(m̂ / (√V̂ + ε))``: which rule makes ``m``, which makes ``V``, what the
@@ -96,18 +104,18 @@ class Rules:
     def formulas(self) -> dict[str, str]:
         """``{"m": …, "V": …, "update": …}`` in the README's notation (the direction and
         iterate parts appear inside ``update``)."""
-        division = {"inside": "√(V̂ + ε)", "outside": "(√V̂ + ε)", "uncorrected": "(√V + ε)/√c₂"}[self.eps]
+        division = self.second.root(self.eps)
         x = "m̂" if self.precondition == "moment" else "g"
         d = "m" if self.second.formula == "V = 1" and x == "m̂" else x
         if self.second.formula != "V = 1":
             d = f"{x} / {division}"
         if self.weight_decay == "direction":
             d = f"({d} + λ·w)"
-        d = self.direction.formula.format(d=d)
+        d = _fill(self.direction.formula, d)
         if self.precondition == "gradient":
-            update = f"m over {d}; " + self.iterate.formula.format(d="m")
+            update = f"m over {d}; " + _fill(self.iterate.formula, "m")
         else:
-            update = self.iterate.formula.format(d=d)
+            update = _fill(self.iterate.formula, d)
         if self.weight_decay == "decoupled":
-            update = "w ← w·(1 − lr·λ); " + update
+            update = f"{self.iterate.decay_formula}; {update}"
         return {"m": self.first.formula, "V": self.second.formula, "update": update}

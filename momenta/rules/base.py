@@ -192,6 +192,10 @@ class SecondMoment(Rule):
         (``precondition="moment"``), else ``None``.
         """
 
+    def root(self, where_eps: Eps) -> str:
+        """The denominator as a formula (for :meth:`Rules.formulas`)."""
+        return {"inside": "√(V̂ + ε)", "outside": "(√V̂ + ε)", "uncorrected": "(√V + ε)/√c₂"}[where_eps]
+
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         """What divides ``m``: ``√V̂ + ε`` with ``V̂ = V / c₂`` and ε placed as ``where_eps``
         says. A rule whose ``V`` is already a root (Adamax's ``u``), or that rectifies it
@@ -231,6 +235,9 @@ class Iterate(Rule):
     decay), since it is part of how the weights move; so is the step size (``step_size`` is
     ``lr / (c₁·d(t))``, ``lr`` the group's).
     """
+
+    #: decoupled weight decay, as a formula (for :meth:`Rules.formulas`)
+    decay_formula = "w ← w·(1 − lr·λ)"
 
     @abstractmethod
     def apply(

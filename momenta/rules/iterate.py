@@ -269,6 +269,7 @@ class RelativeUpdate(Iterate):
     momentum: FirstMoment | None = None
     needs_step = True
     elementwise = False
+    decay_formula = "w ← w·(1 − α·λ)"
 
     def __post_init__(self) -> None:
         check(self, "eps", 0.0)

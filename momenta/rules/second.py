@@ -191,6 +191,9 @@ class AMSGrad(SecondMoment):
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         return self.inner.denominator(v, c2, eps, where_eps, t)
 
+    def root(self, where_eps: Eps) -> str:
+        return self.inner.root(where_eps)
+
 
 @dataclass(frozen=True)
 class InfNorm(SecondMoment):
@@ -231,6 +234,9 @@ class InfNorm(SecondMoment):
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         return v
 
+    def root(self, where_eps: Eps) -> str:
+        return "u"
+
 
 @dataclass(frozen=True)
 class Rectified(SecondMoment):
@@ -267,6 +273,9 @@ class Rectified(SecondMoment):
 
     def correction(self, t: float) -> Scalar:
         return self.inner.correction(t)
+
+    def root(self, where_eps: Eps) -> str:
+        return f"{self.inner.root(where_eps)}/r_t"
 
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         beta = self.inner.beta
@@ -337,6 +346,9 @@ class Factored(SecondMoment):
             return v, {"row_var": row, "col_var": col}
         variance = state["variance"].lerp(g * g, weight)
         return variance, {"variance": variance}
+
+    def root(self, where_eps: Eps) -> str:
+        return "√max(V, ε₁²)"
 
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         eps1 = self._eps(v)
@@ -514,6 +526,9 @@ class FactoredPaper(SecondMoment):
             return v, {"exp_avg_sq_row": row, "exp_avg_sq_col": col}
         v = beta * state["exp_avg_sq"] + (1 - beta) * sq
         return v, {"exp_avg_sq": v}
+
+    def root(self, where_eps: Eps) -> str:
+        return "√V"
 
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
         return v.sqrt()
