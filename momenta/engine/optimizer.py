@@ -348,6 +348,24 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             self.state, self.param_groups, self.skipped_steps = before
             raise
         self.skipped_steps = int(state_dict.get("nonfinite_skipped", 0))
+        self._keep_scalar_state(state_dict)
+
+    def _keep_scalar_state(self, state_dict: dict[str, Any]) -> None:
+        """The rules' scalar state (NAdam's ``mu_product``, ASGD's ``eta`` …) as saved:
+        torch's ``load_state_dict`` casts every state tensor but ``step`` to the parameter's
+        dtype, and a float32 product continued in float64 would not resume exactly."""
+        saved = state_dict["state"]
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
+            names = [n for n in self.rules(group).scalar_names() if n != "step"]
+            if not names:
+                continue
+            for index, p in zip(saved_group["params"], group["params"]):
+                entry, state = saved.get(index), self.state.get(p)
+                if not entry or not state:
+                    continue
+                for name in names:
+                    if torch.is_tensor(entry.get(name)) and name in state:
+                        state[name] = entry[name].detach().clone()
 
     # -- state_dict compatibility --------------------------------------------------------
 

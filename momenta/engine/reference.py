@@ -216,8 +216,41 @@ def _start(state: MutableMapping[str, Any], rules: Rules) -> tuple[float, dict[s
     return t, values
 
 
+def _dtensor(x: Any) -> bool:
+    return type(x).__name__ == "DTensor" and hasattr(x, "full_tensor")
+
+
+def gathered_step(p: Any, grad: Any, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
+    """:func:`step` for a DTensor parameter (FSDP2's shard) under rules that are not
+    elementwise: norms, rows and columns, matrix products are of the whole parameter, so
+    the parameter, its gradient and its sharded state are gathered whole (one parameter at
+    a time), stepped as plain tensors, and each rank keeps its own shard of the result."""
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    sharded = {k: v for k, v in state.items() if _dtensor(v)}
+    whole = {k: (v.full_tensor() if k in sharded else v) for k, v in state.items()}
+    w = p.detach().full_tensor()
+    step(w, grad.full_tensor(), whole, rules, h)
+
+    def keep(target: Any, value: Tensor) -> None:  # this rank's shard of the whole result
+        local = distribute_tensor(value, target.device_mesh, target.placements, src_data_rank=None)
+        target.to_local().copy_(local.to_local())
+
+    keep(p.detach(), w)
+    scalars = rules.scalar_names()
+    for k, v in whole.items():
+        if k in sharded:
+            keep(sharded[k], v)
+        elif k not in scalars and (k not in state or state[k] is not v):  # born this step:
+            # sharded like its parameter (a buffer shaped otherwise is replicated)
+            placements = p.placements if v.shape == p.shape else [Replicate()] * p.device_mesh.ndim
+            state[k] = distribute_tensor(v, p.device_mesh, placements, src_data_rank=None)
+
+
 def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
     """One step of one parameter ``p`` with gradient ``grad``; state is updated in place."""
+    if not rules.elementwise and _dtensor(p):
+        return gathered_step(p, grad, state, rules, h)
     t, values = _start(state, rules)
     scalar_names = rules.scalar_names()
     buffers = {k: real(v) for k, v in state.items() if k not in scalar_names}

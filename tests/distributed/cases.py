@@ -30,6 +30,10 @@ class Case:
     torch_kwargs: dict[str, Any] = field(default_factory=dict)
     #: two param groups (weights with the case's weight decay, biases without)
     groups: bool = False
+    #: why torch.optim's class cannot run under FSDP2 (then only momenta's is run there)
+    torch_fails_under_fsdp: str | None = None
+    #: why the case cannot run under ZeroRedundancyOptimizer
+    not_with_zero: str | None = None
 
     @property
     def id(self) -> str:
@@ -63,15 +67,22 @@ class Case:
         """The libraries to run: momenta, and torch where it has an equivalent."""
         return ("momenta", "torch") if self.torch_cls else ("momenta",)
 
+    @property
+    def fsdp_libs(self) -> tuple[str, ...]:
+        """The libraries to run under FSDP2 (torch's may fail there: then momenta alone)."""
+        return ("momenta",) if self.torch_fails_under_fsdp else self.libs
+
     def make_with(self, lib: str, model: torch.nn.Module) -> torch.optim.Optimizer:
         """The optimizer of ``lib`` (``"momenta"`` or ``"torch"``) for ``model``."""
         return self.make(model) if lib == "momenta" else self.make_torch(model)
 
 
-def _dropin(name: str, label: str | None = None, *, groups: bool = False, **kwargs: Any) -> Case:
+def _dropin(name: str, label: str | None = None, *, groups: bool = False,
+            torch_fails_under_fsdp: str | None = None, **kwargs: Any) -> Case:  # fmt: skip
     return Case(
-        label or name, getattr(momenta, name), kwargs, getattr(torch.optim, name), kwargs, groups
-    )
+        label or name, getattr(momenta, name), kwargs, getattr(torch.optim, name), kwargs, groups,
+        torch_fails_under_fsdp,
+    )  # fmt: skip
 
 
 CASES: list[Case] = [
@@ -94,6 +105,31 @@ CASES: list[Case] = [
     Case("seed.RMSProp", seed.RMSProp, dict(lr=0.01, beta=0.9),
          torch.optim.RMSprop, dict(lr=0.01, alpha=0.9, eps=0.0)),
     Case("seed.Adam", seed.Adam, dict(lr=0.01), torch.optim.Adam, dict(lr=0.01, eps=0.0)),
+    # the rest of torch.optim: scalar state (NAdam's mu_product, ASGD's eta and mu), roots
+    # that are not √V (Adamax, RAdam), Adadelta's update accumulator, Rprop's step sizes
+    _dropin("Adamax", lr=0.01, weight_decay=0.01),
+    _dropin("NAdam", "NAdam(decoupled_weight_decay)", lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+    _dropin("RAdam", lr=0.01),
+    _dropin("Adadelta", lr=1.0, weight_decay=0.01),
+    _dropin("ASGD", "ASGD(t0)", lr=0.01, t0=2),
+    _dropin("Rprop", lr=0.01, torch_fails_under_fsdp="torch.optim.Rprop assigns through a boolean "
+            "mask in place (sign[sign.gt(0)] = etaplus), which DTensor refuses"),
+    # rules that see whole parameters (norms, rows and columns, matrices): global quantities
+    _dropin("Adafactor", "Adafactor(weight_decay)", lr=0.01, weight_decay=0.01,
+            torch_fails_under_fsdp="torch.optim.Adafactor squares a column norm in place "
+            "(norm(...).square_()), which DTensor refuses on a partial sum"),
+    Case("MuonWithAdamW", momenta.MuonWithAdamW, dict(lr=0.02, adamw_lr=0.01, weight_decay=0.01),
+         not_with_zero="ZeroRedundancyOptimizer keeps its own list of param groups and expects "
+         "the local optimizer to keep the groups it was given; MuonWithAdamW splits each in two"),
+    Case("LAMB", momenta.LAMB, dict(lr=0.01, weight_decay=0.01)),
+    Case("LARS", momenta.LARS, dict(lr=0.5, weight_decay=1e-4)),
+    Case("AdafactorPaper", momenta.AdafactorPaper, dict(beta1=0.9, weight_decay=0.01)),
+    # the modern elementwise ones
+    Case("Lion", momenta.Lion, dict(lr=1e-3, weight_decay=0.1)),
+    Case("AdaBelief", momenta.AdaBelief, dict(lr=0.01, weight_decay=0.01)),
+    Case("Yogi", momenta.Yogi, dict(lr=0.01)),
+    Case("AdEMAMix", momenta.AdEMAMix, dict(lr=0.01, alpha_warmup=4, beta3_warmup=4)),
+    Case("ScheduleFreeAdamW", momenta.ScheduleFreeAdamW, dict(lr=0.01, warmup_steps=2, weight_decay=0.01)),
 ]  # fmt: skip
 
 BY_NAME = {case.name: case for case in CASES}

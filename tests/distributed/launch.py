@@ -195,7 +195,7 @@ def suite_results(tmp_path_factory: pytest.TempPathFactory, module: str, backend
     scenario = f"{PACKAGE}.{module}:scenario"
     assert scenario in SUITE, scenario
     return shared_run(tmp_path_factory, f"suite-{backend}", SUITE, backend=backend,
-                      timeout=180)[scenario]  # fmt: skip
+                      timeout=240)[scenario]  # fmt: skip
 
 
 def assert_case(results: list[dict[str, list[str]]], name: str, shown: int = 30) -> None:

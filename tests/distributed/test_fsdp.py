@@ -56,13 +56,23 @@ def layout(params: list[torch.Tensor]) -> list[tuple]:
     ]
 
 
+#: per-parameter scalar state (0-dim, on the host like torch's): step, NAdam's mu_product,
+#: ASGD's eta and mu, schedule-free's lr_max and weight_sum
+SCALARS = {"step", "mu_product", "eta", "mu", "lr_max", "weight_sum"}
+#: buffers shaped otherwise than their parameter (Adafactor's factored second moments)
+FACTORED = {"row_var", "col_var", "exp_avg_sq_row", "exp_avg_sq_col"}
+
+
 def check_state_placement(m: Mismatches, what: str, params, states) -> None:
     for i, (p, state) in enumerate(zip(params, states, strict=True)):
         for key, value in state.items():
             where = f"{what}: state[{i}][{key!r}]"
-            if key == "step":
+            if key in SCALARS:
                 m.check(where, torch.is_tensor(value) and not isinstance(value, DTensor),
                         f"expected a plain tensor, got {type(value).__name__}")  # fmt: skip
+            elif key in FACTORED:
+                m.check(where, isinstance(value, DTensor) and value.device_mesh == p.device_mesh,
+                        f"expected a DTensor on its parameter's mesh, got {type(value).__name__}")  # fmt: skip
             elif torch.is_tensor(value):
                 m.check(where, isinstance(value, DTensor) and value.placements == p.placements
                         and value.device_mesh == p.device_mesh and value.shape == p.shape,
@@ -77,7 +87,7 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
             one = make_model(ctx.device)  # one process, whole batches
             train(one, case.make(one), ctx.device)
             runs = {}
-            for lib in case.libs:
+            for lib in case.fsdp_libs:
                 model = sharded_model(ctx)
                 params = list(model.parameters())
                 before = layout(params)
@@ -90,7 +100,7 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
                 runs[lib] = losses, params, state_of(opt, params)
             losses, params, state = runs["momenta"]
             check_state_placement(m, "momenta", params, state)
-            if case.torch_cls:
+            if "torch" in runs:
                 t_losses, t_params, t_state = runs["torch"]
                 m.close("losses vs torch.optim", losses, t_losses)
                 m.close("local shards vs torch.optim", snapshot(params), snapshot(t_params))
