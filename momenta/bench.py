@@ -100,6 +100,18 @@ CASES = [
     Case("AdamW", momenta.AdamW, torch.optim.AdamW, dict(lr=1e-6)),
     Case("seed Adam", momenta.seed.Adam, torch.optim.Adam, dict(lr=1e-6), dict(lr=1e-6)),
     Case("Yogi (user rule)", Yogi, torch.optim.Adam, dict(lr=1e-6), dict(lr=1e-6)),
+    # the rest of torch.optim (elementwise: the fast path); torch has no fused kernel for these
+    Case("Adamax", momenta.Adamax, torch.optim.Adamax, dict(lr=1e-6)),
+    Case("NAdam", momenta.NAdam, torch.optim.NAdam, dict(lr=1e-6)),
+    Case("RAdam", momenta.RAdam, torch.optim.RAdam, dict(lr=1e-6)),
+    Case("Adadelta", momenta.Adadelta, torch.optim.Adadelta, dict(lr=1e-6)),
+    Case("ASGD", momenta.ASGD, torch.optim.ASGD, dict(lr=1e-6), bytes_per_param=20),
+    Case("Rprop", momenta.Rprop, torch.optim.Rprop, dict(lr=1e-6)),
+    # the modern ones have no torch.optim class: the roofline says how close they come
+    Case("Lion", momenta.Lion, None, dict(lr=1e-6), bytes_per_param=20),
+    Case("AdaBelief", momenta.AdaBelief, None, dict(lr=1e-6)),
+    Case("AdEMAMix", momenta.AdEMAMix, None, dict(lr=1e-6), bytes_per_param=36),
+    Case("ScheduleFreeAdamW", momenta.ScheduleFreeAdamW, None, dict(lr=1e-6)),
 ]
 
 # -- timing -----------------------------------------------------------------------------------

@@ -114,3 +114,39 @@ def compiled_kernels(monkeypatch):
 def test_compiled_equals_reference(name, kwargs, compiled, compiled_kernels):
     assert_same(name, kwargs, torch.float64)
     assert compiled_kernels and all(compiled_kernels)  # the kernel ran, and never fell back
+
+
+#: rules whose only whole-parameter quantities are norms (``segmented``): flat buffers with
+#: per-parameter segments, eagerly (never compiled)
+SEGMENTED = [
+    case("LAMB", weight_decay=0.01),
+    case("LAMB", lr=0.01, betas=(0.8, 0.99), maximize=True),
+    case("LARS", weight_decay=1e-3),
+    case("LARS", momentum=0.0, trust_coefficient=0.01, eps=1e-8),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,compiled", SEGMENTED)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_segmented_flat_equals_reference(name, kwargs, compiled, dtype, flat_steps):
+    assert_same(name, kwargs, dtype)
+    assert flat_steps
+
+
+@pytest.mark.parametrize("name,kwargs,compiled", SEGMENTED[:1] + SEGMENTED[2:3])
+def test_segmented_rules_leave_complex_buckets_to_the_reference_path(name, kwargs, compiled, flat_steps):
+    """A complex bucket's real view interleaves real and imaginary parts: norms per
+    parameter are the reference path's business there (same numbers)."""
+    assert_same(name, kwargs, torch.complex128)
+    assert not flat_steps
+
+
+def test_segmented_norms_ignore_the_alignment_gaps():
+    """ε = 0 makes 0/0 = NaN in the gaps between regions; no parameter's norm sees it."""
+    params = [torch.nn.Parameter(torch.randn(3, 3, dtype=torch.float64)), torch.nn.Parameter(torch.randn(5, dtype=torch.float64))]
+    opt = momenta.LAMB(params, eps=0.0)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in params)

@@ -19,7 +19,6 @@ NOT_ELEMENTWISE = {
     "ClipRMS": Rules(direction=ClipRMS()),
     "RelativeStep": Rules(iterate=RelativeStep()),
     "Orthogonalize": Rules(EMA(0.9), direction=Orthogonalize()),
-    "TrustRatio": Rules(direction=TrustRatio(0.01)),
 }
 
 
@@ -36,7 +35,7 @@ class _Custom(momenta.Optimizer):
 def test_rules_that_see_whole_parameters_take_the_reference_path(name, monkeypatch):
     """Even with ``foreach=True``: one parameter at a time, never a flat buffer."""
     rules = NOT_ELEMENTWISE[name]
-    assert not rules.elementwise
+    assert not rules.elementwise and not rules.flat
     stepped = []
     step = reference.step
     monkeypatch.setattr(reference, "step", lambda p, *args: (stepped.append(p), step(p, *args)))
@@ -155,3 +154,10 @@ def test_factored_is_exact_for_rank_one_squares():
     rule = Factored()
     v, _ = rule.update(rule.init(g), g, None, 1.0)
     torch.testing.assert_close(v, g * g, rtol=1e-12, atol=0)
+
+
+def test_trust_ratios_are_segmented_not_reference_only():
+    """TrustRatio takes whole-parameter norms only: flat buffers with per-parameter
+    segments can run it (tests/test_fast_path_family.py checks the numbers)."""
+    rules = Rules(direction=TrustRatio(0.01))
+    assert not rules.elementwise and rules.flat

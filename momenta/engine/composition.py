@@ -86,6 +86,12 @@ class Rules:
         """Every part is elementwise: the step may run over flat buffers (the fast path)."""
         return all(part.elementwise for part in self.parts())
 
+    @property
+    def flat(self) -> bool:
+        """The step may run over flat buffers: every part is elementwise, or takes no
+        whole-parameter quantity but norms (``segmented``: then eagerly, never compiled)."""
+        return all(part.elementwise or part.segmented for part in self.parts())
+
     def scalar_names(self) -> tuple[str, ...]:
         """The per-parameter scalar state: ``step`` (when counted), then the parts'."""
         names = ("step",) if self.count_steps else ()

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..rules import base
 from . import kernels, reference
 from .composition import Rules
 
@@ -273,7 +274,12 @@ class Bucket:
     def compiles(self, rules: Rules) -> bool:
         """This bucket's step asks for a compiled kernel (which compilation switched off, or
         failing here, turns down with one warning)."""
-        return self.complete and self.numel >= kernels.config.compile_min_numel and kernels.compilable(rules)
+        return (
+            self.complete
+            and rules.elementwise  # segmented rules (whole-parameter norms) run eagerly
+            and self.numel >= kernels.config.compile_min_numel
+            and kernels.compilable(rules)
+        )
 
     def grads_to_check(self) -> list[Tensor]:
         """The gradients of this step, as the finiteness check should read them."""
@@ -329,6 +335,16 @@ class Bucket:
 
     # -- the step -----------------------------------------------------------------------------
 
+    def segments(self) -> base.Segments:
+        """Where each parameter's elements lie (for whole-parameter norms on flat buffers)."""
+        if getattr(self, "_segments", None) is None:
+            ends = [*self.offsets[1:], self.numel]
+            lengths = [
+                n for p, o, e in zip(self.params, self.offsets, ends) for n in (p.numel(), e - o - p.numel())
+            ]
+            self._segments = base.Segments(lengths, self.device)
+        return self._segments
+
     def step(self, rules: Rules, h: reference.Hyper, state: TrackedState) -> None:
         """One flat step for every parameter (gradients gathered, states adopted, steps agree)."""
         steps = self.state.get(STEP)
@@ -351,7 +367,12 @@ class Bucket:
             return
         if fn is not None and kernels.run(fn, p, g, buffers, kernels.inputs(rules, s, self.dtype, self.device)):
             return
-        updates = reference.update(p, g, dict(zip(names, buffers)), rules, s, maximize=h.maximize, decays=h.decays)
+        token = None if rules.elementwise else base.segments.set(self.segments())
+        try:
+            updates = reference.update(p, g, dict(zip(names, buffers)), rules, s, maximize=h.maximize, decays=h.decays)
+        finally:
+            if token is not None:
+                base.segments.reset(token)
         self.complete = all(name in names for name in updates)
         for name, value in updates.items():
             if name not in self.state:  # a buffer born at its first update: flat from birth
@@ -426,7 +447,9 @@ class FlatGroup:
         rest: list[Tensor] = []
         scalar_keys = rules.scalar_names()
         for b in ready:
-            if b.adopt(state, new_state, scalar_keys) and b.steps_agree():
+            # whole-parameter norms over a complex bucket's real view are not per parameter
+            takes = rules.elementwise or not b.dtype.is_complex
+            if takes and b.adopt(state, new_state, scalar_keys) and b.steps_agree():
                 b.step(rules, h, state)
             else:
                 rest += b.params

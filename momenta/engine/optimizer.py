@@ -241,7 +241,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             and self.dense_error is None
             and group.get("foreach") is not False
             and not group.get("differentiable")
-            and rules.elementwise
+            and rules.flat
         )
 
     def _flat_group(self, index: int, params: list[Tensor]) -> flat.FlatGroup:

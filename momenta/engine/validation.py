@@ -133,3 +133,13 @@ def epsilons(values: Any) -> None:
     if values[0] is not None:
         at_least(values[0], 0.0, "epsilon1", "epsilon1 should be >= 0 but is: {}")
     at_least(values[1], 0.0, "epsilon2", "epsilon2 should be >= 0 but is: {}")
+
+
+def adam(lr_: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
+    """The Adam family's checks, in torch's order (Adam, Adamax, NAdam, RAdam): lr, ε,
+    β₁, β₂, weight decay."""
+    lr(lr_)
+    non_negative(eps, "epsilon value")
+    beta(betas[0], 0)
+    beta(betas[1], 1)
+    non_negative(weight_decay, "weight_decay value")

@@ -67,11 +67,7 @@ class Adam(Optimizer):
         nonfinite: Nonfinite = None,
     ) -> None:
         check.tensor_lr_with_foreach(lr, foreach=foreach, capturable=capturable)
-        check.lr(lr)
-        check.non_negative(eps, "epsilon value")
-        check.beta(betas[0], 0)
-        check.beta(betas[1], 1)
-        check.non_negative(weight_decay, "weight_decay value")
+        check.adam(lr, betas, eps, weight_decay)
         betas = check.betas(betas, foreach=foreach, capturable=capturable)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -174,11 +170,7 @@ class Adamax(Optimizer):
         capturable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(eps, "epsilon value")
-        check.beta(betas[0], 0)
-        check.beta(betas[1], 1)
-        check.non_negative(weight_decay, "weight_decay value")
+        check.adam(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
             maximize=maximize, differentiable=differentiable, capturable=capturable,
@@ -231,11 +223,7 @@ class NAdam(Optimizer):
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(eps, "epsilon value")
-        check.beta(betas[0], 0)
-        check.beta(betas[1], 1)
-        check.non_negative(weight_decay, "weight_decay value")
+        check.adam(lr, betas, eps, weight_decay)
         check.non_negative(momentum_decay, "momentum_decay value")
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -293,11 +281,7 @@ class RAdam(Optimizer):
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(eps, "epsilon value")
-        check.beta(betas[0], 0)
-        check.beta(betas[1], 1)
-        check.non_negative(weight_decay, "weight_decay value")
+        check.adam(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, capturable=capturable,

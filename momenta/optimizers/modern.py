@@ -15,9 +15,10 @@ work), and the numbers of each method's established implementation (to float64 r
 | :class:`AdEMAMix` | ``m₁/(1−β₁ᵗ) + α(t)·m₂``, fast and slow EMAs | ``EMA(g²)``, bias-corrected | decay decoupled |
 | :class:`AdafactorPaper` | ``g`` | factored ``R·C/mean(R)`` of ``g² + ε₁`` | RMS clipped; step ``max(ε₂, RMS(w))·min(lr, 1/√t)``, optional momentum |
 
-The first five and AdEMAMix are elementwise and run on the fast path (flat buffers,
-compiled kernels); LAMB, LARS and AdafactorPaper take norms of whole parameters and run on
-the reference path, one parameter at a time.
+AdaBelief, Lion, Yogi, ScheduleFreeAdamW and AdEMAMix are elementwise and run on the fast
+path (flat buffers, compiled kernels); LAMB and LARS take only norms of whole parameters and
+run on flat buffers too, eagerly, with per-parameter segments; AdafactorPaper (rows and
+columns) runs on the reference path, one parameter at a time.
 """
 
 from __future__ import annotations
@@ -270,8 +271,8 @@ class LAMB(_Modern):
         weight_decay: λ, added to the direction before the trust ratio (default 0.01,
             the paper's BERT setting).
         maximize: ascend instead of descend (default False).
-        foreach: accepted for torch compatibility (the trust ratio's norms run on the
-            reference path).
+        foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` flat
+            buffers, with the trust ratio's norms taken per parameter segment.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``.
@@ -341,7 +342,8 @@ class LARS(_Modern):
         trust_coefficient: η (default 1e-3).
         eps: ε in the local rate's denominator (default 0).
         maximize: ascend instead of descend (default False).
-        foreach: accepted for torch compatibility (the norms run on the reference path).
+        foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` flat
+            buffers, with the norms taken per parameter segment.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
 
     State: ``momentum_buffer`` (no step count, as torch's SGD).

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -101,6 +102,33 @@ def maximum(a: Scalar, b: Scalar) -> Scalar:
     return max(a, b)
 
 
+class Segments:
+    """Parameters laid end to end in one flat buffer (the fast path): consecutive runs of
+    ``lengths`` elements, each a parameter or an alignment gap between two (a gap is a
+    segment of its own, so that whatever it holds never reaches a parameter's norm)."""
+
+    def __init__(self, lengths: list[int], device: torch.device) -> None:
+        self.lengths = torch.tensor(lengths, dtype=torch.int64, device=device)
+        self.total = sum(lengths)
+
+    def norm(self, x: Tensor) -> Tensor:
+        """Every element's own parameter's ``‖·‖₂``, as a flat tensor like ``x``."""
+        sums = torch.segment_reduce(x * x, "sum", lengths=self.lengths)
+        return sums.sqrt().repeat_interleave(self.lengths, output_size=self.total)
+
+
+#: the layout of the flat buffers a step runs over, while the fast path runs one (else None)
+segments: ContextVar[Segments | None] = ContextVar("segments", default=None)
+
+
+def norm(x: Tensor) -> Tensor:
+    """``‖x‖₂`` of a whole parameter: a 0-dim tensor; on the fast path, where ``x`` holds many
+    parameters end to end, each element's own parameter's norm (rules that take no other
+    whole-parameter quantity set ``segmented = True`` and so run on flat buffers)."""
+    layout = segments.get()
+    return layout.norm(x) if layout is not None else torch.linalg.vector_norm(x)
+
+
 def rms(x: Tensor) -> Tensor:
     """The root mean square ``‖x‖ / √n`` of a whole tensor (0 for an empty one)."""
     return torch.linalg.vector_norm(x) / max(x.numel(), 1) ** 0.5
@@ -129,6 +157,10 @@ class Rule(ABC):
     #: Every output element depends only on the same element of its inputs, so the engine
     #: may run the rule over flat buffers holding many parameters (its fast path).
     elementwise: bool = True
+
+    #: Not elementwise, but only through whole-parameter norms taken with :func:`norm`: the
+    #: fast path can still run it over flat buffers (eagerly, with per-parameter segments).
+    segmented: bool = False
 
     def init(self, p: Tensor) -> Updates:
         """The rule's buffers for parameter ``p`` before its first step (default: none)."""

@@ -4,13 +4,15 @@
 |---|---|---|
 | :class:`Identity` | ``d`` | yes |
 | :class:`Sign` | ``sign(d)`` | yes |
-| :class:`TrustRatio` | ``η·‖w‖/‖d‖ · d`` (1 where a norm is 0) | no (two norms) |
+| :class:`TrustRatio` | ``η·‖w‖/‖d‖ · d`` (1 where a norm is 0) | no: segmented (two norms) |
 | :class:`ClipRMS` | ``d / max(1, RMS(d)/c)`` | no (one norm) |
 | :class:`Orthogonalize` | Newton–Schulz ``≈ U·Vᵀ`` of ``d = U·S·Vᵀ``, scaled by its shape | no (matrix) |
 | :class:`LocalLR` | ``η·‖w‖/(‖g‖ + λ‖w‖ + ε) · d`` for ``d = g + λ·w`` (LARS; 1 where a norm is 0) | no (two norms) |
 
 A rule that is not elementwise sees whole parameters: the engine runs it on the reference
-path, one parameter at a time. Its norms are over the whole parameter, so under FSDP2
+path, one parameter at a time, unless it is ``segmented`` (its only whole-parameter
+quantities are norms taken with :func:`~momenta.rules.base.norm`): then flat buffers
+with per-parameter segments serve, eagerly. Its norms are over the whole parameter, so under FSDP2
 (a DTensor shard) they are computed by DTensor over the full tensor.
 """
 
@@ -23,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .base import Direction, State, Updates, check
+from .base import Direction, State, Updates, check, norm
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,7 @@ class Sign(Direction):
         return d.sign(), {}
 
 
-def _norm(x: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(x)
+_norm = norm  # a whole parameter's ‖·‖₂ (per parameter on flat buffers)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class TrustRatio(Direction):
     coefficient: float = 1.0
     eps: float = 0.0
     elementwise = False
+    segmented = True
 
     def __post_init__(self) -> None:
         check(self, "coefficient", 0.0)
@@ -219,6 +221,7 @@ class LocalLR(Direction):
     weight_decay: float = 0.0
     eps: float = 0.0
     elementwise = False
+    segmented = True
 
     def __post_init__(self) -> None:
         check(self, "coefficient", 0.0)
