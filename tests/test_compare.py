@@ -262,3 +262,14 @@ def test_all_runs_every_optimizer_once():
     assert names == tuple(registry.every()) and len(set(names)) == len(names)
     assert {"sgd", "adam", "lion", "adabelief", "lamb", "lars", "yogi", "schedulefree", "ademamix",
             "adafactor", "nadam", "radam", "adamax", "adadelta", "asgd", "rprop", "sparseadam", "muon"} <= set(names)
+
+
+def test_compare_runs_every_optimizer_on_the_default_task():
+    """``momenta compare --optimizers all``: every optimizer momenta has trains the classic
+    model (SparseAdam on sparse gradients, Muon on the matrix with AdamW on the bias)."""
+    r = compare(["all"], epochs=3)
+    assert list(r.results) == registry.every()
+    for name, result in r.results.items():
+        run = result.runs[0]
+        assert run.status == "ok" and run.epochs_done == 3, (name, run.status)
+        assert run.train_loss[-1] < run.train_loss[0], (name, run.train_loss)
