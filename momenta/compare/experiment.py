@@ -50,6 +50,7 @@ from momenta.compare.options import (
     one_thread,
     positive,
     resolve_optimizers,
+    takes_sparse_gradients,
 )
 
 LOSSES = ("mse", "ce")
@@ -324,13 +325,6 @@ def default_lr(optimizer: str) -> float:
     """The learning rate an optimizer gets without ``--lr``: its registry entry's (0.1, the
     classic comparison's, unless the method means something else by lr), 0.1 for torch's."""
     return 0.1 if optimizer.startswith("torch:") else registry.get(optimizer).lr
-
-
-def takes_sparse_gradients(optimizer: torch.optim.Optimizer) -> bool:
-    """The optimizer refuses dense gradients (torch's and momenta's ``SparseAdam``): the
-    comparison then hands it each gradient as a sparse tensor holding every entry, which
-    makes it Adam with ε added before the bias correction."""
-    return isinstance(optimizer, torch.optim.SparseAdam) or getattr(optimizer, "dense_error", None) is not None
 
 
 def train(

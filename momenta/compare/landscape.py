@@ -40,6 +40,7 @@ from momenta.compare.options import (
     one_thread,
     positive,
     resolve_optimizers,
+    takes_sparse_gradients,
 )
 
 Point = tuple[float, float]
@@ -257,13 +258,22 @@ def trajectory(
     points, values = [list(start)], []
     status, diverged_at = "ok", None
     elapsed = 0.0
+    sparse = takes_sparse_gradients(opt)
     for k in range(steps + 1):
         t0 = time.perf_counter()
         opt.zero_grad()
         f = fn.f(p[0], p[1])
         if k < steps:
             f.backward()
-            opt.step()
+            if sparse:  # SparseAdam: the same gradient, as a sparse tensor
+                assert p.grad is not None
+                p.grad = p.grad.to_sparse()
+            try:
+                opt.step()
+            except Exception as e:  # an optimizer that fails at a step: record it, go on
+                values.append(f.item())
+                status = f"failed at step {k}: {type(e).__name__}: {e}"
+                break
         elapsed += time.perf_counter() - t0
         values.append(f.item())
         point = p.detach().tolist()

@@ -144,3 +144,10 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     return str(value)
+
+
+def takes_sparse_gradients(optimizer: torch.optim.Optimizer) -> bool:
+    """The optimizer refuses dense gradients (torch's and momenta's ``SparseAdam``): the
+    comparison then hands it each gradient as a sparse tensor holding every entry, which
+    makes it Adam with ε added before the bias correction."""
+    return isinstance(optimizer, torch.optim.SparseAdam) or getattr(optimizer, "dense_error", None) is not None
