@@ -131,3 +131,14 @@ def test_saddle_has_no_minimum_and_sgd_escapes_slowest():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(UsageError, match=message):
         landscape(**kwargs)
+
+
+def test_every_optimizer_walks_the_landscape():
+    """``--optimizers all`` on Rosenbrock: every optimizer takes its steps (SparseAdam on
+    sparse gradients) or is recorded as diverged; none fails."""
+    from momenta import registry
+
+    result = landscape("rosenbrock", ["all"], steps=5)
+    assert list(result.trajectories) == registry.every()
+    for name, t in result.trajectories.items():
+        assert t.status == "ok" or t.status.startswith("diverged"), (name, t.status)
