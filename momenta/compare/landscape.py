@@ -449,7 +449,7 @@ def _title(result: LandscapeResult) -> str:
 
 
 def plot_landscape(result: LandscapeResult, path: Path) -> Path:
-    fig, ax = report.new_figure()
+    fig, ax = report.new_figure(len(result.trajectories) + 1)
     fn = result.config.test_function
     _contour(ax, fn)
     assert result.config.start is not None
@@ -457,14 +457,14 @@ def plot_landscape(result: LandscapeResult, path: Path) -> Path:
     for t in result.trajectories.values():
         ax.plot(t.points[:, 0], t.points[:, 1], "-", marker=".", ms=3, lw=1.5, label=_label(t))
     ax.set_title(_title(result), fontsize=10)
-    ax.legend(loc="best", fontsize=9)
+    report.legend(ax, len(result.trajectories) + 1, loc="best", fontsize=9)
     fig.tight_layout()
     report.save_figure(fig, path)
     return path
 
 
 def plot_values(result: LandscapeResult, path: Path) -> Path:
-    fig, ax = report.new_figure()
+    fig, ax = report.new_figure(len(result.trajectories))
     fn = result.config.test_function
     for t in result.trajectories.values():
         steps = np.arange(len(t.values))
@@ -477,7 +477,7 @@ def plot_values(result: LandscapeResult, path: Path) -> Path:
     ax.set_title(_title(result), fontsize=10)
     ax.grid(True, alpha=0.3)
     if result.trajectories:  # none when Ctrl-C came during the first trajectory
-        ax.legend(fontsize=9)
+        report.legend(ax, len(result.trajectories), fontsize=9)
     fig.tight_layout()
     report.save_figure(fig, path)
     return path
@@ -490,15 +490,15 @@ def animate(result: LandscapeResult, path: Path, frames: int = 60, fps: int = 15
     """
     from PIL import Image  # a dependency of matplotlib
 
-    fig, ax = report.new_figure()
+    trajectories = list(result.trajectories.values())
+    fig, ax = report.new_figure(len(trajectories))
     _contour(ax, result.config.test_function)
     ax.set_title(_title(result), fontsize=10)
-    trajectories = list(result.trajectories.values())
     lines = [
         ax.plot([], [], "-", lw=1.5, label=t.optimizer, animated=True)[0] for t in trajectories
     ]
     heads = [ax.plot([], [], "o", color=line.get_color(), ms=5, animated=True)[0] for line in lines]
-    ax.legend(loc="best", fontsize=9)
+    report.legend(ax, len(trajectories), loc="best", fontsize=9)
     fig.tight_layout()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -98,13 +98,38 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     return n
 
 
-def new_figure() -> tuple[Figure, Any]:
+#: more lines than this get a legend beside the plot and distinct colours and dashes
+MANY_LINES = 10
+
+
+def new_figure(lines: int = 0) -> tuple[Figure, Any]:
+    """A figure and its axes; for more than :data:`MANY_LINES` lines, a wider one whose lines
+    cycle through 20 colours and 4 dash patterns (no two alike), with room for the legend."""
+    from cycler import cycler
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    many = lines > MANY_LINES
+    fig = Figure(figsize=(FIGSIZE[0] + 3.0, FIGSIZE[1]) if many else FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    ax = fig.add_subplot()
+    if many:
+        colours = colormaps["tab20"].colors  # type: ignore[attr-defined]  # a ListedColormap
+        dashes = ["-", "--", "-.", ":"]
+        ax.set_prop_cycle(
+            cycler(color=[colours[i % 20] for i in range(lines)])
+            + cycler(linestyle=[dashes[(i // 20 + i % 2 * 2) % 4] for i in range(lines)])
+        )
+    return fig, ax
+
+
+def legend(ax: Any, lines: int, **kwargs: Any) -> None:
+    """The legend: inside the plot, or beside it when there are many lines."""
+    if lines > MANY_LINES:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0.0)
+    else:
+        ax.legend(**kwargs)
 
 
 def save_figure(fig: Figure, path: Path) -> None:
@@ -230,7 +255,7 @@ def _label(r: OptimizerResult) -> str:
 
 
 def plot_metric(result: CompareResult, metric: str, ylabel: str, path: Path) -> Path:
-    fig, ax = new_figure()
+    fig, ax = new_figure(len(result.results))
     epochs = result.config.epochs
     x = np.arange(1, epochs + 1)
     for r in result.results.values():
@@ -260,7 +285,7 @@ def plot_metric(result: CompareResult, metric: str, ylabel: str, path: Path) -> 
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     if result.results:  # none when Ctrl-C came during the first epoch
-        ax.legend()
+        legend(ax, len(result.results))
     fig.tight_layout()
     save_figure(fig, path)
     return path
