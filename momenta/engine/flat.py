@@ -350,10 +350,9 @@ class Bucket:
         steps = self.state.get(STEP)
         if steps is not None:
             steps += 1
-        values = {}
-        if len(self.scalar_keys) > (steps is not None):  # the rules keep scalar state
-            firsts = {k: self.state[k][0] for k in self.scalar_keys}
-            values = reference.advance(rules, firsts, self.t, into=self.state)
+        # the rules' scalar state and per-step values, once for the bucket, on the host
+        firsts = {k: self.state[k][0] for k in self.scalar_keys}
+        values = reference.advance(rules, firsts, self.t, into=self.state)
         s = reference.Scalars.of(rules, h, self.t, values)
         names = tuple(k for k in self.state if k not in self.scalar_keys)
         real = reference.real

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..rules import Updates
+from ..rules import Rule, Updates
 from .composition import Rules
 
 Scalar = Any  # a Python number on the reference path, a 0-dim tensor in compiled kernels
@@ -185,8 +185,8 @@ def advance(rules: Rules, scalars: Mapping[str, Tensor], t: float, into: Mapping
     into = scalars if into is None else into
     for part in rules.parts():
         names = part.scalars()
-        if not names:
-            continue
+        if not names and type(part).advance is Rule.advance:
+            continue  # no scalar state, no per-step values
         new, now = part.advance({name: scalars[name] for name in names}, t)
         for name, value in new.items():
             target = into[name]

@@ -186,7 +186,9 @@ class Rule(ABC):
 
         ``scalars`` are the 0-dim tensors of the state (compute on them to keep torch's
         dtype); the new state is written back into them; ``values`` (Python numbers) reach
-        :meth:`update` in its ``state`` argument, by name."""
+        :meth:`update` in its ``state`` argument, by name. A rule without scalar state may
+        still give values: per-step numbers (a schedule of ``t``) computed once on the host
+        instead of inside every element's arithmetic."""
         return {}, {}
 
     def correction(self, t: float) -> Scalar:

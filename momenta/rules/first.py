@@ -484,9 +484,17 @@ class EMAMix(FirstMoment):
             return self.beta3
         return ademamix_beta3(t, self.beta3, self.beta1, self.beta3_warmup)
 
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        # the schedules and the bias correction are numbers of t: once a step, on the host
+        return {}, {
+            "ademamix_c1": 1 - self.beta1**t,
+            "ademamix_alpha": self.alpha_at(t),
+            "ademamix_beta3": self.beta3_at(t),
+        }
+
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         fast = self.beta1 * state[self.fast] + (1 - self.beta1) * g
-        beta3 = self.beta3_at(t)
+        beta3 = state["ademamix_beta3"]
         slow = beta3 * state[self.slow] + (1 - beta3) * g
-        m = fast / (1 - self.beta1**t) + self.alpha_at(t) * slow
+        m = fast / state["ademamix_c1"] + state["ademamix_alpha"] * slow
         return m, {self.fast: fast, self.slow: slow}
