@@ -583,20 +583,6 @@ class ScheduleFreeAdamW(_Modern):
             state[key] = state[key].to(torch.float64)
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict`` (checked first, atomic); the averaging weights stay
-        float64 (torch casts state tensors to the parameter's dtype)."""
-        super().load_state_dict(state_dict)
-        saved = state_dict["state"]
-        for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
-            for index, p in zip(saved_group["params"], group["params"]):
-                entry, state = saved.get(index), self.state.get(p)
-                if not entry or not state:
-                    continue
-                for key in _EXACT:
-                    if key in entry:
-                        state[key] = torch.as_tensor(entry[key]).to(device="cpu", dtype=torch.float64).clone()
-
 
 # -- AdEMAMix --------------------------------------------------------------------------------
 
