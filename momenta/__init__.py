@@ -15,9 +15,30 @@ from . import registry, rules, seed
 from .compare import compare
 from .engine import Optimizer, Rules
 from .optimizers import (
-    ASGD, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, Muon, NAdam, RAdam, RMSprop, Rprop, SparseAdam,
+    ASGD,
+    LAMB,
+    LARS,
+    SGD,
+    AdaBelief,
+    Adadelta,
+    Adafactor,
+    AdafactorPaper,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    AdEMAMix,
+    Lion,
+    Muon,
+    MuonWithAdamW,
+    NAdam,
+    RAdam,
+    RMSprop,
+    Rprop,
+    ScheduleFreeAdamW,
+    SparseAdam,
+    Yogi,
 )
-from .optimizers import LAMB, LARS, AdaBelief, AdafactorPaper, AdEMAMix, Lion, MuonWithAdamW, ScheduleFreeAdamW, Yogi
 
 __version__ = "0.1.0"
 

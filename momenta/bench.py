@@ -18,8 +18,8 @@ Variants:
 from __future__ import annotations
 
 import gc
-import sys
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field

@@ -7,7 +7,17 @@ from typing import Literal
 
 import torch
 
-from ..rules import Descent, Direction, FirstMoment, Gradient, Identity, Iterate, One, Rule, SecondMoment
+from ..rules import (
+    Descent,
+    Direction,
+    FirstMoment,
+    Gradient,
+    Identity,
+    Iterate,
+    One,
+    Rule,
+    SecondMoment,
+)
 from ..rules.base import Eps
 
 

@@ -12,7 +12,16 @@
 from .adam import Adam, Adamax, AdamW, NAdam, RAdam
 from .classic import ASGD, SGD, Adadelta, Adagrad, RMSprop, Rprop
 from .matrix import Adafactor, Muon, MuonWithAdamW
-from .modern import LAMB, LARS, AdaBelief, AdafactorPaper, AdEMAMix, Lion, ScheduleFreeAdamW, Yogi
+from .modern import (
+           LAMB,
+           LARS,
+           AdaBelief,
+           AdafactorPaper,
+           AdEMAMix,
+           Lion,
+           ScheduleFreeAdamW,
+           Yogi,
+)
 from .sparse import SparseAdam
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "ASGD", "Rprop",

@@ -22,7 +22,17 @@ from torch import Tensor
 from ..engine import Optimizer, Rules
 from ..engine import validation as check
 from ..engine.optimizer import Nonfinite, ParamsT
-from ..rules import Averaged, Delta, EMASq, Gradient, Momentum, One, Resilient, SumSq, Unscaled
+from ..rules import (
+    Averaged,
+    Delta,
+    EMASq,
+    Gradient,
+    Momentum,
+    One,
+    Resilient,
+    SumSq,
+    Unscaled,
+)
 
 
 class SGD(Optimizer):

@@ -20,7 +20,16 @@ from torch import Tensor
 from ..engine import Optimizer, Rules
 from ..engine import validation as check
 from ..engine.optimizer import Nonfinite, ParamsT
-from ..rules import EMA, ClipRMS, EMASq, Factored, Gradient, One, Orthogonalize, RelativeStep
+from ..rules import (
+    EMA,
+    ClipRMS,
+    EMASq,
+    Factored,
+    Gradient,
+    One,
+    Orthogonalize,
+    RelativeStep,
+)
 from ..rules.direction import NS_COEFFICIENTS
 
 

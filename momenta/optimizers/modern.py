@@ -23,6 +23,7 @@ columns) runs on the reference path, one parameter at a time.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -109,9 +110,9 @@ class _Modern(Optimizer):
         type(self).validate(group)
         return self.compose(group)
 
+    @abc.abstractmethod
     def compose(self, group: dict[str, Any]) -> Rules:
         """The rules of a param group whose values are valid."""
-        raise NotImplementedError
 
 
 # -- AdaBelief -------------------------------------------------------------------------------

@@ -8,11 +8,49 @@
 See :mod:`momenta.rules.base` for what a rule is.
 """
 
-from .base import Direction, FirstMoment, Iterate, Rule, Scalar, SecondMoment, State, Updates
+from .base import (
+    Direction,
+    FirstMoment,
+    Iterate,
+    Rule,
+    Scalar,
+    SecondMoment,
+    State,
+    Updates,
+)
 from .direction import ClipRMS, Identity, LocalLR, Orthogonalize, Sign, TrustRatio
-from .first import EMA, Corrected, Delta, EMAMix, Gradient, Initialized, Interpolated, Momentum, NesterovEMA, Resilient
-from .iterate import Averaged, Descent, RelativeStep, RelativeUpdate, ScheduleFree, Unscaled
-from .second import AMSGrad, BeliefSq, EMASq, Factored, FactoredPaper, InfNorm, One, Rectified, SumSq, YogiSq
+from .first import (
+    EMA,
+    Corrected,
+    Delta,
+    EMAMix,
+    Gradient,
+    Initialized,
+    Interpolated,
+    Momentum,
+    NesterovEMA,
+    Resilient,
+)
+from .iterate import (
+    Averaged,
+    Descent,
+    RelativeStep,
+    RelativeUpdate,
+    ScheduleFree,
+    Unscaled,
+)
+from .second import (
+    AMSGrad,
+    BeliefSq,
+    EMASq,
+    Factored,
+    FactoredPaper,
+    InfNorm,
+    One,
+    Rectified,
+    SumSq,
+    YogiSq,
+)
 
 __all__ = [
     "AMSGrad",

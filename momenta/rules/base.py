@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from contextvars import ContextVar
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import torch

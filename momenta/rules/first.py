@@ -16,13 +16,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-
-from collections.abc import Mapping
 
 from .base import FirstMoment, Scalar, State, Updates, check, exp, log, minimum
 
@@ -309,19 +308,10 @@ class Interpolated(FirstMoment):
 
 
 @dataclass(frozen=True)
-class Initialized(FirstMoment):
-    """Another rule whose buffers start at ``value`` instead of 0 (``m_0 = value``).
-
-    Yogi's reference implementations (TF-Addons' port in torch-optimizer, optax) start
-    both moments at ``initial_accumulator = 1e-6``, and keep the bias correction.
-
-    Args:
-        inner: the rule (usually :class:`EMA`).
-        value: the initial value of every buffer of ``inner``.
-    """
+class _Wrapping(FirstMoment):
+    """A rule that changes one thing about another (``inner``) and passes the rest on."""
 
     inner: FirstMoment
-    value: float = 1e-6
 
     @property
     def needs_step(self) -> bool:  # type: ignore[override]
@@ -331,13 +321,8 @@ class Initialized(FirstMoment):
     def elementwise(self) -> bool:  # type: ignore[override]
         return self.inner.elementwise
 
-    @property
-    def formula(self) -> str:
-        return f"{self.inner.formula}, m₀ = {self.value:g}"
-
     def init(self, p: Tensor) -> Updates:
-        value = self.value.item() if isinstance(self.value, Tensor) else self.value
-        return {name: torch.full_like(b, value) for name, b in self.inner.init(p).items()}
+        return self.inner.init(p)
 
     def buffers(self) -> tuple[str, ...]:
         return self.inner.buffers()
@@ -359,7 +344,30 @@ class Initialized(FirstMoment):
 
 
 @dataclass(frozen=True)
-class Corrected(FirstMoment):
+class Initialized(_Wrapping):
+    """Another rule whose buffers start at ``value`` instead of 0 (``m_0 = value``).
+
+    Yogi's reference implementations (TF-Addons' port in torch-optimizer, optax) start
+    both moments at ``initial_accumulator = 1e-6``, and keep the bias correction.
+
+    Args:
+        inner: the rule (usually :class:`EMA`).
+        value: the initial value of every buffer of ``inner``.
+    """
+
+    value: float = 1e-6
+
+    @property
+    def formula(self) -> str:
+        return f"{self.inner.formula}, m₀ = {self.value:g}"
+
+    def init(self, p: Tensor) -> Updates:
+        value = self.value.item() if isinstance(self.value, Tensor) else self.value
+        return {name: torch.full_like(b, value) for name, b in self.inner.init(p).items()}
+
+
+@dataclass(frozen=True)
+class Corrected(_Wrapping):
     """Another rule's bias-corrected moment ``m̂ = m / c(t)`` as the moment itself (c = 1).
 
     The engine usually folds ``1/c₁`` into the step size; a direction that is not linear
@@ -370,38 +378,16 @@ class Corrected(FirstMoment):
         inner: the rule whose correction is applied (an :class:`EMA` with bias correction).
     """
 
-    inner: FirstMoment
-
-    @property
-    def needs_step(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_step
-
-    @property
-    def elementwise(self) -> bool:  # type: ignore[override]
-        return self.inner.elementwise
-
     @property
     def formula(self) -> str:
         return f"{self.inner.formula}, m ← m̂"
-
-    def init(self, p: Tensor) -> Updates:
-        return self.inner.init(p)
-
-    def buffers(self) -> tuple[str, ...]:
-        return self.inner.buffers()
-
-    def scalars(self) -> dict[str, float]:
-        return self.inner.scalars()
-
-    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.inner.advance(scalars, t)
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         m, updates = self.inner.update(state, g, t)
         return m / self.inner.correction(t), updates
 
-    def decay(self, t: float) -> Scalar:
-        return self.inner.decay(t)
+    def correction(self, t: float) -> Scalar:
+        return 1.0
 
 
 def ademamix_alpha(t: Scalar, alpha: Scalar, warmup: Scalar) -> Scalar:

@@ -22,7 +22,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import FirstMoment, Iterate, Move, Scalar, State, Updates, check, maximum, minimum, rms, sqrt, where
+from .base import (
+    FirstMoment,
+    Iterate,
+    Move,
+    Scalar,
+    State,
+    Updates,
+    check,
+    maximum,
+    minimum,
+    rms,
+    sqrt,
+    where,
+)
 
 
 def _decayed(w: Tensor, shrink: Scalar | None) -> Tensor:

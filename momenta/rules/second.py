@@ -16,14 +16,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-import math
-
-from .base import Eps, SecondMoment, Scalar, State, Updates, check, sqrt
+from .base import Eps, Scalar, SecondMoment, State, Updates, check
 
 
 @dataclass(frozen=True)
