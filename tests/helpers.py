@@ -19,3 +19,10 @@ def assert_states_close(actual: dict[Any, Any], expected: dict[Any, Any], **tole
             torch.testing.assert_close(
                 actual[index][key], value, **tolerance, msg=lambda m: f"state[{index}][{key!r}]: {m}"
             )
+
+
+class FailingSGD(torch.optim.SGD):
+    """An optimizer whose every step raises (compare records it and goes on)."""
+
+    def step(self, closure=None):  # type: ignore[override]
+        raise RuntimeError("this step always fails")

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -328,15 +327,8 @@ def test_divergence_is_reported_and_the_others_run(tmp_path, capsys):
     assert sum(r[0] == "sgd" for r in table) == k
 
 
-class FailingSGD(torch.optim.SGD):
-    """An optimizer whose step raises (for the test below)."""
-
-    def step(self, closure=None):
-        raise RuntimeError("this step always fails")
-
-
 def test_an_optimizer_that_raises_exits_1_after_writing_everything(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "failing", registry.Entry("failing", f"{__name__}:FailingSGD", ""))
+    monkeypatch.setitem(registry._REGISTRY, "failing", registry.Entry("failing", "helpers:FailingSGD", ""))
     out = tmp_path / "run"
     code, stdout, _ = run(capsys, "compare", "--optimizers", "failing,sgd", *SHORT, "--out", str(out))
     assert code == 1

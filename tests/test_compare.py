@@ -97,15 +97,8 @@ def test_a_diverging_run_is_recorded_and_the_others_still_run():
     assert r.summary()["optimizers"]["sgd"]["diverged_at_epoch"] == sgd.diverged_at
 
 
-class FailingSGD(torch.optim.SGD):
-    """An optimizer whose step raises (for the test below)."""
-
-    def step(self, closure=None):
-        raise RuntimeError("this step always fails")
-
-
 def test_an_optimizer_that_raises_is_recorded_and_the_others_still_run(monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "failing", registry.Entry("failing", f"{__name__}:FailingSGD", ""))
+    monkeypatch.setitem(registry._REGISTRY, "failing", registry.Entry("failing", "helpers:FailingSGD", ""))
     r = compare(["failing", "sgd"], epochs=2)
     assert r.results["failing"].status.startswith("failed at epoch 1: RuntimeError: this step always fails")
     assert r.results["sgd"].runs[0].epochs_done == 2

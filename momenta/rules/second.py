@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -143,7 +145,51 @@ class EMASq(SecondMoment):
 
 
 @dataclass(frozen=True)
-class AMSGrad(SecondMoment):
+class _Wrapping(SecondMoment):
+    """A rule that changes one thing about another (``inner``) and passes the rest on."""
+
+    inner: SecondMoment
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return self.inner.needs_step
+
+    @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return self.inner.elementwise
+
+    def init(self, p: Tensor) -> Updates:
+        return self.inner.init(p)
+
+    def buffers(self) -> tuple[str, ...]:
+        return self.inner.buffers()
+
+    def scalars(self) -> dict[str, float]:
+        return self.inner.scalars()
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.inner.advance(scalars, t)
+
+    def update(
+        self, state: State, g: Tensor, m: Tensor | None, t: float
+    ) -> tuple[Tensor | None, Updates]:
+        return self.inner.update(state, g, m, t)
+
+    def correction(self, t: float) -> Scalar:
+        return self.inner.correction(t)
+
+    def decay(self, t: float) -> Scalar:
+        return self.inner.decay(t)
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+        return self.inner.denominator(v, c2, eps, where_eps, t)
+
+    def root(self, where_eps: Eps) -> str:
+        return self.inner.root(where_eps)
+
+
+@dataclass(frozen=True)
+class AMSGrad(_Wrapping):
     """V_t = max(V_max, V_t^inner): the running maximum of another rule's V.
 
     The maximum is taken before bias correction, which stays the inner rule's.
@@ -159,10 +205,6 @@ class AMSGrad(SecondMoment):
     name: str = "max_exp_avg_sq"
 
     @property
-    def needs_step(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_step
-
-    @property
     def formula(self) -> str:
         return f"{self.inner.formula}, V ← max(V_max, V)"
 
@@ -171,6 +213,9 @@ class AMSGrad(SecondMoment):
             **self.inner.init(p),
             self.name: torch.zeros_like(p, memory_format=torch.preserve_format),
         }
+
+    def buffers(self) -> tuple[str, ...]:
+        return (*self.inner.buffers(), self.name)
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
@@ -181,17 +226,6 @@ class AMSGrad(SecondMoment):
         v_max = torch.maximum(state[self.name], v)
         return v_max, {**updates, self.name: v_max}
 
-    def correction(self, t: float) -> Scalar:
-        return self.inner.correction(t)
-
-    def decay(self, t: float) -> Scalar:
-        return self.inner.decay(t)
-
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
-        return self.inner.denominator(v, c2, eps, where_eps, t)
-
-    def root(self, where_eps: Eps) -> str:
-        return self.inner.root(where_eps)
 
 
 @dataclass(frozen=True)
@@ -238,7 +272,7 @@ class InfNorm(SecondMoment):
 
 
 @dataclass(frozen=True)
-class Rectified(SecondMoment):
+class Rectified(_Wrapping):
     """RAdam's rectified V: the adaptive step only once its variance is tractable.
 
         ρ_∞ = 2/(1−β) − 1,   ρ_t = ρ_∞ − 2t·βᵗ/(1−βᵗ)
@@ -261,17 +295,6 @@ class Rectified(SecondMoment):
     @property
     def formula(self) -> str:
         return f"{self.inner.formula}, √V̂ ← √V̂/r_t (ρ_t > 5; else V̂ = 1)"
-
-    def init(self, p: Tensor) -> Updates:
-        return self.inner.init(p)
-
-    def update(
-        self, state: State, g: Tensor, m: Tensor | None, t: float
-    ) -> tuple[Tensor | None, Updates]:
-        return self.inner.update(state, g, m, t)
-
-    def correction(self, t: float) -> Scalar:
-        return self.inner.correction(t)
 
     def root(self, where_eps: Eps) -> str:
         return f"{self.inner.root(where_eps)}/r_t"
