@@ -4,6 +4,7 @@
     momenta compare --optimizers adam,torch:Adam --set adam.lr=0.01 --epochs 100
     momenta landscape --function beale --gif
     momenta bench --sets 2000x4096           step time against torch.optim, and the roofline
+    momenta bench --loop --models gpt-2x64   a real training loop's step and iteration times
 
 Exit codes: 0 done; 1 an optimizer failed (raised) during training; 2 bad input (the message
 names the argument and the value, no traceback); 130 interrupted by Ctrl-C (what finished is
@@ -60,12 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_bench(commands: Any) -> argparse.ArgumentParser:
-    """``momenta bench``: optimizer step times against torch.optim (see momenta.bench)."""
+    """``momenta bench``: optimizer step times against torch.optim; ``--loop``: whole training
+    iterations of real models (see momenta.bench)."""
     from momenta import bench
 
     p = commands.add_parser(
         "bench",
-        help="time optimizer steps against torch.optim's for-loop, foreach and fused kernels",
+        help="time optimizer steps (or, with --loop, training iterations) against torch.optim's "
+        "for-loop, foreach and fused kernels",
         description=(bench.__doc__ or "").split("\n\n")[0],
     )
     bench.add_arguments(p)

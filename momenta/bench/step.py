@@ -13,14 +13,17 @@ Variants:
   (set_to_none=False)``, or no zero_grad between accumulations);
 * ``momenta, new grads``: a fresh gradient tensor every step (``zero_grad()`` with its
   default ``set_to_none=True``), so each step first copies gradients into the flat buffer.
+
+The ``overhead`` set is a second table: µs per AdamW step on 10, 100 and 1000 tensors of
+16 elements each (gradients in place), where the step is all per-tensor and per-call cost
+and no bandwidth. ``momenta bench --loop`` (:mod:`momenta.bench.loop`) times whole
+training iterations instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
-import statistics
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,8 @@ from typing import Any
 import torch
 
 import momenta
+from momenta.bench import common
+from momenta.bench.timing import Variant, round_robin, timed
 from momenta.rules import EMA, SecondMoment
 
 # -- parameter sets -----------------------------------------------------------------------
@@ -47,6 +52,9 @@ SETS: dict[str, Callable[[], list[tuple[int, ...]]]] = {
     "2000x4096": lambda: [(4096,)] * 2000,
     "gpt2-small": gpt2_small_shapes,
 }
+#: the ``overhead`` set: this many tensors of 16 elements each
+OVERHEAD_TENSORS = (10, 100, 1000)
+KNOWN_SETS = (*SETS, "overhead")
 
 # -- optimizers -----------------------------------------------------------------------------
 
@@ -117,13 +125,6 @@ CASES = [
 # -- timing -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Variant:
-    label: str
-    step: Callable[[], None]
-    times: list[float] = field(default_factory=list)
-
-
 def _params(shapes: Sequence[tuple[int, ...]], seed: int = 0) -> list[torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
@@ -132,7 +133,11 @@ def _params(shapes: Sequence[tuple[int, ...]], seed: int = 0) -> list[torch.nn.P
     return params
 
 
-def _variants(case: Case, shapes: Sequence[tuple[int, ...]]) -> list[Variant]:
+def _variants(
+    case: Case, shapes: Sequence[tuple[int, ...]], new_grads: bool = True, repeat: int = 1
+) -> list[Variant]:
+    """torch's implementations, momenta, and (``new_grads``) momenta fed fresh gradients;
+    each timed sample is ``repeat`` steps."""
     variants = []
     if case.torch_cls is not None:
         kwargs = case.torch_kwargs or case.kwargs
@@ -146,10 +151,12 @@ def _variants(case: Case, shapes: Sequence[tuple[int, ...]]) -> list[Variant]:
                 opt.step()
             except (RuntimeError, TypeError, ValueError):
                 continue  # no such implementation (RMSprop has no fused kernel)
-            variants.append(Variant(label, opt.step))
+            variants.append(Variant(label, timed(opt.step, repeat=repeat)))
     params = _params(shapes)
     opt = case.momenta_factory(params, **case.kwargs)
-    variants.append(Variant("momenta", opt.step))
+    variants.append(Variant("momenta", timed(opt.step, repeat=repeat)))
+    if not new_grads:
+        return variants
 
     params2 = _params(shapes)
     opt2 = case.momenta_factory(params2, **case.kwargs)
@@ -162,7 +169,7 @@ def _variants(case: Case, shapes: Sequence[tuple[int, ...]]) -> list[Variant]:
             p.grad = g
         opt2.step()
 
-    variants.append(Variant("momenta, new grads", new_grads_step))
+    variants.append(Variant("momenta, new grads", timed(new_grads_step)))
     return variants
 
 
@@ -172,7 +179,7 @@ def _probe(numel: int) -> Variant:
     def axpy() -> None:  # a += s·c: read a, read c, write a
         a.add_(c, alpha=1e-9)
 
-    return Variant("bandwidth probe", axpy)
+    return Variant("bandwidth probe", timed(axpy))
 
 
 def measure(case: Case, set_name: str, rounds: int = 7, warmup: int = 3) -> dict[str, float]:
@@ -180,15 +187,8 @@ def measure(case: Case, set_name: str, rounds: int = 7, warmup: int = 3) -> dict
     shapes = SETS[set_name]()
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
     variants = _variants(case, shapes) + [_probe(numel)]
-    for v in variants:
-        for _ in range(warmup):  # includes any compilation
-            v.step()
-    for _ in range(rounds):
-        for v in variants:
-            start = time.perf_counter()
-            v.step()
-            v.times.append(time.perf_counter() - start)
-    result = {v.label: statistics.median(v.times) * 1e3 for v in variants}
+    round_robin(variants, rounds, warmup)  # warm-up includes any compilation
+    result = {v.label: v.median_ms() for v in variants}
     result["numel"] = numel
     del variants
     gc.collect()
@@ -217,23 +217,22 @@ class Row:
 
 def table(rows: list[Row]) -> str:
     """A markdown table: times, ratio to torch's best, fractions of the roofline."""
-    head = (
-        "| set | optimizer | torch for-loop | torch foreach | torch fused | momenta | momenta, new grads "
-        "| × torch best | roofline: momenta | roofline: torch best | bandwidth |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
+    columns = [
+        "set", "optimizer", "torch for-loop", "torch foreach", "torch fused", "momenta", "momenta, new grads",
+        "× torch best", "roofline: momenta", "roofline: torch best", "bandwidth",
+    ]  # fmt: skip
+    cells = []
     for r in rows:
-        cell = lambda k: f"{r.ms[k]:.2f}" if k in r.ms else "—"  # noqa: E731
         best = r.best_torch()
-        ratio = f"{best[1] / r.ms['momenta']:.2f}×" if best else "—"
-        torch_roof = f"{r.roofline_ms / best[1]:.2f}" if best else "—"
-        lines.append(
-            f"| {r.set_name} | {r.case.name} | {cell('torch for-loop')} | {cell('torch foreach')} | "
-            f"{cell('torch fused')} | {cell('momenta')} | {cell('momenta, new grads')} | {ratio} | "
-            f"{r.roofline_ms / r.ms['momenta']:.2f} | {torch_roof} | {r.bandwidth:.0f} GB/s |"
-        )
-    return head + "\n".join(lines) + "\n"
+        cells.append([
+            r.set_name, r.case.name,
+            *(f"{r.ms[k]:.2f}" if k in r.ms else "—" for k in columns[2:7]),
+            f"{best[1] / r.ms['momenta']:.2f}×" if best else "—",
+            f"{r.roofline_ms / r.ms['momenta']:.2f}",
+            f"{r.roofline_ms / best[1]:.2f}" if best else "—",
+            f"{r.bandwidth:.0f} GB/s",
+        ])  # fmt: skip
+    return common.markdown_table(columns, cells)
 
 
 def run(
@@ -256,56 +255,94 @@ def run(
     return rows
 
 
-def add_arguments(parser: Any, default_out: str | None = None) -> None:
-    """The options of ``momenta bench`` (and of benchmarks/bench_step.py)."""
-    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from: {', '.join(SETS)}")
+# -- per-step overhead -------------------------------------------------------------------------
+
+
+def measure_overhead(tensors: int, rounds: int = 7, repeat: int = 20) -> dict[str, float]:
+    """µs per AdamW step on ``tensors`` tensors of 16 elements, gradients in place: what a
+    step costs beyond its bytes (per-tensor dispatch, Python, checks). Each of the
+    ``rounds`` samples is the mean of ``repeat`` steps; the median over samples is kept."""
+    case = next(c for c in CASES if c.name == "AdamW")
+    variants = _variants(case, [(16,)] * tensors, new_grads=False, repeat=repeat)
+    round_robin(variants, rounds, warmup=3)
+    result = {v.label: v.median_ms() * 1e3 for v in variants}
+    del variants
+    gc.collect()
+    return result
+
+
+def overhead_table(us: dict[int, dict[str, float]]) -> str:
+    """A markdown table: µs per AdamW step and per tensor, momenta against torch."""
+    columns = [
+        "tensors × 16 elements", "torch for-loop", "torch foreach", "torch fused", "momenta", "× torch fused",
+        "per tensor: torch fused", "per tensor: momenta",
+    ]  # fmt: skip
+    cells = []
+    for n, t in us.items():
+        fused = t.get("torch fused")
+        cells.append([
+            str(n), *(f"{t[k]:.0f} µs" if k in t else "—" for k in columns[1:5]),
+            f"{fused / t['momenta']:.2f}×" if fused else "—",
+            f"{fused / n:.2f} µs" if fused else "—",
+            f"{t['momenta'] / n:.2f} µs",
+        ])  # fmt: skip
+    return common.markdown_table(columns, cells)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+OPTIONS = ("--sets", "--rounds")
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the step benchmark alone (:data:`OPTIONS`)."""
     parser.add_argument(
-        "--optimizers", default=None, help="comma-separated names: " + ", ".join(c.name for c in CASES)
+        "--sets",
+        default=None,
+        help=f"comma-separated, from: {', '.join(KNOWN_SETS)} (default: {','.join(SETS)}); overhead: "
+        f"µs per AdamW step on {', '.join(map(str, OVERHEAD_TENSORS))} tensors of 16 elements",
     )
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per variant (default 7)")
-    parser.add_argument("--out", default=default_out, help="write the markdown table to this file")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per variant (default 7)")
 
 
-def run_cli(args: Any) -> int:
-    """Run the benchmarks for parsed ``args``: print the table, write it with ``--out``."""
-    import os
-    import platform
+def add_arguments(parser: argparse.ArgumentParser, default_out: str | None = None) -> None:
+    """The options of benchmarks/bench_step.py (``momenta bench`` adds ``--loop``'s too)."""
+    common.add_shared(parser, [c.name for c in CASES], default_out)
+    add_options(parser)
 
-    if args.rounds < 1:
-        raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
-    sets = [s for s in args.sets.split(",") if s]
-    unknown = [s for s in sets if s not in SETS]
-    if unknown:
-        raise ValueError(f"unknown set(s) {', '.join(unknown)}; known: {', '.join(SETS)}")
-    names = [n.strip() for n in args.optimizers.split(",")] if args.optimizers else None
-    known = [c.name for c in CASES]
-    if names and any(n not in known for n in names):
-        bad = [n for n in names if n not in known]
-        raise ValueError(f"unknown optimizer(s) {', '.join(bad)}; known: {', '.join(known)}")
-    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    rows = run(sets, names, rounds=args.rounds, progress=lambda m: print(m, file=sys.stderr))
-    text = (
-        f"Step times in ms (median of {args.rounds} round-robin rounds), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}.\n"
-        "`× torch best`: torch's fastest implementation's time / momenta's. `roofline`: ideal time "
-        "(bytes per parameter / probe bandwidth) / measured time.\n\n" + table(rows)
-    )
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("# Benchmark results\n\n" + text)
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the benchmarks for parsed ``args``: print the tables, write them with ``--out``."""
+    rounds = 7 if args.rounds is None else args.rounds
+    common.at_least(rounds, 1, "--rounds")
+    sets = common.pick(args.sets, KNOWN_SETS, "--sets") or list(SETS)
+    names = common.pick(args.optimizers, [c.name for c in CASES], "--optimizers")
+    common.prepare()
+    text = ""
+    steps = [s for s in sets if s in SETS]
+    if steps:
+        rows = run(steps, names, rounds=rounds, progress=common.progress)
+        text += (
+            f"Step times in ms (median of {rounds} round-robin rounds), {common.environment()}.\n"
+            "`× torch best`: torch's fastest implementation's time / momenta's. `roofline`: ideal time "
+            "(bytes per parameter / probe bandwidth) / measured time.\n\n" + table(rows)
+        )
+    if "overhead" in sets:
+        us = {}
+        for n in OVERHEAD_TENSORS:
+            common.progress(f"overhead: AdamW, {n} × 16")
+            us[n] = measure_overhead(n, rounds=rounds)
+        text += (
+            ("\n" if text else "")
+            + f"Per-step overhead: µs per AdamW step (median of {rounds} round-robin rounds of 20 steps), "
+            f"gradients in place, {common.environment()}. `× torch fused`: torch fused's time / momenta's.\n\n"
+            + overhead_table(us)
+        )
+    common.report(text, args.out, "Benchmark results")
     return 0
 
 
 def main(argv: Sequence[str] | None = None, default_out: str | None = None) -> int:
     """benchmarks/bench_step.py: the same as ``momenta bench``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="bench_step.py", description=__doc__.splitlines()[0])
-    add_arguments(parser, default_out)
-    args = parser.parse_args(argv)
-    try:
-        return run_cli(args)
-    except ValueError as error:
-        parser.error(str(error))
-        return 2
+    return common.main(argv, "bench_step.py", __doc__.splitlines()[0], add_arguments, run_cli, default_out)
