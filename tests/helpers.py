@@ -26,3 +26,25 @@ class FailingSGD(torch.optim.SGD):
 
     def step(self, closure=None):  # type: ignore[override]
         raise RuntimeError("this step always fails")
+
+
+def record_kernel_runs(monkeypatch) -> list[bool]:
+    """A list that gets, for every compiled kernel call, whether it ran (``False``: it
+    could not, and that slice ran eagerly)."""
+    from momenta.engine import kernels
+
+    runs: list[bool] = []
+    real_call = kernels.Kernel.__call__
+    monkeypatch.setattr(kernels.Kernel, "__call__", lambda self, *a: runs.append(real_call(self, *a)) or runs[-1])
+    return runs
+
+
+def record_flat_steps(monkeypatch) -> list[bool]:
+    """A list that gets, for every bucket's flat step, whether the flat buffers took it
+    (``False``: its parameters fell back to the reference path)."""
+    from momenta.engine import flat
+
+    taken: list[bool] = []
+    real_run = flat.run
+    monkeypatch.setattr(flat, "run", lambda *a: taken.append(not (rest := real_run(*a))) or rest)
+    return taken

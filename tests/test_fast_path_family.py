@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import assert_states_close
+from helpers import assert_states_close, record_flat_steps, record_kernel_runs
 
 import momenta
 from momenta.engine import flat, kernels
@@ -84,17 +84,14 @@ def assert_same(name: str, kwargs: dict[str, Any], dtype: torch.dtype) -> None:
 @pytest.fixture
 def flat_steps(monkeypatch):
     """The flat steps taken (so that a silent fall-back to the reference path fails)."""
-    taken = []
-    real_step = flat.Bucket.step
-    monkeypatch.setattr(flat.Bucket, "step", lambda self, *a: taken.append(self) or real_step(self, *a))
-    return taken
+    return record_flat_steps(monkeypatch)
 
 
 @pytest.mark.parametrize("name,kwargs,compiled", CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex128], ids=str)
 def test_flat_equals_reference(name, kwargs, compiled, dtype, flat_steps):
     assert_same(name, kwargs, dtype)
-    assert flat_steps
+    assert flat_steps and all(flat_steps)
 
 
 @pytest.fixture
@@ -104,10 +101,7 @@ def compiled_kernels(monkeypatch):
     monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
     monkeypatch.setattr(kernels.config, "compile", True)
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    runs: list[bool] = []
-    real_run = kernels.run
-    monkeypatch.setattr(kernels, "run", lambda *a: runs.append(real_run(*a)) or runs[-1])
-    return runs
+    return record_kernel_runs(monkeypatch)
 
 
 @pytest.mark.parametrize("name,kwargs,compiled", [c for c in CASES if c.values[2]])
@@ -130,7 +124,7 @@ SEGMENTED = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_segmented_flat_equals_reference(name, kwargs, compiled, dtype, flat_steps):
     assert_same(name, kwargs, dtype)
-    assert flat_steps
+    assert flat_steps and all(flat_steps)
 
 
 @pytest.mark.parametrize("name,kwargs,compiled", SEGMENTED[:1] + SEGMENTED[2:3])
@@ -138,7 +132,7 @@ def test_segmented_rules_leave_complex_buckets_to_the_reference_path(name, kwarg
     """A complex bucket's real view interleaves real and imaginary parts: norms per
     parameter are the reference path's business there (same numbers)."""
     assert_same(name, kwargs, torch.complex128)
-    assert not flat_steps
+    assert not any(flat_steps)
 
 
 def test_segmented_norms_ignore_the_alignment_gaps():

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import assert_states_close
+from helpers import assert_states_close, record_kernel_runs
 
 import momenta
 from momenta.engine import kernels
@@ -427,9 +427,7 @@ def test_compiled_kernels_equal_the_reference_path(monkeypatch):
     monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
     monkeypatch.setattr(kernels.config, "compile", True)
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    runs: list[bool] = []
-    real_run = kernels.run
-    monkeypatch.setattr(kernels, "run", lambda *a: runs.append(real_run(*a)) or runs[-1])
+    runs = record_kernel_runs(monkeypatch)
     counters = torch._dynamo.utils.counters["stats"]
     for name in ELEMENTWISE:
         before, graphs = len(runs), counters["unique_graphs"]

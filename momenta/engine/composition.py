@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -91,12 +92,15 @@ class Rules:
         """The four parts, in the order the step runs them."""
         return (self.first, self.second, self.direction, self.iterate)
 
-    @property
+    # The properties below are asked at every step; a Rules value is immutable, so each is
+    # computed once (functools.cached_property writes past the frozen dataclass's setattr).
+
+    @cached_property
     def elementwise(self) -> bool:
         """Every part is elementwise: the step may run over flat buffers (the fast path)."""
         return all(part.elementwise for part in self.parts())
 
-    @property
+    @cached_property
     def flat(self) -> bool:
         """The step may run over flat buffers: every part is elementwise, or takes no
         whole-parameter quantity but norms (``segmented``: then eagerly, never compiled)."""
@@ -104,6 +108,10 @@ class Rules:
 
     def scalar_names(self) -> tuple[str, ...]:
         """The per-parameter scalar state: ``step`` (when counted), then the parts'."""
+        return self._scalar_names
+
+    @cached_property
+    def _scalar_names(self) -> tuple[str, ...]:
         names = ("step",) if self.count_steps else ()
         return names + tuple(name for part in self.parts() for name in part.scalars())
 
@@ -113,9 +121,13 @@ class Rules:
         meta = torch.empty(p.shape if p is not None else (0,), device="meta")
         return {name: t.shape for part in self.parts() for name, t in part.init(meta).items()}
 
-    def buffers(self) -> set[str]:
+    def buffers(self) -> frozenset[str]:
         """Every buffer a state may hold (some are born at a rule's first update)."""
-        return {name for part in self.parts() for name in part.buffers()}
+        return self._buffers
+
+    @cached_property
+    def _buffers(self) -> frozenset[str]:
+        return frozenset(name for part in self.parts() for name in part.buffers())
 
     def formulas(self) -> dict[str, str]:
         """``{"m": …, "V": …, "update": …}`` in the README's notation (the direction and

@@ -1,388 +1,242 @@
-"""The fast path: the parameters of a (param group, device, dtype) in one flat buffer.
+"""The fast path: a param group's parameters, gradients and state in flat buffers.
 
-A :class:`Bucket` re-points each parameter's ``.data`` at a region of one contiguous buffer,
-keeps gradients and every state buffer the same way, and so runs a whole step as one pass
-over memory (:func:`reference.update` on the flat tensors, compiled or eager). Regions keep
-each parameter's strides (channels_last stays channels_last), so ``optimizer.state`` holds
-ordinary per-parameter tensors: views into the flat buffers, which state_dicts save as usual.
+The life of a step on the fast path (:meth:`Optimizer.step` calls these in this order):
 
-torch's semantics are kept by checking, before every step, that nothing moved underneath:
+1. **layout** (:class:`FlatGroup`): the group's parameters live in flat buffers, one bucket
+   per (device, dtype) (:class:`~.layout.Layout`); rebuilt when something moved them
+   (``model.to``, ``p.data = …``, a changed parameter list).
+2. **gather** (:func:`gather`): each parameter's gradient is found, and nothing changes yet.
+   A gradient autograd accumulated into its region is already in place; a large one that
+   autograd allocated anew (``zero_grad()``'s default) is used where it is, by a kernel
+   call of its own; small ones are copied into their regions, all in one call.
+3. **check**: with ``nonfinite`` set, the optimizer checks the gathered gradients
+   (:meth:`Gathered.to_check`); a skipped or refused step changes nothing.
+4. **adopt** (:meth:`~.flatstate.FlatState.adopt`): the parameters' states are views into
+   the bucket's flat buffers (copied in again if something replaced them).
+5. **run** (:func:`run`): the parameters with a gradient are grouped by their scalar state
+   (``step`` …; one group unless some parameter skipped a step). For each group the scalar
+   state moves once on the host, the step's numbers are computed once
+   (:class:`~.reference.Scalars`), and the kernel runs on each span of parameters
+   (:func:`spans`): compiled when the optimizer is large enough (:mod:`.kernels`), else
+   :func:`~.reference.update` eagerly. Which one is fixed by the optimizer's size, never by
+   its history, so a resumed run takes exactly the steps of the uninterrupted one.
 
-* a parameter whose storage changed (``model.to(...)``, ``p.data = ...``) or a parameter
-  list that changed rebuilds the group's buckets from the parameters' current values;
-* a state replaced (``load_state_dict``, ``opt.state[p] = ...``, a buffer assigned anew) is
-  copied into the flat buffers again;
-* a gradient that is not the bucket's own view (``zero_grad(set_to_none=True)`` lets
-  autograd allocate a new one) is copied in, and ``p.grad`` is pointed at the bucket's view
-  so that the next backward accumulates there in place;
-* a step where some of a bucket's parameters have no gradient, or where their step counts
-  differ, runs the reference path on the same views (torch's skipping, the same numbers).
-
-What cannot be flattened takes the reference path: DTensor and other tensor subclasses,
+A parameter without a gradient is skipped as torch skips it: no call covers its region.
+What cannot be flat takes the reference path: DTensor and other tensor subclasses,
 parameters that are views into someone else's buffer (DDP's, ZeroRedundancyOptimizer's),
-sparse gradients, layouts that are not dense, rules that are not elementwise.
-
-The checks are C-level ``map`` comparisons (identity, ``data_ptr``), so that a step over
-thousands of small tensors costs one kernel plus microseconds of bookkeeping.
+sparse gradients or gradients of another dtype, states of another layout, rules that are
+neither elementwise nor segmented.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, MutableMapping
-from operator import attrgetter, is_, itemgetter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter, is_
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..rules import base
-from . import kernels, reference
+from . import compat, kernels, reference
 from .composition import Rules
+from .flatstate import FlatState, NewState, TrackedState
+from .layout import Layout, as_flat, flattenable, movable
 
-STEP = "step"
+__all__ = ["Bucket", "FlatGroup", "Gathered", "TrackedState", "flattenable", "gather", "run"]
+
 _grad = attrgetter("grad")
-#: In a per-tensor step, parameters this large get a kernel call of their own on the
-#: gradient autograd allocated; smaller ones are copied into the flat buffer and share calls.
-DIRECT_MIN_NUMEL = 4096
-
-
-class TrackedState(defaultdict):  # type: ignore[type-arg]
-    """``optimizer.state`` with a version that changes whenever an entry is set or removed,
-    so the fast path knows in O(1) that its cached per-parameter states are still current.
-    (Per-parameter states stay plain dicts: state_dicts hold them and must load with
-    ``torch.load(weights_only=True)``.)"""
-
-    version = 0
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.version += 1
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.version += 1
-        super().__delitem__(key)
-
-    def _bump(name: str) -> Callable[..., Any]:  # type: ignore[misc]
-        def method(self: TrackedState, *args: Any, **kwargs: Any) -> Any:
-            self.version += 1
-            return getattr(super(TrackedState, self), name)(*args, **kwargs)
-
-        return method
-
-    clear = _bump("clear")
-    pop = _bump("pop")
-    popitem = _bump("popitem")
-    update = _bump("update")
-    setdefault = _bump("setdefault")
-    del _bump
-
-    def __reduce__(self) -> Any:  # pickles (and deep-copies) as torch's defaultdict(dict)
-        return (defaultdict, (dict,), None, None, iter(self.items()))
-
-
-def flattenable(p: Tensor) -> bool:
-    """A plain dense tensor the fast path can hold in a region of a flat buffer."""
-    return (
-        type(p) in (Tensor, torch.nn.Parameter)
-        and p.layout == torch.strided
-        and p.device.type != "meta"
-        and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
-             or p.is_contiguous(memory_format=torch.channels_last_3d))
-    )  # fmt: skip
-
-
-def _storage_users(t: Tensor) -> int | None:
-    """How many tensors hold ``t``'s storage (``None`` where torch cannot tell)."""
-    try:
-        # the Python storage object made here holds one reference itself
-        return torch._C._storage_Use_Count(t.untyped_storage()._cdata) - 1
-    except (AttributeError, RuntimeError):  # pragma: no cover - other torch builds
-        return None
-
-
-def owns_storage(p: Tensor) -> bool:
-    """``p`` is its storage's only tenant: not a view into someone else's buffer (DDP's or
-    ZeroRedundancyOptimizer's buckets, even one that holds this parameter alone), and no
-    other tensor shares it. Re-pointing ``p.data`` at a flat buffer is safe only then: any
-    other holder would go on seeing the old values."""
-    return (
-        p.storage_offset() == 0
-        and p.untyped_storage().nbytes() == p.numel() * p.element_size()
-        and _storage_users(p) in (1, None)
-    )
-
-
-def _region(flat: Tensor, p: Tensor, offset: int) -> Tensor:
-    return flat.as_strided(p.shape, p.stride(), flat.storage_offset() + offset)
+_kind = attrgetter("layout", "dtype", "device")
 
 
 class Bucket:
-    """Parameters of one dtype and device, their gradients and their state, each flat."""
+    """Parameters of one device and dtype: their layout, flat gradient buffer and state."""
 
     def __init__(self, params: list[Tensor]) -> None:
+        self.layout = Layout(params)
         self.params = params
-        self.dtype, self.device = params[0].dtype, params[0].device
-        # regions start on 64-byte boundaries (aligned inputs for vectorised kernels when a
-        # kernel runs on one region); the gaps hold zeros everywhere and are never read back
-        align = max(1, 64 // params[0].element_size())
-        self.offsets: list[int] = []
-        total = 0
-        for p in params:
-            total = -(-total // align) * align
-            self.offsets.append(total)
-            total += p.numel()
-        self.align = align
-        self.numel = total = -(-total // align) * align
-        self.data = torch.zeros(total, dtype=self.dtype, device=self.device)
-        for p, offset in zip(params, self.offsets):
-            view = _region(self.data, p, offset)
-            view.copy_(p.detach())
-            p.data = view
-        self.ptrs = [p.data_ptr() for p in params]
-        self.storage = self.data.untyped_storage().data_ptr()
-        self.grad = torch.zeros_like(self.data)
-        self.grad_views = [_region(self.grad, p, o) for p, o in zip(params, self.offsets)]
-        self.state: dict[str, Tensor] = {}  # flat buffers by name (scalar state: one entry a parameter)
-        self.scalar_keys: tuple[str, ...] = ()  # step and the rules' scalar state
-        self.views: dict[str, list[Tensor]] = {}  # the per-parameter views we handed out
-        self.dicts: list[MutableMapping[str, Any]] = []  # optimizer.state[p] of our params
-        self.seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) at that time
-        self.complete = False  # the last flat step created no buffer: the kernel's inputs are known
-        self.t = float("nan")  # the step about to be taken (set by steps_agree)
-        self.direct: list[Tensor | None] | None = None  # gradients used where they are, this step
+        self.state = FlatState(self.layout)
+        self.grad = self.layout.zeros()
+        self.grad_views = self.layout.regions(self.grad)
+        self.strides = [p.stride() for p in params]
+        self.everyone = list(range(len(params)))
+        #: point ``p.grad`` at its region after copying a fresh gradient in, so that the
+        #: next backward accumulates in place (turned off when gradients arrive fresh again
+        #: anyway: ``zero_grad()``'s default drops them every step)
+        self.repoint = True
+        self._repointed = False
 
-    def holds(self) -> bool:
-        """Our parameters are still in our storage (``model.to``, ``p.data = …`` move them)."""
-        return list(map(Tensor.data_ptr, self.params)) == self.ptrs
 
-    # -- state ------------------------------------------------------------------------------
+@dataclass
+class Gathered:
+    """A bucket's gradients for this step, gathered; nothing has changed yet."""
 
-    def _states_current(self, state: TrackedState) -> bool:
-        seen_state, seen_version = self.seen
-        if seen_state is not state or seen_version != state.version:
-            return False
-        dicts = self.dicts
-        if list(map(len, dicts)) != [len(self.views)] * len(dicts):
-            return False
-        return all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self.views.items())
+    bucket: Bucket
+    present: list[int]  # the parameters with a gradient, by index
+    direct: dict[int, Tensor] = field(default_factory=dict)  # gradients used where they are (1-D)
 
-    def adopt(
-        self, state: TrackedState, new_state: Callable[[Tensor], dict[str, Any]], scalar_keys: tuple[str, ...] = (STEP,)
-    ) -> bool:
-        """Make the flat buffers hold the parameters' states (copying them in, creating the
-        missing ones); ``False`` if they do not fit one layout (different keys, shapes or
-        dtypes), and the reference path runs instead. ``scalar_keys`` name the
-        per-parameter scalar state (``step`` …), kept as one entry a parameter."""
-        if self._states_current(state) and self.scalar_keys == scalar_keys:
-            return True
-        self.scalar_keys = scalar_keys
-        dicts = []
-        for p in self.params:
-            d = state.get(p)
-            if not d:
-                d = new_state(p)
-                if d:
-                    state[p] = d
-            dicts.append(d)
-        keys = list(dicts[0])
-        if any(d.keys() != dicts[0].keys() for d in dicts):  # same keys, in any order
-            return False
-        flat: dict[str, Tensor] = {}
-        for key in keys:
-            tensors = [d[key] for d in dicts]
-            if key in scalar_keys:
-                if any(not torch.is_tensor(t) or t.dim() != 0 for t in tensors):
-                    return False
-                flat[key] = torch.stack([t.detach() for t in tensors])
-            elif any(
-                type(t) is not Tensor or t.shape != p.shape or t.dtype != self.dtype
-                or t.device != self.device or t.stride() != p.stride()
-                for t, p in zip(tensors, self.params)
-            ):  # fmt: skip
-                return False
-            else:
-                flat[key] = torch.zeros_like(self.data)
-                for t, p, o in zip(tensors, self.params, self.offsets):
-                    _region(flat[key], p, o).copy_(t)
-        self.state, self.complete, self.dicts = flat, False, dicts
-        self.views = {}
-        for key in keys:
-            self._hand_out(key)
-        self.seen = (state, state.version)
-        return True
+    def to_check(self) -> list[Tensor]:
+        """This step's gradients, as the finiteness check reads them."""
+        b = self.bucket
+        if not self.direct and len(self.present) == len(b.params):
+            return [b.grad]  # the gaps between regions hold zeros
+        return [self.direct[i] if i in self.direct else b.grad_views[i] for i in self.present]
 
-    def _hand_out(self, key: str) -> None:
-        """Point every parameter's ``state[key]`` at its region of the flat buffer."""
-        flat = self.state[key]
-        if key in self.scalar_keys:
-            views = [flat[i] for i in range(len(self.params))]
-        else:
-            views = [_region(flat, p, o) for p, o in zip(self.params, self.offsets)]
-        for d, view in zip(self.dicts, views):
-            d[key] = view
-        self.views[key] = views
 
-    def steps_agree(self) -> bool:
-        """Every parameter is at the same step, with the same scalar state (or none is
-        kept); remembers that step for :meth:`step` (one host read per scalar, which the
-        bias corrections need anyway)."""
-        self.t = float("nan")
-        for key in self.scalar_keys:
-            values = self.state[key].tolist()
-            if key == STEP:
-                self.t = values[0] + 1
-            if min(values) != max(values):
-                return False
-        return True
+def gather(b: Bucket, direct: bool) -> tuple[Gathered | None, list[Tensor]]:
+    """Find every gradient of bucket ``b`` (copying small fresh ones into the flat buffer;
+    with ``direct``, large fresh ones stay where they are). Returns what the flat step
+    needs and the parameters whose gradients the flat buffers cannot hold (sparse, or of
+    another dtype or device), which take the reference path."""
+    params, views = b.params, b.grad_views
+    grads = list(map(_grad, params))
+    if all(map(is_, grads, views)):  # accumulated in place: nothing to do
+        return Gathered(b, b.everyone), []
+    present = [i for i, g in enumerate(grads) if g is not None]
+    if not present:
+        return None, []
+    kind = (torch.strided, b.layout.dtype, b.layout.device)
+    rest: list[Tensor] = []
+    if set(map(_kind, (grads[i] for i in present))) != {kind}:
+        rest = [params[i] for i in present if _kind(grads[i]) != kind]
+        present = [i for i in present if _kind(grads[i]) == kind]
+    fresh = [i for i in present if grads[i] is not views[i]]
+    used: dict[int, Tensor] = {}
+    if direct:
+        sizes, least = b.layout.sizes, kernels.config.direct_min_numel
+        used = {i: as_flat(grads[i]) for i in fresh if sizes[i] >= least and grads[i].stride() == b.strides[i]}
+    copied = [i for i in fresh if i not in used] if used else fresh
+    compat.copy_all([views[i] for i in copied], [grads[i] for i in copied])
+    _repoint(b, grads, copied)
+    return (Gathered(b, present, used) if present else None), rest
 
-    # -- gradients ----------------------------------------------------------------------------
 
-    def gather_grads(self, per_tensor: bool = False) -> bool:
-        """Bring every gradient into the flat gradient buffer (nothing to do for gradients
-        that autograd accumulated into our views); ``False`` if some cannot be flat (a
-        missing or sparse gradient). With ``per_tensor``, gradients that autograd allocated
-        anew are left where they are (:attr:`direct`) for a kernel call per tensor."""
-        self.direct = None
-        grads = list(map(_grad, self.params))
-        if all(map(is_, grads, self.grad_views)):
-            return True
-        if any(g is None or g.is_sparse or g.shape != p.shape for g, p in zip(grads, self.params)):
-            return False
-        if per_tensor:
-            # large gradients stay where autograd put them; small ones are copied in
-            direct: list[Tensor | None] = []
-            for p, g, view in zip(self.params, grads, self.grad_views):
-                if (
-                    p.numel() >= DIRECT_MIN_NUMEL and g.dtype == self.dtype
-                    and g.device == self.device and g.stride() == p.stride()
-                ):  # fmt: skip
-                    direct.append(g)
-                else:
-                    if g is not view:
-                        view.copy_(g)
-                    direct.append(None)
-            self.direct = direct  # type: ignore[assignment]
-            return True
-        stale = [(view, g) for g, view in zip(grads, self.grad_views) if g is not view]
-        torch._foreach_copy_([v for v, _ in stale], [g for _, g in stale])  # one call, not n
-        for p, g, view in zip(self.params, grads, self.grad_views):
-            if g is not view and owns_storage(g):  # a view into DDP's buckets stays there
-                p.grad = view
-        return True
+def _repoint(b: Bucket, grads: list[Tensor | None], copied: list[int]) -> None:
+    """``p.grad`` becomes its region for the gradients just copied in, unless the ones
+    repointed last step came back fresh (then every step drops them: stop trying)."""
+    if b._repointed and copied:
+        b.repoint = False
+    b._repointed = False
+    if not b.repoint or not copied:
+        return
+    for i in copied:
+        g = grads[i]
+        if g is not None and compat.owns_storage(g):  # a view into DDP's buckets stays there
+            b.params[i].grad = b.grad_views[i]
+            b._repointed = True
 
-    def compiles(self, rules: Rules) -> bool:
-        """This bucket's step asks for a compiled kernel (which compilation switched off, or
-        failing here, turns down with one warning)."""
-        return (
-            self.complete
-            and rules.elementwise  # segmented rules (whole-parameter norms) run eagerly
-            and self.numel >= kernels.config.compile_min_numel
-            and kernels.compilable(rules)
-        )
 
-    def grads_to_check(self) -> list[Tensor]:
-        """The gradients of this step, as the finiteness check should read them."""
-        if self.direct is None:
-            return [self.grad]
-        return [g if g is not None else view for g, view in zip(self.direct, self.grad_views)]
+def spans(b: Bucket, indices: Sequence[int], direct: dict[int, Tensor]) -> list[tuple[int, int, Tensor | None]]:
+    """The kernel calls over parameters ``indices`` (ascending): ``(start, stop, gradient)``,
+    a large parameter's gradient used where it is, ``None`` for a span of neighbours whose
+    gradients are in the flat buffer. A span ends rounded up to the alignment (into the gap
+    before the next region), so that no call sees 0 or 1 elements, on which compiled
+    kernels would specialise."""
+    layout = b.layout
+    if not direct and len(indices) == len(b.params):
+        return [(0, layout.numel, None)]
+    offsets, sizes = layout.offsets, layout.sizes
+    calls: list[tuple[int, int, Tensor | None]] = []
+    span: list[int] = []  # [start, stop] of the span being built
 
-    def _calls(self) -> list[tuple[int, int, Tensor | None]]:
-        """The kernel calls of a per-tensor step: ``(start, stop, gradient)`` with the
-        gradient of a large parameter used where it is, and ``None`` for a span of small
-        parameters whose gradients were copied in (span ends rounded up to the alignment, so
-        that no call sees 0 or 1 elements, which compiled kernels would specialise on)."""
-        assert self.direct is not None
-        calls: list[tuple[int, int, Tensor | None]] = []
-        span: list[int] | None = None
-        for p, offset, g in zip(self.params, self.offsets, self.direct):
-            end = offset + p.numel()
-            if g is not None:
-                if span:
-                    calls.append((span[0], span[1], None))
-                span = None
-                calls.append((offset, end, g))
-            elif span is None:
-                span = [offset, end]
-            else:
-                span[1] = end
+    def close() -> None:
         if span:
-            calls.append((span[0], span[1], None))
-        round_up = lambda n: -(-n // self.align) * self.align  # noqa: E731
-        return [(a, b if g is not None else round_up(b), g) for a, b, g in calls if b > a]
+            calls.append((span[0], layout.round_up(span[1]), None))
+            span.clear()
 
-    def _step_per_tensor(
-        self, fn: kernels.Kernel | None, names: tuple[str, ...], rules: Rules, h: reference.Hyper, s: reference.Scalars
-    ) -> None:
-        """One call per large tensor and per span of small ones; a call the kernel cannot
-        take (no kernel, or compilation failing midway) runs the same formula eagerly on its
-        slice, so that every element moves exactly once."""
-        real = reference.real
-        scalar_inputs = kernels.inputs(rules, s, self.dtype, self.device) if fn is not None else None
-        for start, stop, g in self._calls():
+    previous = -2
+    for i in indices:
+        start, stop = offsets[i], offsets[i] + sizes[i]
+        g = direct.get(i)
+        if g is not None:
+            close()
+            calls.append((start, stop, g))
+        elif span and previous == i - 1:
+            span[1] = stop
+        else:
+            close()
+            span[:] = [start, stop]
+        previous = i
+    close()
+    return [c for c in calls if c[1] > c[0]]
+
+
+def _groups(state: FlatState, present: list[int]) -> list[list[int]]:
+    """``present`` split by scalar state: parameters at the same step (and the same rule
+    scalars) step together; usually all of them."""
+    if not state.scalars:
+        return [present]
+    rows = list(zip(*(t.tolist() for t in state.scalars.values())))
+    first = rows[present[0]]
+    if all(rows[i] == first for i in present):
+        return [present]
+    by_row: dict[Any, list[int]] = {}
+    for i in present:
+        by_row.setdefault(rows[i], []).append(i)
+    return list(by_row.values())
+
+
+def _advance(state: FlatState, rules: Rules, indices: list[int], everyone: bool) -> tuple[float, dict[str, Any]]:
+    """Count the step of parameters ``indices`` and move their scalar state (the same for
+    all of them), on the host. Returns the step ``t`` (NaN when not counted) and this step's
+    values of the rules."""
+    scalars = state.scalars
+    t = float("nan")
+    steps = scalars.get("step")
+    if steps is not None:
+        t = float(steps[indices[0]]) + 1
+        if everyone:
+            steps.fill_(t)
+        else:
+            steps[indices] = t
+    firsts = {k: v[indices[0]] for k, v in scalars.items() if k != "step"}
+    new, values = reference.advance(rules, firsts, t)
+    for name, value in new.items():
+        if everyone:
+            scalars[name].copy_(value) if isinstance(value, Tensor) else scalars[name].fill_(value)
+        else:
+            scalars[name][indices] = value
+    return t, values
+
+
+def run(
+    g: Gathered, rules: Rules, h: reference.Hyper, state: TrackedState, new_state: NewState, compiled: bool
+) -> list[Tensor]:
+    """Step every parameter of ``g`` that has a gradient (the gradients gathered, the step
+    checked). Returns the parameters the flat buffers could not step after all (states of
+    another layout), for the reference path."""
+    b = g.bucket
+    segmented = not rules.elementwise
+    if segmented and (b.layout.dtype.is_complex or len(g.present) != len(b.params) or g.direct):
+        return [b.params[i] for i in g.present]  # norms must see each whole parameter
+    if not b.state.adopt(state, new_state, rules.scalar_names(), g.present):
+        return [b.params[i] for i in g.present]
+    real = reference.real
+    layout = b.layout
+    for indices in _groups(b.state, g.present):
+        everyone = len(indices) == len(b.params)
+        t, values = _advance(b.state, rules, indices, everyone)
+        s = reference.Scalars.of(rules, h, t, values)
+        born = not rules.buffers() <= b.state.buffers.keys()  # a buffer born at this update
+        kernel = None
+        if compiled and not born and not segmented:
+            kernel = kernels.kernel(rules, tuple(b.state.buffers), s, h.maximize, h.decays, layout.dtype, layout.device)
+        norm = layout.segments().norm if segmented else None
+        for start, stop, grad in spans(b, indices, g.direct):
             n = stop - start
-            grad = self.grad.narrow(0, start, n) if g is None else g.as_strided((n,), (1,), g.storage_offset())
-            p, grad = real(self.data.narrow(0, start, n)), real(grad)
-            buffers = tuple(real(self.state[k].narrow(0, start, n)) for k in names)
-            if fn is not None and scalar_inputs is not None:
-                if kernels.run(fn, p, grad, buffers, scalar_inputs):
+            p = real(layout.data.narrow(0, start, n))
+            gr = real(grad if grad is not None else b.grad.narrow(0, start, n))
+            buffers = {k: real(v.narrow(0, start, n)) for k, v in b.state.buffers.items()}
+            if kernel is not None:
+                if kernel(p, gr, buffers):
                     continue
-                fn = None
-            state = dict(zip(names, buffers))
-            updates = reference.update(p, grad, state, rules, s, maximize=h.maximize, decays=h.decays)
-            for name, value in updates.items():  # complete: every buffer exists
-                state[name].copy_(value)
-
-    # -- the step -----------------------------------------------------------------------------
-
-    def segments(self) -> base.Segments:
-        """Where each parameter's elements lie (for whole-parameter norms on flat buffers)."""
-        if getattr(self, "_segments", None) is None:
-            ends = [*self.offsets[1:], self.numel]
-            lengths = [
-                n for p, o, e in zip(self.params, self.offsets, ends) for n in (p.numel(), e - o - p.numel())
-            ]
-            self._segments = base.Segments(lengths, self.device)
-        return self._segments
-
-    def step(self, rules: Rules, h: reference.Hyper, state: TrackedState) -> None:
-        """One flat step for every parameter (gradients gathered, states adopted, steps agree)."""
-        steps = self.state.get(STEP)
-        if steps is not None:
-            steps += 1
-        # the rules' scalar state and per-step values, once for the bucket, on the host
-        firsts = {k: self.state[k][0] for k in self.scalar_keys}
-        values = reference.advance(rules, firsts, self.t, into=self.state)
-        s = reference.Scalars.of(rules, h, self.t, values)
-        names = tuple(k for k in self.state if k not in self.scalar_keys)
-        real = reference.real
-        p, g = real(self.data), real(self.grad)
-        buffers = tuple(real(self.state[k]) for k in names)
-        fn = None
-        if self.compiles(rules):
-            fn = kernels.kernel(rules, names, tuple(values), h.maximize, h.decays, self.dtype, self.device)
-        if self.direct is not None:  # chosen only for compiling buckets: complete
-            self._step_per_tensor(fn, names, rules, h, s)
-            return
-        if fn is not None and kernels.run(fn, p, g, buffers, kernels.inputs(rules, s, self.dtype, self.device)):
-            return
-        token = None if rules.elementwise else base.segments.set(self.segments())
-        try:
-            updates = reference.update(p, g, dict(zip(names, buffers)), rules, s, maximize=h.maximize, decays=h.decays)
-        finally:
-            if token is not None:
-                base.segments.reset(token)
-        self.complete = all(name in names for name in updates)
-        for name, value in updates.items():
-            if name not in self.state:  # a buffer born at its first update: flat from birth
-                self.state[name] = torch.zeros_like(self.data)
-                self._hand_out(name)
-            real(self.state[name]).copy_(value)
-        if not self.complete:  # states that were empty now hold buffers: register them
-            for param, d in zip(self.params, self.dicts):
-                if state.get(param) is not d:
-                    state[param] = d
-            self.seen = (state, state.version)
+                kernel = None  # failed: this call and the rest run eagerly
+            updates = reference.update(p, gr, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
+            for name, value in updates.items():
+                if name not in b.state.buffers:
+                    b.state.add(name, indices, state)
+                real(b.state.buffers[name].narrow(0, start, n)).copy_(value)
+    return []
 
 
 class FlatGroup:
@@ -396,60 +250,37 @@ class FlatGroup:
         ours = {
             id(p)
             for b in (previous.buckets if previous else [])
-            for p, ptr in zip(b.params, b.ptrs)
+            for p, ptr in zip(b.params, b.layout.ptrs)
             if p.data_ptr() == ptr
         }
         by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in self.params:
-            if p.grad is not None and flattenable(p) and (id(p) in ours or owns_storage(p)):
+            if p.requires_grad and flattenable(p) and (id(p) in ours or movable(p)):
                 by_kind.setdefault((p.device, p.dtype), []).append(p)
         self.buckets = [Bucket(ps) for ps in by_kind.values()]
         bucketed = {id(p) for b in self.buckets for p in b.params}
         self.others = [p for p in self.params if id(p) not in bucketed]
+        self.numel = sum(b.layout.numel for b in self.buckets)
 
     def current(self, params: list[Tensor]) -> bool:
         """Same parameters, in place, and none left out that could now join a bucket."""
         return (
             len(params) == len(self.params)
             and all(map(is_, params, self.params))
-            and all(b.holds() for b in self.buckets)
-            and not any(p.grad is not None and flattenable(p) and owns_storage(p) for p in self.others)
+            and all(b.layout.holds() for b in self.buckets)
+            and not any(p.requires_grad and movable(p) for p in self.others)
         )
 
-    def gather(self, rules: Rules) -> tuple[list[Bucket], list[Tensor]]:
-        """Bring gradients into the flat buffers. Returns the buckets ready for a flat step
-        and the parameters left to the reference path (those with a gradient that no ready
-        bucket holds). Nothing of the parameters or the state has changed yet."""
-        ready, rest = [], [p for p in self.others if p.grad is not None]
+    def gather(self, direct: bool) -> tuple[list[Gathered], list[Tensor]]:
+        """:func:`gather` for every bucket; the second list holds every parameter with a
+        gradient that no flat step will take (left out of the buckets, or a gradient the
+        flat buffers cannot hold)."""
+        ready: list[Gathered] = []
+        rest = [p for p in self.others if p.grad is not None]
         for b in self.buckets:
-            per_tensor = (
-                kernels.config.compile
-                and b.compiles(rules)
-                and b.numel >= kernels.config.per_tensor_min_numel * len(b.params)
-            )
-            if b.gather_grads(per_tensor):
-                ready.append(b)
-            else:
-                rest += [p for p in b.params if p.grad is not None]
+            gathered, left = gather(b, direct)
+            if gathered is not None:
+                ready.append(gathered)
+            rest += left
         return ready, rest
 
-    @staticmethod
-    def step(
-        ready: list[Bucket],
-        rules: Rules,
-        h: reference.Hyper,
-        state: TrackedState,
-        new_state: Callable[[Tensor], dict[str, Any]],
-    ) -> list[Tensor]:
-        """Step every ready bucket; return the parameters of those that could not take a flat
-        step after all (states of another layout, unequal step counts)."""
-        rest: list[Tensor] = []
-        scalar_keys = rules.scalar_names()
-        for b in ready:
-            # whole-parameter norms over a complex bucket's real view are not per parameter
-            takes = rules.elementwise or not b.dtype.is_complex
-            if takes and b.adopt(state, new_state, scalar_keys) and b.steps_agree():
-                b.step(rules, h, state)
-            else:
-                rest += b.params
-        return rest

@@ -3,25 +3,34 @@
 A kernel is generated from the rules, not written by hand: :func:`reference.update` is traced
 by ``torch.compile`` (Inductor: one OpenMP/SIMD loop on CPU, Triton on CUDA) with
 
-* the rules' hyperparameters (every float field of a rule) and the per-step scalars
-  (step size, bias correction, ε, λ) passed as 0-dim tensors: a scheduler that changes lr or
-  betas causes no recompilation, and nothing scalar is recomputed per element;
-* dynamic shapes: one kernel serves flat buffers of every length;
-* one code object per rule *structure* (types, flags, buffer names), so that dynamo's cache,
-  which lives on the code object, holds exactly one graph per structure and dtype, shared by
-  every optimizer instance with that structure.
+* every number it reads packed into one 1-D tensor, by name: the rules' hyperparameters
+  (``"first.beta"``), the per-step scalars (``"step_size"``, ``"c2"``, ``"eps"`` …) and the
+  rules' per-step values (``"nadam_grad"`` …). A scheduler that changes lr or betas causes
+  no recompilation, nothing scalar is recomputed per element, and a reordered dataclass
+  field cannot feed a kernel the wrong value: inside the kernel every number is looked up
+  by its name;
+* buffers passed as a dict by name (``{"exp_avg": …, "exp_avg_sq": …}``);
+* dynamic shapes: one kernel serves every call, a flat buffer or one parameter's region;
+* one code object per rule *structure* (types, flags, names), so that dynamo's cache, which
+  lives on the code object, holds one graph per structure and dtype, shared by every
+  optimizer instance with that structure.
 
-Compiling costs seconds, so the engine asks for a kernel only for large buckets
-(:data:`config.compile_min_numel`). Without a working compiler, or with compilation off
-(``MOMENTA_COMPILE=0``), the engine runs the same function eagerly and warns once.
+Whether an optimizer compiles is decided once from its size (:data:`config`), never from
+its history: a step after ``load_state_dict`` or in a new process runs the same kernel as
+the uninterrupted run, so that resuming is exact to the bit. A step waits for its kernel to
+compile (once per structure and process; seconds, or about one from the on-disk cache) and
+says so when that takes long. Without a working compiler, or with ``MOMENTA_COMPILE=0``,
+the engine runs the same formula eagerly and warns once per rule structure.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +43,8 @@ from ..rules import Rule
 from .composition import Rules
 from .reference import Scalars, update
 
+log = logging.getLogger("momenta")
+
 
 @dataclass
 class Config:
@@ -42,24 +53,32 @@ class Config:
     Attributes:
         flat: keep parameters, gradients and state in flat buffers (``MOMENTA_FLAT``).
         compile: compile kernels with torch.compile (``MOMENTA_COMPILE``).
-        compile_min_numel: compile only for buckets of at least this many elements
-            (``MOMENTA_COMPILE_MIN_NUMEL``, default 2**20).
-        per_tensor_min_numel: gradients that autograd allocated anew (``zero_grad()`` with
-            ``set_to_none=True``) are not copied into the flat buffer when the bucket's
-            tensors hold this many elements on average (``MOMENTA_PER_TENSOR_MIN_NUMEL``,
-            default 2**17): the compiled kernel runs once per tensor instead, since a copy
-            would cost more memory traffic than the calls cost time.
+        compile_min_numel: an optimizer compiles its kernels when its flat buffers hold
+            at least this many elements in all (``MOMENTA_COMPILE_MIN_NUMEL``, default
+            2**16): below it a model is so small that compiling (seconds) would cost more
+            than it saves; the decision is the same at every step.
+        direct_min_numel: a gradient that autograd allocated anew (``zero_grad()`` with
+            ``set_to_none=True``) is used where it is, by a kernel call of its own, when its
+            parameter has at least this many elements (``MOMENTA_DIRECT_MIN_NUMEL``, default
+            2**16); smaller ones are copied into the flat gradient buffer, where one call
+            serves them all. The break-even: a copy costs about 8 bytes an element of memory
+            traffic, a call about 25 µs (compiled kernels only; eager ones always copy).
+        slow_compile_s: a compile that takes longer than this is reported on the
+            ``momenta`` logger at WARNING level, with how to turn compilation off.
     """
 
     flat: bool = os.environ.get("MOMENTA_FLAT", "1") != "0"
     compile: bool = os.environ.get("MOMENTA_COMPILE", "1") != "0"
-    compile_min_numel: int = int(os.environ.get("MOMENTA_COMPILE_MIN_NUMEL", str(2**20)))
-    per_tensor_min_numel: int = int(os.environ.get("MOMENTA_PER_TENSOR_MIN_NUMEL", str(2**17)))
+    compile_min_numel: int = int(os.environ.get("MOMENTA_COMPILE_MIN_NUMEL", str(2**16)))
+    direct_min_numel: int = int(os.environ.get("MOMENTA_DIRECT_MIN_NUMEL", str(2**16)))
+    slow_compile_s: float = 2.0
 
 
 config = Config()
 
-# -- rules as (structure, values) ---------------------------------------------------------
+# -- rules as (structure, named values) ---------------------------------------------------
+
+PARTS = ("first", "second", "direction", "iterate")
 
 
 def _is_value(x: Any) -> bool:
@@ -80,31 +99,42 @@ def structure(rule: Rule) -> tuple[Any, ...]:
     return tuple(parts)
 
 
-def values(rule: Rule) -> Iterator[Any]:
-    """The rule's numeric fields (its hyperparameters), depth first."""
+def values(rule: Rule, prefix: str) -> Iterator[tuple[str, Any]]:
+    """The rule's numeric fields (its hyperparameters), named by their path
+    (``"first.beta"``, ``"second.inner.beta"``)."""
     for f in dataclasses.fields(rule):  # type: ignore[arg-type]
         value = getattr(rule, f.name)
         if isinstance(value, Rule):
-            yield from values(value)
+            yield from values(value, f"{prefix}.{f.name}")
         elif _is_value(value):
-            yield value
+            yield f"{prefix}.{f.name}", value
 
 
-def rebuild(template: Rule, new: Iterator[Any]) -> Rule:
-    """``template`` with its numeric fields taken, in order, from ``new``."""
+def rebuild(template: Rule, prefix: str, new: dict[str, Any]) -> Rule:
+    """``template`` with each numeric field taken from ``new`` by its path name."""
     changes = {}
     for f in dataclasses.fields(template):  # type: ignore[arg-type]
         value = getattr(template, f.name)
         if isinstance(value, Rule):
-            changes[f.name] = rebuild(value, new)
+            changes[f.name] = rebuild(value, f"{prefix}.{f.name}", new)
         elif _is_value(value):
-            changes[f.name] = next(new)
+            changes[f.name] = new[f"{prefix}.{f.name}"]
     return dataclasses.replace(template, **changes)  # type: ignore[type-var]
 
 
+def hyperparameters(rules: Rules) -> dict[str, Any]:
+    """Every rule's numeric fields by path name (``{"first.beta": 0.9, …}``)."""
+    return {name: v for part in PARTS for name, v in values(getattr(rules, part), part)}
+
+
 def compilable(rules: Rules) -> bool:
-    """Rules made of dataclasses (so their hyperparameters can become kernel inputs)."""
-    return all(dataclasses.is_dataclass(r) for r in rules.parts())
+    """Elementwise rules made of dataclasses (so their hyperparameters can become kernel
+    inputs). Segmented rules (whole-parameter norms) run eagerly."""
+    return rules.elementwise and all(dataclasses.is_dataclass(r) for r in rules.parts())
+
+
+#: the per-step scalars a kernel reads, by name (fields of :class:`Scalars`)
+STEP_SCALARS = tuple(f.name for f in dataclasses.fields(Scalars) if f.name != "values")
 
 
 # -- the kernel body ------------------------------------------------------------------------
@@ -118,109 +148,146 @@ def _body(
     decays: bool,
     p: Tensor,
     g: Tensor,
-    buffers: tuple[Tensor, ...],
-    hyper: tuple[Tensor, ...],
-    scalars: tuple[Tensor, ...],
-    values: tuple[Tensor, ...],
+    buffers: dict[str, Tensor],
+    packed: Tensor,
 ) -> None:
-    new = iter(hyper)
-    parts = {name: rebuild(getattr(template, name), new) for name in PARTS}
+    x = dict(zip(names, packed.unbind(0)))
+    parts = {part: rebuild(getattr(template, part), part, x) for part in PARTS}
     rules = dataclasses.replace(template, **parts)  # type: ignore[arg-type]
-    state = dict(zip(names, buffers))
-    s = Scalars(*scalars, values=tuple(zip(value_names, values)))  # type: ignore[misc,arg-type]
-    updates = update(p, g, state, rules, s, maximize=maximize, decays=decays)
+    s = Scalars(**{f: x[f] for f in STEP_SCALARS}, values=tuple((n, x[n]) for n in value_names))
+    updates = update(p, g, buffers, rules, s, maximize=maximize, decays=decays)
     for name, value in updates.items():
-        state[name].copy_(value)
+        buffers[name].copy_(value)
 
 
-PARTS = ("first", "second", "direction", "iterate")
+Compiled = Callable[[Tensor, Tensor, dict[str, Tensor], Tensor], None]
 
-Kernel = Callable[..., None]
-
-_kernels: dict[Any, Kernel | None] = {}  # None: this structure failed to compile
+_kernels: dict[Any, Compiled | None] = {}  # None: this structure failed to compile
 _counter = itertools.count()
 _lock = threading.Lock()
-_warned = False
+_warned: set[Any] = set()
+_ran: set[Any] = set()  # structures whose kernel has run (compiled) in this process
 
 
-def _warn_once(reason: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            f"momenta: compiled kernels are off ({reason}); the fast path runs its flat "
-            "buffers eagerly (same results, more memory passes).",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+def _warn(key: Any, reason: str) -> None:
+    """One warning per rule structure (and one for compilation switched off)."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(
+        f"momenta: {reason}; the fast path runs this optimizer's flat buffers eagerly "
+        "(same formula, more memory passes, not bit-identical to the compiled kernel).",
+        RuntimeWarning,
+        stacklevel=5,
+    )
+
+
+def _key(rules: Rules, buffers: tuple[str, ...], names: tuple[str, ...], maximize: bool, decays: bool) -> tuple[Any, ...]:
+    return (
+        *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
+        rules.eps, rules.zero_over_zero, buffers, names, maximize, decays,
+    )  # fmt: skip
+
+
+class Kernel:
+    """The compiled kernel of one rule structure for one step: call it on a parameter
+    range, ``kernel(p, g, buffers)``; ``False`` if it could not run (compilation failed
+    here: one warning, and the structure runs eagerly from then on)."""
+
+    def __init__(self, fn: Compiled, key: Any, packed: Tensor, rules: Rules) -> None:
+        self.fn, self.key, self.packed, self.rules = fn, key, packed, rules
+
+    def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> bool:
+        first = self.key not in _ran
+        start = time.perf_counter()
+        try:
+            self.fn(p, g, buffers, self.packed)
+        except Exception as error:  # no C++ compiler, an op of a user's rule Inductor lacks …
+            with _lock:
+                _kernels[self.key] = None
+            text = str(error).splitlines()[0][:200] if str(error) else ""
+            _warn(self.key, f"compiling {_describe(self.rules)} failed ({type(error).__name__}: {text})")
+            return False
+        if first:  # the call that compiled
+            _ran.add(self.key)
+            elapsed = time.perf_counter() - start
+            if elapsed > config.slow_compile_s:
+                log.warning(
+                    "momenta: the first step of %s waited %.1f s for its compiled kernel (once "
+                    "per process; the on-disk cache makes later runs faster). MOMENTA_COMPILE=0 "
+                    "turns compilation off.",
+                    _describe(self.rules),
+                    elapsed,
+                )
+        return True
+
+
+def _describe(rules: Rules) -> str:
+    return " + ".join(type(part).__name__ for part in rules.parts())
 
 
 def kernel(
     rules: Rules,
-    names: tuple[str, ...],
-    value_names: tuple[str, ...],
+    buffers: tuple[str, ...],
+    s: Scalars,
     maximize: bool,
     decays: bool,
     dtype: torch.dtype,
     device: torch.device,
 ) -> Kernel | None:
-    """The compiled kernel for this structure, compiling it on first use; ``None`` if
-    compilation is off or failed (then the caller runs :func:`reference.update` eagerly)."""
+    """This step's kernel for ``rules`` over ``buffers``, compiling it on first use;
+    ``None`` if compilation is off or failed for this structure (the caller runs
+    :func:`reference.update` eagerly)."""
     if not config.compile:
-        _warn_once("MOMENTA_COMPILE=0 or momenta.engine.config.compile = False")
+        _warn("off", "compiled kernels are off (MOMENTA_COMPILE=0 or momenta.engine.kernels.config.compile = False)")
         return None
-    template = dataclasses.replace(rules)  # Rules is frozen: hashable key parts below
-    key = (
-        *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
-        rules.eps, rules.zero_over_zero, names, value_names, maximize, decays,
-    )  # fmt: skip
+    value_names = tuple(name for name, _ in s.values)
+    key, names, hyper = _described(rules, buffers, value_names, maximize, decays)
     with _lock:
-        if key in _kernels:
-            return _kernels[key]
-        # A fresh code object per structure: dynamo caches graphs per code object, so
-        # structures never evict each other and instances of one structure share one.
-        n = next(_counter)
-        namespace: dict[str, Any] = {
-            "_body": _body, "TEMPLATE": template, "NAMES": names, "VALUE_NAMES": value_names,
-            "MAXIMIZE": maximize, "DECAYS": decays,
-        }  # fmt: skip
-        source = (
-            f"def momenta_kernel_{n}(p, g, buffers, hyper, scalars, values):\n"
-            "    _body(TEMPLATE, NAMES, VALUE_NAMES, MAXIMIZE, DECAYS, p, g, buffers, hyper, scalars, values)\n"
-        )
-        exec(compile(source, f"<momenta kernel {n}>", "exec"), namespace)
-        fn = torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)
-        _kernels[key] = fn
-        return fn
-
-
-Inputs = tuple[tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]
-
-
-def inputs(rules: Rules, s: Scalars, dtype: torch.dtype, device: torch.device) -> Inputs:
-    """The kernel's scalar inputs for one step: the rules' hyperparameters, the per-step
-    scalars and the values of the rules' scalar state, as 0-dim tensors (float64 for
-    float64 parameters, else float32)."""
+        if key not in _kernels:
+            _kernels[key] = _compile(rules, names, value_names, maximize, decays)
+        fn = _kernels[key]
+    if fn is None:
+        return None
+    numbers = [getattr(s, name) for name in STEP_SCALARS] + [v for _, v in s.values] + hyper
     scalar_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
-
-    def as_tensor(x: Any) -> Tensor:
-        return torch.as_tensor(x, dtype=scalar_dtype, device=device)
-
-    hyper = tuple(as_tensor(v) for v in itertools.chain.from_iterable(values(part) for part in rules.parts()))
-    scalars = tuple(as_tensor(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "values")
-    return hyper, scalars, tuple(as_tensor(v) for _, v in s.values)
+    packed = torch.tensor([float(x) for x in numbers], dtype=scalar_dtype, device=device)
+    return Kernel(fn, key, packed, rules)
 
 
-def run(fn: Kernel, p: Tensor, g: Tensor, buffers: tuple[Tensor, ...], scalar_inputs: Inputs) -> bool:
-    """Run a compiled kernel; ``False`` (after one warning) if it cannot be compiled here:
-    that structure then runs eagerly from now on, the others keep their kernels."""
-    try:
-        fn(p, g, buffers, *scalar_inputs)
-    except Exception as error:  # no C++ compiler, an unsupported op in a user's rule, ...
-        with _lock:
-            for key, compiled in _kernels.items():
-                if compiled is fn:
-                    _kernels[key] = None
-        _warn_once(f"torch.compile failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
-        return False
-    return True
+_described_cache: dict[Any, tuple[Rules, Any]] = {}
+
+
+def _described(
+    rules: Rules, buffers: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool
+) -> tuple[Any, tuple[str, ...], list[Any]]:
+    """The kernel's key, its scalar names and the rules' hyperparameter values, computed
+    once per ``Rules`` value (the engine reuses one until a hyperparameter changes)."""
+    cache_key = (id(rules), buffers, value_names, maximize, decays)
+    cached = _described_cache.get(cache_key)
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    hyper = hyperparameters(rules)
+    names = STEP_SCALARS + value_names + tuple(hyper)
+    result = (_key(rules, buffers, names, maximize, decays), names, list(hyper.values()))
+    if len(_described_cache) > 1024:
+        _described_cache.clear()
+    _described_cache[cache_key] = (rules, result)
+    return result
+
+
+def _compile(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> Compiled:
+    # A fresh code object per structure: dynamo caches graphs per code object, so
+    # structures never evict each other and instances of one structure share one.
+    n = next(_counter)
+    namespace: dict[str, Any] = {
+        "_body": _body, "TEMPLATE": dataclasses.replace(rules), "NAMES": names,
+        "VALUE_NAMES": value_names, "MAXIMIZE": maximize, "DECAYS": decays,
+    }  # fmt: skip
+    source = (
+        f"def momenta_kernel_{n}(p, g, buffers, packed):\n"
+        "    _body(TEMPLATE, NAMES, VALUE_NAMES, MAXIMIZE, DECAYS, p, g, buffers, packed)\n"
+    )
+    exec(compile(source, f"<momenta kernel {n}>", "exec"), namespace)
+    log.info("momenta: compiling the kernel of %s", _describe(rules))
+    return torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)  # type: ignore[return-value]

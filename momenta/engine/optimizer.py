@@ -22,18 +22,10 @@ from typing import Any, Literal, cast, overload
 import torch
 from torch import Tensor
 
-from . import checkpoint, flat, kernels, reference, validation
+from . import checkpoint, compat, flat, kernels, reference, validation
 from .composition import Rules
 
 ParamsT = Any  # what torch.optim accepts: tensors, named tensors or param-group dicts
-
-
-def _fused_devices() -> list[str]:
-    try:  # the list torch quotes in its error message
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-    except ImportError:  # pragma: no cover - older torch
-        return ["cuda", "cpu"]
-    return _get_fused_kernels_supported_devices()
 
 
 def _scalar_dtype(fused: bool | None = None) -> torch.dtype:
@@ -53,7 +45,7 @@ class _Plan:
     group: dict[str, Any]
     rules: Rules
     hyper: reference.Hyper
-    ready: list[flat.Bucket]  # buckets whose gradients are in their flat buffers
+    ready: list[flat.Gathered]  # buckets whose gradients are gathered for a flat step
     rest: list[Tensor]  # parameters with a gradient, for the reference path
 
 
@@ -67,8 +59,9 @@ def _finite(plans: list[_Plan]) -> bool:
     per device, not one per parameter."""
     flags: dict[torch.device, list[Tensor]] = {}
     for plan in plans:
-        for b in plan.ready:
-            flags.setdefault(b.device, []).extend(torch.isfinite(g).all() for g in b.grads_to_check())
+        for gathered in plan.ready:
+            device = gathered.bucket.layout.device
+            flags.setdefault(device, []).extend(torch.isfinite(g).all() for g in gathered.to_check())
         for p in plan.rest:
             assert p.grad is not None
             flags.setdefault(p.grad.device, []).append(torch.isfinite(_values(p.grad)).all())
@@ -82,14 +75,18 @@ def _values_key(group: Mapping[str, Any]) -> tuple[Any, ...] | None:
     for key, value in group.items():
         if key in ("params", "param_names"):
             continue
-        if isinstance(value, Tensor):
-            value = (id(value), value._version)
-        elif isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value):
-            value = tuple((id(v), v._version) if isinstance(v, Tensor) else v for v in value)
+        if isinstance(value, Tensor) or (isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value)):
+            value = tuple((id(v), compat.version(v)) if isinstance(v, Tensor) else v for v in _tuple(value))
+            if any(isinstance(v, tuple) and v[1] is None for v in value):
+                return None  # no version counter: an in-place change could not be seen
         elif not isinstance(value, (int, float, str, bool, tuple, type(None))):
             return None
         parts.append((key, value))
     return tuple(parts)
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
@@ -167,7 +164,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             with torch.enable_grad():
                 loss = closure()
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
-            plans = [self._plan(index, group) for index, group in enumerate(self.param_groups)]
+            plans = self._plans()
             if self.nonfinite is not None and not _finite(plans):
                 if self.nonfinite == "raise":
                     raise FloatingPointError(self._nonfinite_message())
@@ -177,15 +174,27 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 self._apply(plan)
         return loss
 
-    def _plan(self, index: int, group: dict[str, Any]) -> _Plan:
-        rules, hyper = self._rules_of(index, group)
-        if self.complex_error is not None or self.dense_error is not None:
-            self._refuse(group)
-        if self._uses_flat(group, rules):
-            ready, rest = self._flat_group(index, group["params"]).gather(rules)
-        else:
-            ready, rest = [], [p for p in group["params"] if p.grad is not None]
-        return _Plan(group, rules, hyper, ready, rest)
+    def _plans(self) -> list[_Plan]:
+        """Phase one of a step, for every param group: rules checked, flat buffers current,
+        gradients gathered. Nothing of the parameters or the state has changed."""
+        groups = [(group, *self._rules_of(index, group)) for index, group in enumerate(self.param_groups)]
+        flats: list[flat.FlatGroup | None] = []
+        for index, (group, rules, _) in enumerate(groups):
+            if self.complex_error is not None or self.dense_error is not None:
+                self._refuse(group)
+            flats.append(self._flat_group(index, group["params"]) if self._uses_flat(group, rules) else None)
+        # compiled kernels or eager ones: decided by the optimizer's size alone, the same at
+        # every step (a resumed run takes the uninterrupted run's path)
+        self._compiled = sum(f.numel for f in flats if f) >= kernels.config.compile_min_numel
+        plans = []
+        for (group, rules, hyper), flat_group in zip(groups, flats):
+            if flat_group is None:
+                ready, rest = [], [p for p in group["params"] if p.grad is not None]
+            else:
+                direct = self._compiled and kernels.config.compile and kernels.compilable(rules)
+                ready, rest = flat_group.gather(direct)
+            plans.append(_Plan(group, rules, hyper, ready, rest))
+        return plans
 
     def _rules_of(self, index: int, group: dict[str, Any]) -> tuple[Rules, reference.Hyper]:
         """The group's rules and engine hyperparameters, checked; rebuilt only when a value
@@ -202,11 +211,12 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         return rules, hyper
 
     def _apply(self, plan: _Plan) -> None:
+        """Phase two: step the gathered flat buckets, then the reference path's parameters."""
         group, rules, hyper = plan.group, plan.rules, plan.hyper
         tracked = cast(flat.TrackedState, self.state)  # installed in __init__ and __setstate__
-        rest = plan.rest + flat.FlatGroup.step(
-            plan.ready, rules, hyper, tracked, lambda p: self.new_state(p, group, rules)
-        )
+        rest = list(plan.rest)
+        for gathered in plan.ready:
+            rest += flat.run(gathered, rules, hyper, tracked, lambda p: self.new_state(p, group, rules), self._compiled)
         for p in rest:
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
@@ -234,10 +244,13 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
     def _uses_flat(self, group: dict[str, Any], rules: Rules) -> bool:
         """Flat buffers unless the for-loop is asked for (``foreach=False``), autograd must
-        see the step (``differentiable``), a rule is not elementwise, or every gradient is
-        sparse (``dense_error``: nothing to flatten)."""
+        see the step (``differentiable``), a rule is neither elementwise nor segmented
+        (rows, columns, matrices), every gradient is sparse (``dense_error``: nothing to
+        flatten), or torch.compile is tracing the step (it fuses the reference path itself;
+        the fast path's bookkeeping, identity checks and host reads, is not for tracing)."""
         return (
             kernels.config.flat
+            and not torch.compiler.is_compiling()
             and self.dense_error is None
             and group.get("foreach") is not False
             and not group.get("differentiable")
@@ -285,7 +298,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         """A new state for ``p``: ``step`` where counted, then the rules' buffers."""
         fused = bool(group.get("fused"))
         if fused:
-            devices = _fused_devices()
+            devices = compat.fused_devices()
             if not (p.device.type in devices and torch.is_floating_point(p)):
                 raise RuntimeError(
                     "`fused=True` requires all the params to be floating point Tensors of "

@@ -14,7 +14,7 @@ calls the same function over flat buffers, eagerly or compiled with 0-dim tensor
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,16 +110,22 @@ def divide(m: Tensor, v: Tensor | None, rules: Rules, s: Scalars) -> Tensor:
     return m / denom
 
 
+Norm = Callable[[Tensor], Tensor]
+
+
 def moments(
-    rules: Rules, buffers: Mapping[str, Any], g: Tensor, p: Tensor, s: Scalars, decays: bool
+    rules: Rules, buffers: Mapping[str, Any], g: Tensor, p: Tensor, s: Scalars, decays: bool, norm: Norm | None = None
 ) -> tuple[Tensor, Updates]:
-    """The direction ``D(m̂ / (√V̂ + ε))`` (before lr and c₁) and the rules' new buffers."""
+    """The direction ``D(m̂ / (√V̂ + ε))`` (before lr and c₁) and the rules' new buffers.
+    ``norm``: each element's whole-parameter norm, for a segmented direction on flat buffers."""
     first, second = rules.first, rules.second
 
     def direction(x: Tensor, v: Tensor | None) -> tuple[Tensor, Updates]:
         d = divide(x, v, rules, s)
         if decays and rules.weight_decay == "direction":
             d = d + s.weight_decay * p
+        if norm is not None and rules.direction.segmented:
+            return rules.direction.apply(buffers, d, p, s.t, norm=norm)  # type: ignore[call-arg]
         return rules.direction.apply(buffers, d, p, s.t)
 
     if rules.precondition == "moment":
@@ -142,15 +148,18 @@ def update(
     *,
     maximize: bool,
     decays: bool,
+    norm: Norm | None = None,
 ) -> Updates:
-    """One step of the formula on real tensors: moves ``p`` in place, returns the new buffers."""
+    """One step of the formula on real tensors: moves ``p`` in place, returns the new buffers.
+    ``norm`` replaces the whole-parameter norm of a segmented direction (flat buffers hold
+    many parameters; :meth:`Layout.segments`)."""
     if maximize:
         g = -g
     if decays and rules.weight_decay == "coupled":
         g = g + s.weight_decay * p
     if s.values:
         buffers = {**buffers, **dict(s.values)}
-    d, updates = moments(rules, buffers, g, p, s, decays)
+    d, updates = moments(rules, buffers, g, p, s, decays, norm)
     shrink = s.shrink if decays and rules.weight_decay == "decoupled" else None
     (base, scale, direction), more = rules.iterate.apply(buffers, p, d, s.step_size, s.lr, shrink, s.t)
     if base is not p:
@@ -178,21 +187,19 @@ def init_state(rules: Rules, p: Tensor, state: MutableMapping[str, Any], step: T
             state[name] = torch.view_as_complex(buffer) if p.is_complex() else buffer
 
 
-def advance(rules: Rules, scalars: Mapping[str, Tensor], t: float, into: Mapping[str, Tensor] | None = None) -> dict[str, Scalar]:
-    """Move the rules' scalar state one step (:meth:`Rule.advance`), writing the new values
-    into ``into`` (default: ``scalars`` themselves); returns this step's values."""
+def advance(rules: Rules, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Scalar]]:
+    """The rules' scalar state one step on (:meth:`Rule.advance`): ``(new scalar state,
+    this step's values)``; the caller writes the new state."""
+    new: dict[str, Any] = {}
     values: dict[str, Scalar] = {}
-    into = scalars if into is None else into
     for part in rules.parts():
         names = part.scalars()
         if not names and type(part).advance is Rule.advance:
             continue  # no scalar state, no per-step values
-        new, now = part.advance({name: scalars[name] for name in names}, t)
-        for name, value in new.items():
-            target = into[name]
-            target.copy_(value) if isinstance(value, Tensor) else target.fill_(value)
+        state, now = part.advance({name: scalars[name] for name in names}, t)
+        new.update(state)
         values.update(now)
-    return values
+    return new, values
 
 
 def write(state: MutableMapping[str, Any], updates: Updates, complex_: bool) -> None:
@@ -212,7 +219,9 @@ def _start(state: MutableMapping[str, Any], rules: Rules) -> tuple[float, dict[s
         state["step"] += 1
         t = float(state["step"])
     with torch.no_grad():
-        values = advance(rules, state, t)
+        new, values = advance(rules, state, t)
+        for name, value in new.items():
+            state[name].copy_(value) if isinstance(value, Tensor) else state[name].fill_(value)
     return t, values
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any, Literal
 
 import torch
@@ -117,16 +116,11 @@ class Segments:
         return sums.sqrt().repeat_interleave(self.lengths, output_size=self.total)
 
 
-#: the layout of the flat buffers a step runs over, while the fast path runs one (else None)
-segments: ContextVar[Segments | None] = ContextVar("segments", default=None)
-
-
 def norm(x: Tensor) -> Tensor:
-    """``‖x‖₂`` of a whole parameter: a 0-dim tensor; on the fast path, where ``x`` holds many
-    parameters end to end, each element's own parameter's norm (rules that take no other
-    whole-parameter quantity set ``segmented = True`` and so run on flat buffers)."""
-    layout = segments.get()
-    return layout.norm(x) if layout is not None else torch.linalg.vector_norm(x)
+    """``‖x‖₂`` of a whole parameter, a 0-dim tensor. Segmented rules take the norm as an
+    argument instead (``norm=``), so that on flat buffers the engine can hand them
+    :meth:`Segments.norm`: each element's own parameter's norm."""
+    return torch.linalg.vector_norm(x)
 
 
 def rms(x: Tensor) -> Tensor:
@@ -158,8 +152,9 @@ class Rule(ABC):
     #: may run the rule over flat buffers holding many parameters (its fast path).
     elementwise: bool = True
 
-    #: Not elementwise, but only through whole-parameter norms taken with :func:`norm`: the
-    #: fast path can still run it over flat buffers (eagerly, with per-parameter segments).
+    #: Not elementwise, but only through whole-parameter norms, which it takes from its
+    #: ``norm`` argument (a :class:`Direction`'s ``apply(..., norm=...)``): the fast path
+    #: can still run it over flat buffers (eagerly, with per-parameter segments).
     segmented: bool = False
 
     def init(self, p: Tensor) -> Updates:

@@ -10,9 +10,10 @@
 | :class:`LocalLR` | ``η·‖w‖/(‖g‖ + λ‖w‖ + ε) · d`` for ``d = g + λ·w`` (LARS; 1 where a norm is 0) | no (two norms) |
 
 A rule that is not elementwise sees whole parameters: the engine runs it on the reference
-path, one parameter at a time, unless it is ``segmented`` (its only whole-parameter
-quantities are norms taken with :func:`~momenta.rules.base.norm`): then flat buffers
-with per-parameter segments serve, eagerly. Its norms are over the whole parameter, so under FSDP2
+path, one parameter at a time, unless it is ``segmented``: its only whole-parameter
+quantities are norms, taken with the ``norm`` argument of :meth:`apply` (default
+:func:`~momenta.rules.base.norm`). Then flat buffers serve, eagerly: the engine passes a
+``norm`` that gives each element its own parameter's norm. Its norms are over the whole parameter, so under FSDP2
 (a DTensor shard) they are computed by DTensor over the full tensor.
 """
 
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from .base import Direction, State, Updates, check, norm
+
+Norm = Callable[[Tensor], Tensor]  # a whole parameter's ‖·‖₂ (each element's own parameter's on flat buffers)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,6 @@ class Sign(Direction):
         return d.sign(), {}
 
 
-_norm = norm  # a whole parameter's ‖·‖₂ (per parameter on flat buffers)
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,8 @@ class TrustRatio(Direction):
     def formula(self) -> str:
         return "η·‖w‖/‖{d}‖·{d}" if self.coefficient != 1 else "‖w‖/‖{d}‖·{d}"
 
-    def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
-        w_norm, d_norm = _norm(w), _norm(d)
+    def apply(self, state: State, d: Tensor, w: Tensor, t: float, norm: Norm = norm) -> tuple[Tensor, Updates]:
+        w_norm, d_norm = norm(w), norm(d)
         ratio = self.coefficient * w_norm / (d_norm + self.eps)
         ratio = torch.where((w_norm > 0) & (d_norm > 0), ratio, torch.ones_like(ratio))
         return ratio * d, {}
@@ -117,7 +120,7 @@ class ClipRMS(Direction):
         return "{d}/max(1, RMS({d})/c)"
 
     def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
-        rms = _norm(d) / (max(d.numel(), 1) ** 0.5 * self.threshold)
+        rms = norm(d) / (max(d.numel(), 1) ** 0.5 * self.threshold)
         return d / rms.clamp_min(1.0), {}
 
 
@@ -232,9 +235,9 @@ class LocalLR(Direction):
     def formula(self) -> str:
         return "η·‖w‖/(‖g‖ + λ‖w‖)·{d}"
 
-    def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
-        w_norm = _norm(w)
-        g_norm = _norm(d - self.weight_decay * w) if self.weight_decay != 0 else _norm(d)
+    def apply(self, state: State, d: Tensor, w: Tensor, t: float, norm: Norm = norm) -> tuple[Tensor, Updates]:
+        w_norm = norm(w)
+        g_norm = norm(d - self.weight_decay * w) if self.weight_decay != 0 else norm(d)
         ratio = self.coefficient * w_norm / (g_norm + self.weight_decay * w_norm + self.eps)
         ratio = torch.where((w_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
         return ratio * d, {}

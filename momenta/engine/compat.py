@@ -1,0 +1,73 @@
+"""Every private torch API the engine uses, in one place, each with a safe answer when the
+running torch no longer offers it (``tests/test_compat.py`` tests each one and its fallback).
+
+| function | torch API | if torch lacks it |
+|---|---|---|
+| :func:`storage_users` | ``torch._C._storage_Use_Count`` | ``None``: unknown, and :func:`owns_storage` then says *not owned* |
+| :func:`copy_all` | ``torch._foreach_copy_`` | a loop of ``Tensor.copy_`` |
+| :func:`fused_devices` | ``torch.utils._foreach_utils._get_fused_kernels_supported_devices`` | ``["cuda", "cpu"]`` (torch 2.13's list) |
+| :func:`version` | ``Tensor._version`` | ``None``: an in-place change cannot be seen, so callers rebuild |
+
+"Safe" means: a missing API costs speed, never correctness. A storage whose users cannot be
+counted is treated as shared (the fast path leaves the parameter where it is rather than
+re-point it, which would silently orphan a ZeroRedundancyOptimizer bucket view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def storage_users(t: Tensor) -> int | None:
+    """How many tensors hold ``t``'s storage; ``None`` where torch cannot tell."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return None
+    try:
+        # the Python storage object made here holds one reference itself
+        return int(count(t.untyped_storage()._cdata)) - 1
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
+def owns_storage(t: Tensor) -> bool:
+    """``t`` is its storage's only tenant: it spans the whole storage and no other tensor
+    holds it (so re-pointing ``p.data`` elsewhere leaves no one behind on the old values).
+    ``False`` when torch cannot count a storage's users."""
+    return (
+        t.storage_offset() == 0
+        and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+        and storage_users(t) == 1
+    )
+
+
+def copy_all(targets: Sequence[Tensor], sources: Sequence[Tensor]) -> None:
+    """``targets[i].copy_(sources[i])`` for every ``i``, in one call where torch can."""
+    if not targets:
+        return
+    copy = getattr(torch, "_foreach_copy_", None)
+    if copy is not None:
+        try:
+            copy(list(targets), list(sources))
+            return
+        except (RuntimeError, TypeError):  # pragma: no cover - a torch whose signature differs
+            pass
+    for target, source in zip(targets, sources):
+        target.copy_(source)
+
+
+def fused_devices() -> list[str]:
+    """The device types torch's fused optimizer kernels support (quoted in its error)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return ["cuda", "cpu"]
+    return list(_get_fused_kernels_supported_devices())
+
+
+def version(t: Tensor) -> int | None:
+    """A counter that changes whenever ``t`` is modified in place; ``None`` if unavailable."""
+    return getattr(t, "_version", None)

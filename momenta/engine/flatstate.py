@@ -1,0 +1,174 @@
+"""Who owns the optimizer state on the fast path: flat buffers, with views handed out.
+
+``optimizer.state[p]`` stays torch's plain ``dict[str, Tensor]`` (state_dicts save it and
+load it with ``torch.load(weights_only=True)``), but on the fast path its tensors are views:
+each buffer (``exp_avg`` …) is parameter ``p``'s region of one flat buffer of the bucket,
+each scalar (``step``, ``mu_product`` …) one element of a tensor with an element a
+parameter. :class:`FlatState` makes that so (:meth:`~FlatState.adopt`), and notices in O(1)
+when something replaced a state (``load_state_dict``, ``opt.state[p] = …``): then it copies
+the new values in again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from operator import is_, itemgetter
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import compat
+from .layout import Layout
+
+
+class TrackedState(defaultdict):  # type: ignore[type-arg]
+    """``optimizer.state`` with a version that changes whenever an entry is set or removed,
+    so the fast path knows in O(1) that its cached per-parameter states are still current.
+    (Per-parameter states stay plain dicts: state_dicts hold them and must load with
+    ``torch.load(weights_only=True)``.)"""
+
+    version = 0
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def _bump(name: str) -> Callable[..., Any]:  # type: ignore[misc]
+        def method(self: TrackedState, *args: Any, **kwargs: Any) -> Any:
+            self.version += 1
+            return getattr(super(TrackedState, self), name)(*args, **kwargs)
+
+        return method
+
+    clear = _bump("clear")
+    pop = _bump("pop")
+    popitem = _bump("popitem")
+    update = _bump("update")
+    setdefault = _bump("setdefault")
+    del _bump
+
+    def __reduce__(self) -> Any:  # pickles (and deep-copies) as torch's defaultdict(dict)
+        return (defaultdict, (dict,), None, None, iter(self.items()))
+
+
+NewState = Callable[[Tensor], dict[str, Any]]
+
+
+class FlatState:
+    """The state of a layout's parameters in flat buffers.
+
+    Attributes:
+        buffers: flat buffers by name, laid out like the parameters (``exp_avg`` …).
+        scalars: per-parameter scalar state by name, one element a parameter (``step`` …).
+        owners: the indices of the parameters that have a state (torch creates a state at a
+            parameter's first gradient; the others have none yet).
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.buffers: dict[str, Tensor] = {}
+        self.scalars: dict[str, Tensor] = {}
+        self.owners: list[int] = []
+        self._dicts: list[dict[str, Any]] = []  # optimizer.state[p] of the owners
+        self._views: dict[str, list[Tensor]] = {}  # the views we handed out, by name
+        self._seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) then
+
+    def current(self, state: TrackedState, present: Sequence[int]) -> bool:
+        """Our views are still what ``optimizer.state`` holds, and every parameter with a
+        gradient this step has a state."""
+        seen_state, seen_version = self._seen
+        if seen_state is not state or seen_version != state.version:
+            return False
+        if len(self.owners) != len(self.layout.params) and not set(present) <= set(self.owners):
+            return False
+        dicts = self._dicts
+        if list(map(len, dicts)) != [len(self._views)] * len(dicts):
+            return False
+        return all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self._views.items())
+
+    def adopt(self, state: TrackedState, new_state: NewState, scalar_names: tuple[str, ...], present: Sequence[int]) -> bool:
+        """Make the flat buffers hold the parameters' states: copy them in, create the states
+        of parameters with a gradient and none yet. ``False`` if the states do not fit one
+        layout (different keys, shapes or dtypes): the reference path steps them instead."""
+        if self.current(state, present):
+            return True
+        params, layout = self.layout.params, self.layout
+        wanted = set(present)
+        dicts: list[dict[str, Any] | None] = []
+        for i, p in enumerate(params):
+            d = state.get(p)
+            if not d and i in wanted:
+                d = new_state(p)
+                if d:
+                    state[p] = d
+            dicts.append(d or None)
+        owners = [i for i, d in enumerate(dicts) if d is not None]
+        owned: list[dict[str, Any]] = [d for d in dicts if d is not None]
+        keys = list(owned[0]) if owned else []
+        if any(d.keys() != owned[0].keys() for d in owned):  # same keys, in any order
+            return False
+        buffers: dict[str, Tensor] = {}
+        scalars: dict[str, Tensor] = {}
+        for key in keys:
+            tensors = [d[key] for d in owned]
+            if key in scalar_names:
+                if any(not torch.is_tensor(t) or t.dim() != 0 for t in tensors):
+                    return False
+                if any(t.dtype != tensors[0].dtype or t.device != tensors[0].device for t in tensors):
+                    return False
+                stacked = torch.zeros(len(params), dtype=tensors[0].dtype, device=tensors[0].device)
+                stacked[owners] = torch.stack([t.detach() for t in tensors])
+                scalars[key] = stacked
+            elif any(
+                type(t) is not Tensor or t.shape != params[i].shape or t.dtype != layout.dtype
+                or t.device != layout.device or t.stride() != params[i].stride()
+                for t, i in zip(tensors, owners)
+            ):  # fmt: skip
+                return False
+            else:
+                flat = buffers[key] = layout.zeros()
+                compat.copy_all([layout.region(flat, i) for i in owners], [t.detach() for t in tensors])
+        self.buffers, self.scalars, self.owners, self._dicts = buffers, scalars, owners, owned
+        self._views = {}
+        for key in keys:
+            self._hand_out(key)
+        self._seen = (state, state.version)
+        return True
+
+    def _hand_out(self, key: str) -> None:
+        """Point every owner's ``state[key]`` at its region (or element) of our buffer."""
+        if key in self.scalars:
+            views = [self.scalars[key][i] for i in self.owners]
+        else:
+            views = [self.layout.region(self.buffers[key], i) for i in self.owners]
+        for d, view in zip(self._dicts, views):
+            d[key] = view
+        self._views[key] = views
+
+    def add(self, key: str, stepped: Sequence[int], state: TrackedState) -> Tensor:
+        """A buffer born at a rule's first update (torch's ``momentum_buffer``): a new flat
+        buffer, handed out to the parameters ``stepped`` (whose states are registered in
+        ``optimizer.state`` if they had none)."""
+        flat = self.buffers[key] = self.layout.zeros()
+        params = self.layout.params
+        dicts = dict(zip(self.owners, self._dicts))
+        for i in stepped:
+            if i not in dicts:
+                dicts[i] = state[params[i]] = {}
+        self.owners = sorted(dicts)
+        self._dicts = [dicts[i] for i in self.owners]
+        if len(stepped) == len(self.owners):
+            for k in [*self.scalars, *self.buffers]:
+                self._hand_out(k)
+            self._seen = (state, state.version)
+        else:  # owners that did not step lack the new buffer: the states no longer share
+            for i in stepped:  # one layout, and the next step adopts them anew
+                dicts[i][key] = self.layout.region(flat, i)
+            self._seen = (None, -1)
+        return flat

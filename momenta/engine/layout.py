@@ -1,0 +1,100 @@
+"""Where parameters live on the fast path: regions of one flat buffer.
+
+A :class:`Layout` places the parameters of one (param group, device, dtype) end to end in a
+flat buffer, each region starting on a 64-byte boundary and keeping its parameter's strides
+(channels_last stays channels_last). The gaps between regions hold zeros in every flat
+buffer and are never read back. Every flat buffer of a bucket (parameters, gradients, each
+state buffer) has this same layout, so region ``i`` of any of them belongs to parameter ``i``.
+"""
+
+from __future__ import annotations
+
+from operator import methodcaller
+
+import torch
+from torch import Tensor
+
+from ..rules import base
+from . import compat
+
+
+def flattenable(p: Tensor) -> bool:
+    """A plain dense tensor the fast path can hold in a region of a flat buffer."""
+    return (
+        type(p) in (Tensor, torch.nn.Parameter)
+        and p.layout == torch.strided
+        and p.device.type != "meta"
+        and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
+             or p.is_contiguous(memory_format=torch.channels_last_3d))
+    )  # fmt: skip
+
+
+def movable(p: Tensor) -> bool:
+    """``p`` may be moved into a flat buffer: re-pointing its ``.data`` leaves no other
+    tensor on the old values (not a view into DDP's or ZeroRedundancyOptimizer's buckets)."""
+    return flattenable(p) and compat.owns_storage(p)
+
+
+def as_flat(t: Tensor) -> Tensor:
+    """``t``'s elements in memory order, as a 1-D view (``t`` non-overlapping and dense)."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+_data_ptr = methodcaller("data_ptr")
+
+
+class Layout:
+    """The regions of ``params`` in a flat buffer of ``numel`` elements.
+
+    Building a layout moves the parameters in: each ``p.data`` becomes a view of
+    :attr:`data`, holding the same values.
+    """
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.params = params
+        self.dtype, self.device = params[0].dtype, params[0].device
+        self.align = max(1, 64 // params[0].element_size())
+        self.offsets: list[int] = []
+        total = 0
+        for p in params:
+            total = self.round_up(total)
+            self.offsets.append(total)
+            total += p.numel()
+        self.numel = self.round_up(total)
+        self.sizes = [p.numel() for p in params]
+        self.data = self.zeros()
+        for p, view in zip(params, self.regions(self.data)):
+            view.copy_(p.detach())
+            p.data = view
+        self.ptrs = list(map(_data_ptr, params))
+        self._segments: base.Segments | None = None
+
+    def round_up(self, n: int) -> int:
+        """``n`` rounded up to the alignment (a region's start)."""
+        return -(-n // self.align) * self.align
+
+    def zeros(self) -> Tensor:
+        """A new flat buffer of this layout, all zeros."""
+        return torch.zeros(self.numel, dtype=self.dtype, device=self.device)
+
+    def region(self, flat: Tensor, i: int) -> Tensor:
+        """Parameter ``i``'s region of ``flat``, shaped and strided like the parameter."""
+        p = self.params[i]
+        return flat.as_strided(p.shape, p.stride(), flat.storage_offset() + self.offsets[i])
+
+    def regions(self, flat: Tensor) -> list[Tensor]:
+        """Every parameter's region of ``flat``."""
+        return [self.region(flat, i) for i in range(len(self.params))]
+
+    def holds(self) -> bool:
+        """The parameters are still in our buffer (``model.to``, ``p.data = …`` move them)."""
+        return list(map(_data_ptr, self.params)) == self.ptrs
+
+    def segments(self) -> base.Segments:
+        """Where each parameter's elements lie, gaps as segments of their own (for the
+        whole-parameter norms of segmented rules on flat buffers)."""
+        if self._segments is None:
+            ends = [*self.offsets[1:], self.numel]
+            lengths = [n for o, e, size in zip(self.offsets, ends, self.sizes) for n in (size, e - o - size)]
+            self._segments = base.Segments(lengths, self.device)
+        return self._segments
