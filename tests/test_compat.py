@@ -1,0 +1,74 @@
+"""Every private torch API the engine uses (momenta/engine/compat.py) works on this torch, and
+each fails safe when torch no longer offers it: slower, never wrong."""
+
+from __future__ import annotations
+
+import torch
+
+import momenta
+from momenta.engine import compat
+
+
+def test_storage_users_counts_the_tensors_holding_a_storage():
+    a = torch.zeros(6)
+    assert compat.storage_users(a) == 1
+    b = a[:3]  # noqa: F841 - a second tenant
+    assert compat.storage_users(a) == 2
+    assert compat.owns_storage(torch.zeros(4))
+    assert not compat.owns_storage(torch.zeros(8)[:4])  # a view of a larger storage
+
+
+def test_without_a_storage_count_nothing_is_owned(monkeypatch):
+    monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    assert compat.storage_users(torch.zeros(3)) is None
+    assert not compat.owns_storage(torch.zeros(3))
+    # the fast path then leaves every parameter where it is, and still steps correctly
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    storage = p.data_ptr()
+    opt = momenta.SGD([p], lr=0.5)
+    p.grad = torch.ones(4, dtype=torch.float64)
+    opt.step()
+    assert p.data_ptr() == storage
+    torch.testing.assert_close(p.detach(), torch.full((4,), 0.5, dtype=torch.float64))
+
+
+def test_copy_all_copies_with_and_without_foreach(monkeypatch):
+    sources = [torch.randn(3), torch.randn(2, 2)]
+    for foreach in (True, False):
+        if not foreach:
+            monkeypatch.delattr(torch, "_foreach_copy_")
+        targets = [torch.zeros(3), torch.zeros(2, 2)]
+        compat.copy_all(targets, sources)
+        for t, s in zip(targets, sources):
+            assert torch.equal(t, s)
+    compat.copy_all([], [])
+
+
+def test_fused_devices_lists_cpu_and_falls_back(monkeypatch):
+    assert "cpu" in compat.fused_devices()
+    import torch.utils._foreach_utils as utils
+
+    monkeypatch.delattr(utils, "_get_fused_kernels_supported_devices")
+    assert compat.fused_devices() == ["cuda", "cpu"]
+
+
+def test_version_changes_in_place_and_none_forces_a_rebuild(monkeypatch):
+    t = torch.zeros(2)
+    before = compat.version(t)
+    t.add_(1)
+    assert compat.version(t) != before
+    # without version counters the rules are rebuilt at every step: a tensor beta edited in
+    # place still takes effect
+    monkeypatch.setattr(compat, "version", lambda t: None)
+    results = []
+    for cls in (torch.optim.Adam, momenta.Adam):
+        p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        beta1 = torch.tensor(0.9, dtype=torch.float64)
+        opt = cls([p], lr=0.1, betas=(beta1, torch.tensor(0.999, dtype=torch.float64)))
+        for step in range(3):
+            if step == 1:
+                beta1.fill_(0.5)
+            p.grad = torch.full((3,), 1.0 + step, dtype=torch.float64)
+            opt.step()
+        results.append(p.detach().clone())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=0)
