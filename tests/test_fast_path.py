@@ -13,7 +13,7 @@ from helpers import assert_states_close, record_kernel_runs
 
 import momenta
 from momenta import Rules
-from momenta.engine import flat, kernels
+from momenta.engine import kernels
 from momenta.rules import EMA, AMSGrad, EMASq, Gradient, Momentum, One, SumSq
 
 FIRST = [Gradient(), EMA(0.9), EMA(0.8, bias_correction=True), Momentum(0.9, 0.1), Momentum(0.5, nesterov=True)]

@@ -15,7 +15,7 @@ import torch
 from helpers import assert_states_close, record_flat_steps, record_kernel_runs
 
 import momenta
-from momenta.engine import flat, kernels
+from momenta.engine import kernels
 
 #: enough steps for RAdam's rectification to switch on (ρₜ > 5 from step 6 with β₂ = 0.999)
 STEPS = 8

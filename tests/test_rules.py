@@ -9,7 +9,7 @@ import torch
 
 import momenta
 from momenta import Rules
-from momenta.rules import EMA, AMSGrad, EMASq, FirstMoment, Gradient, Momentum, One, SecondMoment, SumSq
+from momenta.rules import EMA, AMSGrad, EMASq, FirstMoment, Gradient, Momentum, One, SumSq
 
 FIRST = [Gradient(), EMA(0.9), EMA(0.8, bias_correction=True), Momentum(0.9), Momentum(0.9, 0.1), Momentum(0.9, nesterov=True)]
 SECOND = [One(), SumSq(), SumSq(0.1, 0.5), EMASq(0.99), EMASq(0.9, bias_correction=True), EMASq(0.9, centered=True), AMSGrad(EMASq(0.99, True))]

@@ -200,11 +200,18 @@ def _advance(state: FlatState, rules: Rules, indices: list[int], everyone: bool)
 
 
 def run(
-    g: Gathered, rules: Rules, h: reference.Hyper, state: TrackedState, new_state: NewState, compiled: bool
+    g: Gathered,
+    rules: Rules,
+    h: reference.Hyper,
+    state: TrackedState,
+    new_state: NewState,
+    compiled: bool,
+    label: str = "",
 ) -> list[Tensor]:
     """Step every parameter of ``g`` that has a gradient (the gradients gathered, the step
-    checked). Returns the parameters the flat buffers could not step after all (states of
-    another layout), for the reference path."""
+    checked), with compiled kernels if ``compiled`` (``label`` names the optimizer in
+    messages). Returns the parameters the flat buffers could not step after all (states
+    of another layout), for the reference path."""
     b = g.bucket
     segmented = not rules.elementwise
     if segmented and (b.layout.dtype.is_complex or len(g.present) != len(b.params) or g.direct):
@@ -220,7 +227,9 @@ def run(
         born = not rules.buffers() <= b.state.buffers.keys()  # a buffer born at this update
         kernel = None
         if compiled and not born and not segmented:
-            kernel = kernels.kernel(rules, tuple(b.state.buffers), s, h.maximize, h.decays, layout.dtype, layout.device)
+            kernel = kernels.kernel(
+                rules, tuple(b.state.buffers), s, h.maximize, h.decays, layout.dtype, layout.device, label
+            )
         norm = layout.segments().norm if segmented else None
         for start, stop, grad in spans(b, indices, g.direct):
             n = stop - start
@@ -254,8 +263,8 @@ class FlatGroup:
             if p.data_ptr() == ptr
         }
         by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-        for p in self.params:
-            if p.requires_grad and flattenable(p) and (id(p) in ours or movable(p)):
+        for p, ok in zip(self.params, movable(self.params)):
+            if p.requires_grad and flattenable(p) and (ok or id(p) in ours):
                 by_kind.setdefault((p.device, p.dtype), []).append(p)
         self.buckets = [Bucket(ps) for ps in by_kind.values()]
         bucketed = {id(p) for b in self.buckets for p in b.params}
@@ -268,7 +277,7 @@ class FlatGroup:
             len(params) == len(self.params)
             and all(map(is_, params, self.params))
             and all(b.layout.holds() for b in self.buckets)
-            and not any(p.requires_grad and movable(p) for p in self.others)
+            and not any(p.requires_grad and ok for p, ok in zip(self.others, movable(self.others)))
         )
 
     def gather(self, direct: bool) -> tuple[list[Gathered], list[Tensor]]:

@@ -162,11 +162,24 @@ def _body(
 
 Compiled = Callable[[Tensor, Tensor, dict[str, Tensor], Tensor], None]
 
-_kernels: dict[Any, Compiled | None] = {}  # None: this structure failed to compile
+
+@dataclass
+class _Structure:
+    """One rule structure's kernel: compiled on first use, ``None`` once it failed."""
+
+    key: tuple[Any, ...]
+    names: tuple[str, ...]  # of the packed scalars, in order
+    label: str  # for messages: the optimizer's name, or the rules'
+    fn: Compiled | None = None
+    ran: bool = False  # has run (and so compiled) in this process
+    failed: bool = False
+
+
+_structures: dict[tuple[Any, ...], _Structure] = {}  # by key
+_by_rules: dict[tuple[Any, ...], tuple[Rules, _Structure, list[Any]]] = {}  # by id(rules) …
 _counter = itertools.count()
 _lock = threading.Lock()
 _warned: set[Any] = set()
-_ran: set[Any] = set()  # structures whose kernel has run (compiled) in this process
 
 
 def _warn(key: Any, reason: str) -> None:
@@ -182,48 +195,40 @@ def _warn(key: Any, reason: str) -> None:
     )
 
 
-def _key(rules: Rules, buffers: tuple[str, ...], names: tuple[str, ...], maximize: bool, decays: bool) -> tuple[Any, ...]:
-    return (
-        *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
-        rules.eps, rules.zero_over_zero, buffers, names, maximize, decays,
-    )  # fmt: skip
-
-
 class Kernel:
-    """The compiled kernel of one rule structure for one step: call it on a parameter
-    range, ``kernel(p, g, buffers)``; ``False`` if it could not run (compilation failed
-    here: one warning, and the structure runs eagerly from then on)."""
+    """The compiled kernel of one rule structure with one step's numbers: call it on a
+    parameter range, ``kernel(p, g, buffers)``; ``False`` if it could not run (compiling
+    failed: one warning, and the structure runs eagerly from then on)."""
 
-    def __init__(self, fn: Compiled, key: Any, packed: Tensor, rules: Rules) -> None:
-        self.fn, self.key, self.packed, self.rules = fn, key, packed, rules
+    def __init__(self, structure: _Structure, packed: Tensor) -> None:
+        self.structure, self.packed = structure, packed
 
     def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> bool:
-        first = self.key not in _ran
+        st = self.structure
+        if st.fn is None:
+            return False
+        if st.ran:
+            st.fn(p, g, buffers, self.packed)
+            return True
         start = time.perf_counter()
         try:
-            self.fn(p, g, buffers, self.packed)
+            st.fn(p, g, buffers, self.packed)
         except Exception as error:  # no C++ compiler, an op of a user's rule Inductor lacks …
-            with _lock:
-                _kernels[self.key] = None
+            st.fn, st.failed = None, True
             text = str(error).splitlines()[0][:200] if str(error) else ""
-            _warn(self.key, f"compiling {_describe(self.rules)} failed ({type(error).__name__}: {text})")
+            _warn(st.key, f"compiling the kernel of {st.label} failed ({type(error).__name__}: {text})")
             return False
-        if first:  # the call that compiled
-            _ran.add(self.key)
-            elapsed = time.perf_counter() - start
-            if elapsed > config.slow_compile_s:
-                log.warning(
-                    "momenta: the first step of %s waited %.1f s for its compiled kernel (once "
-                    "per process; the on-disk cache makes later runs faster). MOMENTA_COMPILE=0 "
-                    "turns compilation off.",
-                    _describe(self.rules),
-                    elapsed,
-                )
+        st.ran = True
+        elapsed = time.perf_counter() - start
+        if elapsed > config.slow_compile_s:
+            log.warning(
+                "momenta: %s's first step waited %.1f s for its compiled kernel (once per "
+                "process and rule structure; the on-disk cache makes later runs faster). "
+                "MOMENTA_COMPILE=0 turns compilation off.",
+                st.label,
+                elapsed,
+            )
         return True
-
-
-def _describe(rules: Rules) -> str:
-    return " + ".join(type(part).__name__ for part in rules.parts())
 
 
 def kernel(
@@ -234,46 +239,52 @@ def kernel(
     decays: bool,
     dtype: torch.dtype,
     device: torch.device,
+    label: str = "",
 ) -> Kernel | None:
-    """This step's kernel for ``rules`` over ``buffers``, compiling it on first use;
+    """This step's kernel for ``rules`` over ``buffers``, compiled on its first call;
     ``None`` if compilation is off or failed for this structure (the caller runs
-    :func:`reference.update` eagerly)."""
+    :func:`reference.update` eagerly). ``label`` names the optimizer in messages."""
     if not config.compile:
         _warn("off", "compiled kernels are off (MOMENTA_COMPILE=0 or momenta.engine.kernels.config.compile = False)")
         return None
     value_names = tuple(name for name, _ in s.values)
-    key, names, hyper = _described(rules, buffers, value_names, maximize, decays)
-    with _lock:
-        if key not in _kernels:
-            _kernels[key] = _compile(rules, names, value_names, maximize, decays)
-        fn = _kernels[key]
-    if fn is None:
+    structure_, hyper = _structure(rules, buffers, value_names, maximize, decays, label)
+    if structure_.failed:
         return None
     numbers = [getattr(s, name) for name in STEP_SCALARS] + [v for _, v in s.values] + hyper
     scalar_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
     packed = torch.tensor([float(x) for x in numbers], dtype=scalar_dtype, device=device)
-    return Kernel(fn, key, packed, rules)
+    return Kernel(structure_, packed)
 
 
-_described_cache: dict[Any, tuple[Rules, Any]] = {}
-
-
-def _described(
-    rules: Rules, buffers: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool
-) -> tuple[Any, tuple[str, ...], list[Any]]:
-    """The kernel's key, its scalar names and the rules' hyperparameter values, computed
-    once per ``Rules`` value (the engine reuses one until a hyperparameter changes)."""
-    cache_key = (id(rules), buffers, value_names, maximize, decays)
-    cached = _described_cache.get(cache_key)
+def _structure(
+    rules: Rules, buffers: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool, label: str
+) -> tuple[_Structure, list[Any]]:
+    """The structure of ``rules`` and their hyperparameter values, worked out once per
+    ``Rules`` value (the engine reuses one until a hyperparameter changes)."""
+    by_rules = (id(rules), buffers, value_names, maximize, decays)
+    cached = _by_rules.get(by_rules)
     if cached is not None and cached[0] is rules:
-        return cached[1]
+        return cached[1], cached[2]
     hyper = hyperparameters(rules)
     names = STEP_SCALARS + value_names + tuple(hyper)
-    result = (_key(rules, buffers, names, maximize, decays), names, list(hyper.values()))
-    if len(_described_cache) > 1024:
-        _described_cache.clear()
-    _described_cache[cache_key] = (rules, result)
-    return result
+    key = (
+        *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
+        rules.eps, rules.zero_over_zero, buffers, names, maximize, decays,
+    )  # fmt: skip
+    with _lock:
+        found = _structures.get(key)
+        if found is None:
+            found = _structures[key] = _Structure(key, names, label or _describe(rules))
+            found.fn = _compile(rules, names, value_names, maximize, decays)
+    if len(_by_rules) > 1024:
+        _by_rules.clear()
+    _by_rules[by_rules] = (rules, found, list(hyper.values()))
+    return found, list(hyper.values())
+
+
+def _describe(rules: Rules) -> str:
+    return " + ".join(type(part).__name__ for part in rules.parts())
 
 
 def _compile(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> Compiled:

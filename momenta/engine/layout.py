@@ -9,6 +9,7 @@ state buffer) has this same layout, so region ``i`` of any of them belongs to pa
 
 from __future__ import annotations
 
+import weakref
 from operator import methodcaller
 
 import torch
@@ -29,10 +30,39 @@ def flattenable(p: Tensor) -> bool:
     )  # fmt: skip
 
 
-def movable(p: Tensor) -> bool:
-    """``p`` may be moved into a flat buffer: re-pointing its ``.data`` leaves no other
-    tensor on the old values (not a view into DDP's or ZeroRedundancyOptimizer's buckets)."""
-    return flattenable(p) and compat.owns_storage(p)
+#: the layouts alive, by the address of their data's storage
+_layouts: dict[int, weakref.ref[Layout]] = {}
+
+
+def _storage(p: Tensor) -> int:
+    return p.untyped_storage().data_ptr()
+
+
+def movable(params: list[Tensor]) -> list[bool]:
+    """Which of ``params`` may be moved into a new flat buffer: re-pointing their
+    ``.data`` must leave no other tensor on the old values (a view into DDP's or
+    ZeroRedundancyOptimizer's buckets, a user's alias). A parameter that is its storage's
+    only tenant may move; so may parameters in a momenta layout's buffer (an optimizer
+    rebuilt over the same parameters), when nothing but that layout and its parameters
+    holds it: a layout notices that its parameters moved (:meth:`Layout.holds`)."""
+    by_storage: dict[int, list[int]] = {}
+    for i, p in enumerate(params):
+        if flattenable(p):
+            by_storage.setdefault(_storage(p), []).append(i)
+    result = [False] * len(params)
+    for address, indices in by_storage.items():
+        users = compat.storage_users(params[indices[0]])
+        ref = _layouts.get(address)
+        layout = ref() if ref is not None else None
+        if layout is not None and _storage(layout.data) == address:
+            ok = users == 1 + sum(1 for q in layout.params if _storage(q) == address)
+        elif len(indices) == 1:
+            ok = compat.owns_storage(params[indices[0]])
+        else:  # several of ours share a storage nothing else holds (a layout gone)
+            ok = users == len(indices)
+        for i in indices:
+            result[i] = ok
+    return result
 
 
 def as_flat(t: Tensor) -> Tensor:
@@ -68,6 +98,7 @@ class Layout:
             p.data = view
         self.ptrs = list(map(_data_ptr, params))
         self._segments: base.Segments | None = None
+        _layouts[_storage(self.data)] = weakref.ref(self)
 
     def round_up(self, n: int) -> int:
         """``n`` rounded up to the alignment (a region's start)."""

@@ -188,8 +188,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         self._compiled = sum(f.numel for f in flats if f) >= kernels.config.compile_min_numel
         plans = []
         for (group, rules, hyper), flat_group in zip(groups, flats):
+            ready: list[flat.Gathered] = []
             if flat_group is None:
-                ready, rest = [], [p for p in group["params"] if p.grad is not None]
+                rest = [p for p in group["params"] if p.grad is not None]
             else:
                 direct = self._compiled and kernels.config.compile and kernels.compilable(rules)
                 ready, rest = flat_group.gather(direct)
@@ -216,7 +217,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         tracked = cast(flat.TrackedState, self.state)  # installed in __init__ and __setstate__
         rest = list(plan.rest)
         for gathered in plan.ready:
-            rest += flat.run(gathered, rules, hyper, tracked, lambda p: self.new_state(p, group, rules), self._compiled)
+            new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
+            rest += flat.run(gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__)
         for p in rest:
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps

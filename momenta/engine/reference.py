@@ -100,11 +100,11 @@ def real(x: Tensor) -> Tensor:
     return torch.view_as_real(x) if x.is_complex() else x
 
 
-def divide(m: Tensor, v: Tensor | None, rules: Rules, s: Scalars) -> Tensor:
+def divide(m: Tensor, v: Tensor | None, rules: Rules, s: Scalars, state: Mapping[str, Any]) -> Tensor:
     """``m / (√V̂ + ε)`` (the V rule's denominator); ``m`` when V = 1."""
     if v is None:
         return m
-    denom = rules.second.denominator(v, s.c2, s.eps, rules.eps, s.t)
+    denom = rules.second.denominator(v, s.c2, s.eps, rules.eps, s.t, state)
     if rules.zero_over_zero:
         return torch.where(denom == 0, torch.zeros_like(m), m / denom)
     return m / denom
@@ -121,7 +121,7 @@ def moments(
     first, second = rules.first, rules.second
 
     def direction(x: Tensor, v: Tensor | None) -> tuple[Tensor, Updates]:
-        d = divide(x, v, rules, s)
+        d = divide(x, v, rules, s, buffers)
         if decays and rules.weight_decay == "direction":
             d = d + s.weight_decay * p
         if norm is not None and rules.direction.segmented:

@@ -225,10 +225,11 @@ class SecondMoment(Rule):
         """The denominator as a formula (for :meth:`Rules.formulas`)."""
         return {"inside": "√(V̂ + ε)", "outside": "(√V̂ + ε)", "uncorrected": "(√V + ε)/√c₂"}[where_eps]
 
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
         """What divides ``m``: ``√V̂ + ε`` with ``V̂ = V / c₂`` and ε placed as ``where_eps``
         says. A rule whose ``V`` is already a root (Adamax's ``u``), or that rectifies it
-        (RAdam), says so here."""
+        (RAdam), says so here. ``state`` is what :meth:`update` sees: the buffers and this
+        step's values from :meth:`advance` (RAdam's ``r_t``)."""
         if where_eps == "inside":
             return ((v / c2 if _corrected(c2) else v) + eps).sqrt()
         if where_eps == "uncorrected":

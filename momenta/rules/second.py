@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -181,8 +180,8 @@ class _Wrapping(SecondMoment):
     def decay(self, t: float) -> Scalar:
         return self.inner.decay(t)
 
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
-        return self.inner.denominator(v, c2, eps, where_eps, t)
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
+        return self.inner.denominator(v, c2, eps, where_eps, t, state)
 
     def root(self, where_eps: Eps) -> str:
         return self.inner.root(where_eps)
@@ -264,7 +263,7 @@ class InfNorm(SecondMoment):
         u = torch.maximum(self.beta * state[self.name], g.abs() + self.eps)
         return u, {self.name: u}
 
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
         return v
 
     def root(self, where_eps: Eps) -> str:
@@ -299,17 +298,22 @@ class Rectified(_Wrapping):
     def root(self, where_eps: Eps) -> str:
         return f"{self.inner.root(where_eps)}/r_t"
 
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
-        beta = self.inner.beta
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        # r_t once per step on the host, in double precision as torch computes it: ρ_t is a
+        # difference of two large numbers (≈ 2/(1−β) each), which float32 would round badly
+        new, values = self.inner.advance(scalars, t)
+        beta = float(self.inner.beta)
         rho_inf = 2 / (1 - beta) - 1
-        rho = rho_inf - 2 * t * (1 - c2) / c2  # βᵗ = 1 − c₂
-        ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
-        adaptive = lambda rect: self.inner.denominator(v, c2, eps, where_eps, t) / rect  # noqa: E731
-        if isinstance(rho, Tensor):  # a kernel: both branches, chosen per step by ρ_t
-            return torch.where(rho > 5, adaptive(torch.as_tensor(ratio).clamp_min(0).sqrt()), torch.ones_like(v))
-        if rho <= 5:
-            return torch.ones_like(v)
-        return adaptive(math.sqrt(ratio))
+        rho = rho_inf - 2 * t * beta**t / (1 - beta**t)
+        rect = ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5 if rho > 5 else 0.0
+        return new, {**values, "radam_rect": rect}
+
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
+        rect = state["radam_rect"]  # r_t, or 0 while ρ_t ≤ 5 (no division then)
+        adaptive = lambda: self.inner.denominator(v, c2, eps, where_eps, t, state) / rect  # noqa: E731
+        if isinstance(rect, Tensor):  # a kernel: both branches, chosen per step
+            return torch.where(rect > 0, adaptive(), torch.ones_like(v))
+        return adaptive() if rect > 0 else torch.ones_like(v)
 
 
 @dataclass(frozen=True)
@@ -372,7 +376,7 @@ class Factored(SecondMoment):
     def root(self, where_eps: Eps) -> str:
         return "√max(V, ε₁²)"
 
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
         eps1 = self._eps(v)
         return v.clamp(min=eps1 * eps1).sqrt()
 
@@ -552,5 +556,5 @@ class FactoredPaper(SecondMoment):
     def root(self, where_eps: Eps) -> str:
         return "√V"
 
-    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float) -> Tensor:
+    def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
         return v.sqrt()
