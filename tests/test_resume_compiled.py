@@ -28,8 +28,11 @@ has weight decay) trains in a real loop (forward, backward, ``clip_grad_norm_(1.
     steps 2 and 5. With ``set_to_none=True`` it has no gradient then and must be skipped as
     torch skips it (its values and state unchanged by that step); the run matches torch's
     twin for the drop-ins (torch.optim, its default implementation) and momenta's for-loop
-    (``foreach=False``) for the modern ones, to float32 rounding (rtol 1e-6, atol 1e-7); and
-    its resume in a fresh process is bit-exact as in (a).
+    (``foreach=False``) for the modern ones, to float32 rounding (parameters: rtol 1e-6, atol
+    1e-7; state: atol also 1e-6 of the tensor's largest magnitude, see ``_near_state``); the
+    seed's five have no twin. With ``set_to_none=False`` the side layer's gradient is zeros
+    and it is stepped, as torch steps it. Either way, its resume in a fresh process is
+    bit-exact as in (a).
 
 The compiled path is really taken: the subprocesses run with ``MOMENTA_COMPILE_MIN_NUMEL``
 small (4096; the model has ~21k parameters, so the ≥ 2-D group's bucket, and with an
