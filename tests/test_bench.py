@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from momenta import cli
-from momenta.bench import loop, step
+from momenta.bench import common, loop, step
 from momenta.bench.models import PRESETS, count, param_groups
 from momenta.bench.timing import Variant, round_robin
 
@@ -188,3 +188,8 @@ def test_overhead_measures_adamw_on_small_tensors():
     assert set(us) == {"torch for-loop", "torch foreach", "torch fused", "momenta"}
     table = step.overhead_table({10: us})
     assert table.startswith("| tensors × 16 elements |") and "\n| 10 |" in table
+
+
+def test_others_cpu_is_a_share_of_the_cores():
+    share = common.others_cpu()()
+    assert share is None or share >= 0.0

@@ -7,6 +7,7 @@ import argparse
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -44,6 +45,34 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 def environment() -> str:
     """What the numbers were measured on: torch's version, threads, processor."""
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds every process has spent since boot (user, nice, system, irq, softirq in
+    /proc/stat); None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:8]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def others_cpu() -> Callable[[], float | None]:
+    """Start counting; the returned function gives the share of all cores (0–1) that other
+    processes took since: busy CPU time minus this process's, over cores × wall time. Above
+    ~0.1, something competed with the run and its threads' times swell."""
+    busy, mine, wall = _busy_seconds(), time.process_time(), time.perf_counter()
+
+    def share() -> float | None:
+        now = _busy_seconds()
+        if busy is None or now is None:
+            return None
+        others = (now - busy) - (time.process_time() - mine)
+        return max(0.0, others) / ((os.cpu_count() or 1) * (time.perf_counter() - wall))
+
+    return share
 
 
 def prepare() -> None:

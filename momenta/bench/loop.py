@@ -34,7 +34,6 @@ import argparse
 import copy
 import gc
 import inspect
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -295,17 +294,19 @@ def run_cli(args: argparse.Namespace) -> int:
     common.at_least(args.iters, 1, "--iters")
     common.at_least(args.warmup, 0, "--warmup")
     common.prepare()
-    load_before = os.getloadavg()[0]
+    others = common.others_cpu()
     rows, described = run(models, optimizers, zero_grad, args.iters, args.warmup)
+    share = others()
     text = (
         "Training-loop times in ms: forward, backward, `clip_grad_norm_(1.0)`, `step()`, `zero_grad()`; "
         "every variant on its own copy of one model, in lockstep on the same batches, with nanoGPT's "
         f"param groups; {common.environment()}.\n"
         "`step: × torch`: the torch reference's median step / momenta's (fused where torch has it, "
         "else torch's fastest); `iteration`: the same for the whole iteration; "
-        "`momenta first step`: its first `step()`, compilation included. "
-        f"Load average (1 min) before and after: {load_before:.2f}, {os.getloadavg()[0]:.2f} "
-        "(above 0.5 on 2 cores, another process competed: threads then contend and times swell).\n\n"
+        "`momenta first step`: its first `step()`, compilation included."
+        + ("" if share is None else f" Other processes took {share:.0%} of the cores during the run "
+           "(above ~10%, they competed with it: threads contend and times swell).")
+        + "\n\n"
         + "".join(f"- {name}: {line}\n" for name, line in described.items())
         + "\n" + table(rows)
     )  # fmt: skip
