@@ -7,6 +7,7 @@ running torch no longer offers it (``tests/test_compat.py`` tests each one and i
 | :func:`copy_all` | ``torch._foreach_copy_`` | a loop of ``Tensor.copy_`` |
 | :func:`fused_devices` | ``torch.utils._foreach_utils._get_fused_kernels_supported_devices`` | ``["cuda", "cpu"]`` (torch 2.13's list) |
 | :func:`version` | ``Tensor._version`` | ``None``: an in-place change cannot be seen, so callers rebuild |
+| :func:`compile_graph` | ``make_fx`` (symbolic) and ``torch._inductor.compile`` | ``None``: the caller uses ``torch.compile`` |
 
 "Safe" means: a missing API costs speed, never correctness. A storage whose users cannot be
 counted is treated as shared (the fast path leaves the parameter where it is rather than
@@ -15,7 +16,8 @@ re-point it, which would silently orphan a ZeroRedundancyOptimizer bucket view).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,3 +73,23 @@ def fused_devices() -> list[str]:
 def version(t: Tensor) -> int | None:
     """A counter that changes whenever ``t`` is modified in place; ``None`` if unavailable."""
     return getattr(t, "_version", None)
+
+
+def compile_graph(fn: Callable[..., None], examples: Sequence[Tensor]) -> Callable[..., None] | None:
+    """``fn`` (tensors in, in-place updates out) traced once with symbolic sizes and
+    compiled by Inductor, callable as ``compiled(*tensors)`` on tensors of any size like the
+    ``examples`` (same dtypes, devices, ranks and strides). No dynamo in between: a call
+    costs microseconds, not the tens of microseconds dynamo's guards take on a kernel that
+    reads many Python values. ``None`` where this torch lacks either API or tracing fails
+    (the caller then uses ``torch.compile``)."""
+    try:
+        import torch._inductor
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        graph = make_fx(fn, tracing_mode="symbolic")(*examples)
+        fakes = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
+        compiled: Any = torch._inductor.compile(graph, fakes)
+    except Exception:  # an API gone or changed: torch.compile serves instead
+        return None
+
+    return compiled  # type: ignore[no-any-return]

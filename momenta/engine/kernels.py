@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..rules import Rule
+from . import compat
 from .composition import Rules
 from .reference import Scalars, update
 
@@ -288,17 +289,53 @@ def _describe(rules: Rules) -> str:
 
 
 def _compile(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> Compiled:
-    # A fresh code object per structure: dynamo caches graphs per code object, so
-    # structures never evict each other and instances of one structure share one.
-    n = next(_counter)
-    namespace: dict[str, Any] = {
-        "_body": _body, "TEMPLATE": dataclasses.replace(rules), "NAMES": names,
-        "VALUE_NAMES": value_names, "MAXIMIZE": maximize, "DECAYS": decays,
-    }  # fmt: skip
-    source = (
-        f"def momenta_kernel_{n}(p, g, buffers, packed):\n"
-        "    _body(TEMPLATE, NAMES, VALUE_NAMES, MAXIMIZE, DECAYS, p, g, buffers, packed)\n"
-    )
-    exec(compile(source, f"<momenta kernel {n}>", "exec"), namespace)
+    """The kernel of one rule structure: :func:`_body` with the structure fixed, compiled
+    per (dtype, device, rank) of its tensors on first use."""
+    template = dataclasses.replace(rules)
     log.info("momenta: compiling the kernel of %s", _describe(rules))
-    return torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)  # type: ignore[return-value]
+    return _Dispatch(template, names, value_names, maximize, decays)
+
+
+class _Dispatch:
+    """Compiled :func:`_body` for one rule structure, one graph per kind of input.
+
+    Each kind is traced once with symbolic sizes and compiled by Inductor
+    (:func:`compat.compile_graph`): a call runs the generated code directly, without
+    dynamo's guards. Where that is not available, ``torch.compile`` (dynamic shapes, one
+    fresh code object per structure, so that structures never evict each other)."""
+
+    def __init__(self, template: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> None:
+        self.template, self.names, self.value_names = template, names, value_names
+        self.maximize, self.decays = maximize, decays
+        self.graphs: dict[Any, Callable[..., None]] = {}
+
+    def body(self, buffer_names: tuple[str, ...]) -> Callable[..., None]:
+        """:func:`_body` over flat positional tensors: ``(p, g, packed, *buffers)``."""
+
+        def kernel(p: Tensor, g: Tensor, packed: Tensor, *buffers: Tensor) -> None:
+            named = dict(zip(buffer_names, buffers))
+            _body(self.template, self.names, self.value_names, self.maximize, self.decays, p, g, named, packed)
+
+        return kernel
+
+    def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> None:
+        kind = (p.dtype, p.device, p.dim(), packed.dtype, tuple(buffers))
+        graph = self.graphs.get(kind)
+        if graph is None:
+            graph = self.graphs[kind] = self._build(p, g, buffers, packed)
+        graph(p, g, packed, *buffers.values())
+
+    def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> Callable[..., None]:
+        body = self.body(tuple(buffers))
+        # examples of a typical size: Inductor's choices (threads, vector width) follow
+        # the sizes it is shown; every call then passes its own
+        shape = (2**20, *p.shape[1:])
+        examples = [torch.empty(shape, dtype=t.dtype, device=t.device) for t in (p, g)]
+        examples += [packed.clone()] + [torch.empty(shape, dtype=t.dtype, device=t.device) for t in buffers.values()]
+        compiled = compat.compile_graph(body, examples)
+        if compiled is not None:
+            return compiled
+        n = next(_counter)  # a fresh code object per structure (dynamo caches per code object)
+        namespace: dict[str, Any] = {"body": body}
+        exec(compile(f"def momenta_kernel_{n}(*args):\n    body(*args)\n", f"<momenta kernel {n}>", "exec"), namespace)
+        return torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)  # type: ignore[no-any-return]
