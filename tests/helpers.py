@@ -45,6 +45,12 @@ def record_flat_steps(monkeypatch) -> list[bool]:
     from momenta.engine import flat
 
     taken: list[bool] = []
-    real_run = flat.run
-    monkeypatch.setattr(flat, "run", lambda *a: taken.append(not (rest := real_run(*a))) or rest)
+    real_prepare = flat.prepare
+
+    def prepare(*args):  # type: ignore[no-untyped-def]
+        calls, rest = real_prepare(*args)
+        taken.append(not rest)
+        return calls, rest
+
+    monkeypatch.setattr(flat, "prepare", prepare)
     return taken

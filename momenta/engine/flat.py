@@ -13,11 +13,13 @@ The life of a step on the fast path (:meth:`Optimizer.step` calls these in this 
    (:meth:`Gathered.to_check`); a skipped or refused step changes nothing.
 4. **adopt** (:meth:`~.flatstate.FlatState.adopt`): the parameters' states are views into
    the bucket's flat buffers (copied in again if something replaced them).
-5. **run** (:func:`run`): the parameters with a gradient are grouped by their scalar state
-   (``step`` …; one group unless some parameter skipped a step). For each group the scalar
-   state moves once on the host, the step's numbers are computed once
-   (:class:`~.reference.Scalars`), and the kernel runs on each span of parameters
-   (:func:`spans`): compiled when the optimizer is large enough (:mod:`.kernels`), else
+5. **prepare** (:func:`prepare`): the parameters with a gradient are grouped by their
+   scalar state (``step`` …; one group unless some parameter skipped a step). For each
+   group the scalar state moves once on the host, the step's numbers are computed once
+   (:class:`~.reference.Scalars`), and one call is laid out for each span of parameters
+   (:func:`spans`).
+6. **execute** (:func:`execute`): the calls run back to back, every param group's: the
+   compiled kernel when the optimizer is large enough (:mod:`.kernels`), else
    :func:`~.reference.update` eagerly. Which one is fixed by the optimizer's size, never by
    its history, so a resumed run takes exactly the steps of the uninterrupted one.
 
@@ -30,8 +32,9 @@ neither elementwise nor segmented.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter, is_
 from typing import Any
 
@@ -43,7 +46,7 @@ from .composition import Rules
 from .flatstate import FlatState, NewState, TrackedState
 from .layout import Layout, as_flat, flattenable, movable
 
-__all__ = ["Bucket", "FlatGroup", "Gathered", "TrackedState", "flattenable", "gather", "run"]
+__all__ = ["Bucket", "FlatGroup", "Gathered", "TrackedState", "execute", "flattenable", "gather", "prepare"]
 
 _grad = attrgetter("grad")
 _kind = attrgetter("layout", "dtype", "device")
@@ -65,6 +68,21 @@ class Bucket:
         #: anyway: ``zero_grad()``'s default drops them every step)
         self.repoint = True
         self._repointed = False
+        self._views: dict[tuple[int, int], tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
+        self._views_of: Any = None  # the state buffers the cached views are of
+
+    def views(self, start: int, stop: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The parameters, the flat gradient buffer and the state buffers over elements
+        ``[start, stop)``, as real views (kept from step to step while the buffers last)."""
+        if self._views_of is not self.state.buffers:
+            self._views, self._views_of = {}, self.state.buffers
+        found = self._views.get((start, stop))
+        if found is None:
+            real, n = reference.real, stop - start
+            buffers = {k: real(v.narrow(0, start, n)) for k, v in self.state.buffers.items()}
+            found = (real(self.layout.data.narrow(0, start, n)), real(self.grad.narrow(0, start, n)), buffers)
+            self._views[(start, stop)] = found
+        return found
 
 
 @dataclass
@@ -199,7 +217,12 @@ def _advance(state: FlatState, rules: Rules, indices: list[int], everyone: bool)
     return t, values
 
 
-def run(
+Call = tuple["kernels.Kernel | None", Tensor, Tensor, dict[str, Tensor], Callable[[Tensor, Tensor, dict[str, Tensor]], None]]
+"""One kernel call: ``(kernel, p, g, buffers, eager)``, ``eager`` the same step without a
+compiled kernel (no kernel, or its compilation failed)."""
+
+
+def prepare(
     g: Gathered,
     rules: Rules,
     h: reference.Hyper,
@@ -207,45 +230,77 @@ def run(
     new_state: NewState,
     compiled: bool,
     label: str = "",
-) -> list[Tensor]:
-    """Step every parameter of ``g`` that has a gradient (the gradients gathered, the step
-    checked), with compiled kernels if ``compiled`` (``label`` names the optimizer in
-    messages). Returns the parameters the flat buffers could not step after all (states
-    of another layout), for the reference path."""
+) -> tuple[list[Call], list[Tensor]]:
+    """Everything of bucket ``g``'s step that happens on the host: the states adopted, the
+    scalar state moved, this step's numbers computed, the calls laid out (:func:`execute`
+    runs them). Returns the calls, and the parameters the flat buffers cannot step after
+    all (states of another layout), for the reference path. With ``compiled``, the calls
+    run compiled kernels (``label`` names the optimizer in messages)."""
     b = g.bucket
     segmented = not rules.elementwise
     if segmented and (b.layout.dtype.is_complex or len(g.present) != len(b.params) or g.direct):
-        return [b.params[i] for i in g.present]  # norms must see each whole parameter
+        return [], [b.params[i] for i in g.present]  # norms must see each whole parameter
     if not b.state.adopt(state, new_state, rules.scalar_names(), g.present):
-        return [b.params[i] for i in g.present]
-    real = reference.real
+        return [], [b.params[i] for i in g.present]
     layout = b.layout
+    norm = layout.segments().norm if segmented else None
+    calls: list[Call] = []
     for indices in _groups(b.state, g.present):
-        everyone = len(indices) == len(b.params)
-        t, values = _advance(b.state, rules, indices, everyone)
+        t, values = _advance(b.state, rules, indices, len(indices) == len(b.params))
         s = reference.Scalars.of(rules, h, t, values)
-        born = not rules.buffers() <= b.state.buffers.keys()  # a buffer born at this update
+        if not rules.buffers() <= b.state.buffers.keys():  # a buffer born at this update
+            _birth(b, indices, g.direct, rules, h, s, state, norm)
+            continue
         kernel = None
-        if compiled and not born and not segmented:
+        if compiled and not segmented:
             kernel = kernels.kernel(
                 rules, tuple(b.state.buffers), s, h.maximize, h.decays, layout.dtype, layout.device, label
             )
-        norm = layout.segments().norm if segmented else None
+        eager = partial(_eager, rules, s, h, norm)
         for start, stop, grad in spans(b, indices, g.direct):
-            n = stop - start
-            p = real(layout.data.narrow(0, start, n))
-            gr = real(grad if grad is not None else b.grad.narrow(0, start, n))
-            buffers = {k: real(v.narrow(0, start, n)) for k, v in b.state.buffers.items()}
-            if kernel is not None:
-                if kernel(p, gr, buffers):
-                    continue
-                kernel = None  # failed: this call and the rest run eagerly
-            updates = reference.update(p, gr, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
-            for name, value in updates.items():
-                if name not in b.state.buffers:
-                    b.state.add(name, indices, state)
-                real(b.state.buffers[name].narrow(0, start, n)).copy_(value)
-    return []
+            p, gv, buffers = b.views(start, stop)
+            calls.append((kernel, p, gv if grad is None else reference.real(grad), buffers, eager))
+    return calls, []
+
+
+def execute(calls: list[Call]) -> None:
+    """Run prepared calls, back to back (the host work is done: between kernels that
+    stream the whole model through the caches, nothing else runs)."""
+    for kernel, p, g, buffers, eager in calls:
+        if kernel is None or not kernel(p, g, buffers):
+            eager(p, g, buffers)
+
+
+def _eager(rules: Rules, s: reference.Scalars, h: reference.Hyper, norm: Any, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> None:
+    """One call's step without a compiled kernel: :func:`reference.update` on its views."""
+    updates = reference.update(p, g, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
+    for name, value in updates.items():
+        buffers[name].copy_(value)
+
+
+def _birth(
+    b: Bucket,
+    indices: list[int],
+    direct: dict[int, Tensor],
+    rules: Rules,
+    h: reference.Hyper,
+    s: reference.Scalars,
+    state: TrackedState,
+    norm: Any,
+) -> None:
+    """A step at which a rule's buffer is born (torch's ``momentum_buffer`` at the first
+    step): eagerly, the new buffer made flat and handed out."""
+    real = reference.real
+    for start, stop, grad in spans(b, indices, direct):
+        n = stop - start
+        p = real(b.layout.data.narrow(0, start, n))
+        gr = real(grad if grad is not None else b.grad.narrow(0, start, n))
+        buffers = {k: real(v.narrow(0, start, n)) for k, v in b.state.buffers.items()}
+        updates = reference.update(p, gr, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
+        for name, value in updates.items():
+            if name not in b.state.buffers:
+                b.state.add(name, indices, state)
+            real(b.state.buffers[name].narrow(0, start, n)).copy_(value)
 
 
 class FlatGroup:

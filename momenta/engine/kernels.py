@@ -161,7 +161,6 @@ def _body(
         buffers[name].copy_(value)
 
 
-Compiled = Callable[[Tensor, Tensor, dict[str, Tensor], Tensor], None]
 
 
 @dataclass
@@ -171,7 +170,7 @@ class _Structure:
     key: tuple[Any, ...]
     names: tuple[str, ...]  # of the packed scalars, in order
     label: str  # for messages: the optimizer's name, or the rules'
-    fn: Compiled | None = None
+    fn: _Dispatch | None = None
     ran: bool = False  # has run (and so compiled) in this process
     failed: bool = False
 
@@ -203,32 +202,37 @@ class Kernel:
 
     def __init__(self, structure: _Structure, packed: Tensor) -> None:
         self.structure, self.packed = structure, packed
+        self.graph: Callable[..., None] | None = None  # resolved at the first call
 
     def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> bool:
+        graph = self.graph
+        if graph is not None:
+            graph(p, g, self.packed, *buffers.values())
+            return True
         st = self.structure
         if st.fn is None:
             return False
-        if st.ran:
-            st.fn(p, g, buffers, self.packed)
-            return True
         start = time.perf_counter()
         try:
-            st.fn(p, g, buffers, self.packed)
+            graph = st.fn.graph(p, g, buffers, self.packed)  # compiles on first use
+            graph(p, g, self.packed, *buffers.values())
         except Exception as error:  # no C++ compiler, an op of a user's rule Inductor lacks …
             st.fn, st.failed = None, True
             text = str(error).splitlines()[0][:200] if str(error) else ""
             _warn(st.key, f"compiling the kernel of {st.label} failed ({type(error).__name__}: {text})")
             return False
-        st.ran = True
-        elapsed = time.perf_counter() - start
-        if elapsed > config.slow_compile_s:
-            log.warning(
-                "momenta: %s's first step waited %.1f s for its compiled kernel (once per "
-                "process and rule structure; the on-disk cache makes later runs faster). "
-                "MOMENTA_COMPILE=0 turns compilation off.",
-                st.label,
-                elapsed,
-            )
+        self.graph = graph
+        if not st.ran:
+            st.ran = True
+            elapsed = time.perf_counter() - start
+            if elapsed > config.slow_compile_s:
+                log.warning(
+                    "momenta: %s's first step waited %.1f s for its compiled kernel (once per "
+                    "process and rule structure; the on-disk cache makes later runs faster). "
+                    "MOMENTA_COMPILE=0 turns compilation off.",
+                    st.label,
+                    elapsed,
+                )
         return True
 
 
@@ -288,7 +292,7 @@ def _describe(rules: Rules) -> str:
     return " + ".join(type(part).__name__ for part in rules.parts())
 
 
-def _compile(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> Compiled:
+def _compile(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> _Dispatch:
     """The kernel of one rule structure: :func:`_body` with the structure fixed, compiled
     per (dtype, device, rank) of its tensors on first use."""
     template = dataclasses.replace(rules)
@@ -318,12 +322,14 @@ class _Dispatch:
 
         return kernel
 
-    def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> None:
+    def graph(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> Callable[..., None]:
+        """The compiled graph for inputs like these, called as ``graph(p, g, packed,
+        *buffers.values())``; compiled on first use."""
         kind = (p.dtype, p.device, p.dim(), packed.dtype, tuple(buffers))
         graph = self.graphs.get(kind)
         if graph is None:
             graph = self.graphs[kind] = self._build(p, g, buffers, packed)
-        graph(p, g, packed, *buffers.values())
+        return graph
 
     def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> Callable[..., None]:
         body = self.body(tuple(buffers))

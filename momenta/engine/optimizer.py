@@ -170,8 +170,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                     raise FloatingPointError(self._nonfinite_message())
                 self.skipped_steps += 1
                 return loss
-            for plan in plans:
-                self._apply(plan)
+            calls = [call for plan in plans for call in self._apply(plan)]
+            flat.execute(calls)
         return loss
 
     def _plans(self) -> list[_Plan]:
@@ -211,14 +211,18 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             cache[index] = (key, rules, hyper)
         return rules, hyper
 
-    def _apply(self, plan: _Plan) -> None:
-        """Phase two: step the gathered flat buckets, then the reference path's parameters."""
+    def _apply(self, plan: _Plan) -> list[flat.Call]:
+        """Phase two, on the host: the flat buckets' calls prepared (returned, to run after
+        every group's), the reference path's parameters stepped."""
         group, rules, hyper = plan.group, plan.rules, plan.hyper
         tracked = cast(flat.TrackedState, self.state)  # installed in __init__ and __setstate__
         rest = list(plan.rest)
+        calls: list[flat.Call] = []
         for gathered in plan.ready:
             new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
-            rest += flat.run(gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__)
+            prepared, left = flat.prepare(gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__)
+            calls += prepared
+            rest += left
         for p in rest:
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
@@ -228,6 +232,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             step(p, grad, state, rules, hyper)
             if state and self.state.get(p) is not state:
                 self.state[p] = state
+        return calls
 
     def _nonfinite_message(self) -> str:
         for g_index, group in enumerate(self.param_groups):
