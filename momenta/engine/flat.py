@@ -68,7 +68,7 @@ class Bucket:
         #: anyway: ``zero_grad()``'s default drops them every step)
         self.repoint = True
         self._repointed = False
-        self._views: dict[tuple[int, int], tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
+        self._views: dict[tuple[int, int], tuple[Tensor, dict[str, Tensor]]] = {}
         self._views_of: Any = None  # the state buffers the cached views are of
 
     def views(self, start: int, stop: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -80,9 +80,8 @@ class Bucket:
         if found is None:
             real, n = reference.real, stop - start
             buffers = {k: real(v.narrow(0, start, n)) for k, v in self.state.buffers.items()}
-            found = (real(self.layout.data.narrow(0, start, n)), real(self.grad.narrow(0, start, n)), buffers)
-            self._views[(start, stop)] = found
-        return found
+            found = self._views[(start, stop)] = (real(self.grad.narrow(0, start, n)), buffers)
+        return (self.layout.span(start, stop), *found)
 
 
 @dataclass

@@ -55,6 +55,8 @@ def movable(params: list[Tensor]) -> list[bool]:
         ref = _layouts.get(address)
         layout = ref() if ref is not None else None
         if layout is not None and _storage(layout.data) == address:
+            layout.release()
+            users = compat.storage_users(params[indices[0]])
             ok = users == 1 + sum(1 for q in layout.params if _storage(q) == address)
         elif len(indices) == 1:
             ok = compat.owns_storage(params[indices[0]])
@@ -98,6 +100,7 @@ class Layout:
             p.data = view
         self.ptrs = list(map(_data_ptr, params))
         self._segments: base.Segments | None = None
+        self._spans: dict[tuple[int, int], Tensor] = {}
         _layouts[_storage(self.data)] = weakref.ref(self)
 
     def round_up(self, n: int) -> int:
@@ -116,6 +119,20 @@ class Layout:
     def regions(self, flat: Tensor) -> list[Tensor]:
         """Every parameter's region of ``flat``."""
         return [self.region(flat, i) for i in range(len(self.params))]
+
+    def span(self, start: int, stop: int) -> Tensor:
+        """Elements ``[start, stop)`` of :attr:`data`, as a real view (kept for later steps
+        until :meth:`release`)."""
+        found = self._spans.get((start, stop))
+        if found is None:
+            data = self.data.narrow(0, start, stop - start)
+            found = self._spans[(start, stop)] = torch.view_as_real(data) if data.is_complex() else data
+        return found
+
+    def release(self) -> None:
+        """Drop the views :meth:`span` kept (so that they do not count as holders of the
+        storage when another layout asks whether it may take the parameters over)."""
+        self._spans = {}
 
     def holds(self) -> bool:
         """The parameters are still in our buffer (``model.to``, ``p.data = …`` move them)."""
