@@ -136,10 +136,12 @@ def variants(
         return Variant(label, iteration(model, build(groups), batches, set_to_none))
 
     torch_kwargs = case.kwargs if case.torch_kwargs is None else case.torch_kwargs
+
+    def torch_builder(flags: dict[str, Any]) -> Callable[[Any], torch.optim.Optimizer]:
+        return lambda groups: case.torch_cls(groups, **torch_kwargs, **flags)
+
     result = [
-        make(label, lambda groups, flags=flags: case.torch_cls(groups, **torch_kwargs, **flags))
-        for label, flags in TORCH_FLAGS.items()
-        if case.has_fused or "fused" not in flags
+        make(label, torch_builder(flags)) for label, flags in TORCH_FLAGS.items() if case.has_fused or "fused" not in flags
     ]
     return result + [make("momenta", lambda groups: case.momenta_cls(groups, **case.kwargs))]
 
