@@ -227,7 +227,7 @@ class Kernel:
             elapsed = time.perf_counter() - start
             if elapsed > config.slow_compile_s:
                 log.warning(
-                    "momenta: %s's first step waited %.1f s for its compiled kernel (once per "
+                    "momenta: a step of %s waited %.1f s for its kernel to compile (once per "
                     "process and rule structure; the on-disk cache makes later runs faster). "
                     "MOMENTA_COMPILE=0 turns compilation off.",
                     st.label,
