@@ -483,3 +483,42 @@ def test_a_kernel_failing_midway_moves_every_element_exactly_once(compiled, monk
     ref, fast = run_both(rules, torch.float64, steps=4, weight_decay=0.1)
     assert_same(ref, fast, torch.float64)
     assert len(calls) > 3
+
+
+def test_a_slow_compile_is_logged_with_how_to_turn_it_off(compiled, monkeypatch, caplog):
+    """The step that waits for a kernel to compile says so on the ``momenta`` logger, naming
+    the optimizer and the switch; later steps say nothing."""
+    from dataclasses import dataclass
+
+    from momenta.rules import SecondMoment
+
+    @dataclass(frozen=True)
+    class HalfSq(SecondMoment):  # a structure no other test compiles
+        beta: float = 0.9
+        formula = "V = β·V + (1−β)·g²/2"
+
+        def init(self, p):
+            return {"half_sq": torch.zeros_like(p)}
+
+        def update(self, state, g, m, t):
+            v = self.beta * state["half_sq"] + (1 - self.beta) * g * g / 2
+            return v, {"half_sq": v}
+
+    class HalfAdam(momenta.Optimizer):
+        def __init__(self, params, lr=0.01, eps=1e-8):
+            super().__init__(params, dict(lr=lr, eps=eps))
+
+        def rules(self, group):
+            return Rules(EMA(0.9), HalfSq())
+
+    monkeypatch.setattr(kernels.config, "slow_compile_s", 0.0)
+    params = make_params(torch.float32)
+    opt = HalfAdam(params)
+    with caplog.at_level("WARNING", logger="momenta"):
+        train(opt, params, 1)
+    messages = [r.getMessage() for r in caplog.records if r.name == "momenta"]
+    assert len(messages) == 1 and "HalfAdam" in messages[0] and "MOMENTA_COMPILE=0" in messages[0], messages
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="momenta"):
+        train(opt, params, 2)
+    assert not [r for r in caplog.records if r.name == "momenta"]
