@@ -72,3 +72,44 @@ def test_version_changes_in_place_and_none_forces_a_rebuild(monkeypatch):
             opt.step()
         results.append(p.detach().clone())
     torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=0)
+
+
+def _kernel(p, g, s, m):
+    m.copy_(0.9 * m + 0.1 * g)
+    p.copy_(p - s[0] * m)
+
+
+def test_compile_graph_runs_the_generated_code_and_equals_the_wrapped_call():
+    examples = [torch.empty(4096), torch.empty(4096), torch.tensor([0.5]), torch.empty(4096)]
+    compiled = compat.compile_graph(_kernel, examples)
+    assert compiled is not None
+    gen = torch.Generator().manual_seed(0)
+    for n in (16, 1000, 5000):  # sizes other than the examples'
+        p, g, m = (torch.randn(n, generator=gen) for _ in range(3))
+        expected = [p.clone(), m.clone()]
+        for _ in range(3):  # the first call goes through the wrappers, later ones not
+            compiled(p, g, examples[2], m)
+        with torch.autograd.profiler.profile():  # recorded: through the wrappers again
+            compiled(p, g, examples[2], m)
+        for _ in range(4):
+            _kernel(expected[0], g, examples[2], expected[1])
+        torch.testing.assert_close(p, expected[0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(m, expected[1], rtol=1e-6, atol=1e-6)
+
+
+def test_unexpected_wrappers_fall_back_to_the_wrapped_call():
+    def wrapped(*tensors):
+        return None
+
+    assert compat._innermost(wrapped) is None  # no generated code found underneath
+
+    class Layer:
+        current_callable = staticmethod(lambda args: None)
+        fx_kwargs = {"is_inference": False}  # a training graph: never called directly
+        inputs_to_check: list[int] = []
+
+    def outer(*tensors):
+        return None
+
+    outer.__wrapped__ = Layer()
+    assert compat._innermost(outer) is None
