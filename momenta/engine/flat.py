@@ -137,8 +137,7 @@ def _repoint(b: Bucket, grads: list[Tensor | None], copied: list[int]) -> None:
     if not b.repoint or not copied:
         return
     for i in copied:
-        g = grads[i]
-        if g is not None and compat.owns_storage(g):  # a view into DDP's buckets stays there
+        if compat.owns_storage(grads[i]):  # type: ignore[arg-type]  # a view into DDP's buckets stays there
             b.params[i].grad = b.grad_views[i]
             b._repointed = True
 
@@ -210,7 +209,7 @@ def _advance(state: FlatState, rules: Rules, indices: list[int], everyone: bool)
     new, values = reference.advance(rules, firsts, t)
     for name, value in new.items():
         if everyone:
-            scalars[name].copy_(value) if isinstance(value, Tensor) else scalars[name].fill_(value)
+            reference.assign(scalars[name], value)
         else:
             scalars[name][indices] = value
     return t, values
@@ -289,17 +288,14 @@ def _birth(
 ) -> None:
     """A step at which a rule's buffer is born (torch's ``momentum_buffer`` at the first
     step): eagerly, the new buffer made flat and handed out."""
-    real = reference.real
     for start, stop, grad in spans(b, indices, direct):
-        n = stop - start
-        p = real(b.layout.data.narrow(0, start, n))
-        gr = real(grad if grad is not None else b.grad.narrow(0, start, n))
-        buffers = {k: real(v.narrow(0, start, n)) for k, v in b.state.buffers.items()}
-        updates = reference.update(p, gr, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
+        p, g, buffers = b.views(start, stop)
+        g = g if grad is None else reference.real(grad)
+        updates = reference.update(p, g, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
         for name, value in updates.items():
             if name not in b.state.buffers:
                 b.state.add(name, indices, state)
-            real(b.state.buffers[name].narrow(0, start, n)).copy_(value)
+            reference.real(b.state.buffers[name].narrow(0, start, stop - start)).copy_(value)
 
 
 class FlatGroup:
@@ -331,7 +327,7 @@ class FlatGroup:
             len(params) == len(self.params)
             and all(map(is_, params, self.params))
             and all(b.layout.holds() for b in self.buckets)
-            and not any(p.requires_grad and ok for p, ok in zip(self.others, movable(self.others)))
+            and not any(movable([p for p in self.others if p.requires_grad]))
         )
 
     def gather(self, direct: bool) -> tuple[list[Gathered], list[Tensor]]:

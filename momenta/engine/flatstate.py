@@ -155,7 +155,8 @@ class FlatState:
         """A buffer born at a rule's first update (torch's ``momentum_buffer``): a new flat
         buffer, handed out to the parameters ``stepped`` (whose states are registered in
         ``optimizer.state`` if they had none)."""
-        flat = self.buffers[key] = self.layout.zeros()
+        flat = self.layout.zeros()
+        self.buffers = {**self.buffers, key: flat}  # a new dict: views kept of the old are stale
         params = self.layout.params
         dicts = dict(zip(self.owners, self._dicts))
         for i in stepped:

@@ -281,7 +281,7 @@ def _structure(
         found = _structures.get(key)
         if found is None:
             found = _structures[key] = _Structure(key, names, label or _describe(rules))
-            found.fn = _compile(rules, names, value_names, maximize, decays)
+            found.fn = _Dispatch(dataclasses.replace(rules), names, value_names, maximize, decays)
     if len(_by_rules) > 1024:
         _by_rules.clear()
     _by_rules[by_rules] = (rules, found, list(hyper.values()))
@@ -290,14 +290,6 @@ def _structure(
 
 def _describe(rules: Rules) -> str:
     return " + ".join(type(part).__name__ for part in rules.parts())
-
-
-def _compile(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> _Dispatch:
-    """The kernel of one rule structure: :func:`_body` with the structure fixed, compiled
-    per (dtype, device, rank) of its tensors on first use."""
-    template = dataclasses.replace(rules)
-    log.info("momenta: compiling the kernel of %s", _describe(rules))
-    return _Dispatch(template, names, value_names, maximize, decays)
 
 
 class _Dispatch:
@@ -332,6 +324,7 @@ class _Dispatch:
         return graph
 
     def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> Callable[..., None]:
+        log.info("momenta: compiling the kernel of %s for %s on %s", _describe(self.template), p.dtype, p.device)
         body = self.body(tuple(buffers))
         # examples of a typical size: Inductor's choices (threads, vector width) follow
         # the sizes it is shown; every call then passes its own

@@ -218,8 +218,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         tracked = cast(flat.TrackedState, self.state)  # installed in __init__ and __setstate__
         rest = list(plan.rest)
         calls: list[flat.Call] = []
+        new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
         for gathered in plan.ready:
-            new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
             prepared, left = flat.prepare(gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__)
             calls += prepared
             rest += left

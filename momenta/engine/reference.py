@@ -14,7 +14,7 @@ calls the same function over flat buffers, eagerly or compiled with 0-dim tensor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..rules import Rule, Updates
+from ..rules.base import Norm
 from .composition import Rules
 
 Scalar = Any  # a Python number on the reference path, a 0-dim tensor in compiled kernels
@@ -108,9 +109,6 @@ def divide(m: Tensor, v: Tensor | None, rules: Rules, s: Scalars, state: Mapping
     if rules.zero_over_zero:
         return torch.where(denom == 0, torch.zeros_like(m), m / denom)
     return m / denom
-
-
-Norm = Callable[[Tensor], Tensor]
 
 
 def moments(
@@ -202,6 +200,11 @@ def advance(rules: Rules, scalars: Mapping[str, Tensor], t: float) -> tuple[dict
     return new, values
 
 
+def assign(target: Tensor, value: Any) -> None:
+    """``target`` (scalar state, in place) takes ``value``, a tensor or a number."""
+    target.copy_(value) if isinstance(value, Tensor) else target.fill_(value)
+
+
 def write(state: MutableMapping[str, Any], updates: Updates, complex_: bool) -> None:
     """The engine's one place of mutation: new buffer values into the state, in place."""
     for name, value in updates.items():
@@ -221,7 +224,7 @@ def _start(state: MutableMapping[str, Any], rules: Rules) -> tuple[float, dict[s
     with torch.no_grad():
         new, values = advance(rules, state, t)
         for name, value in new.items():
-            state[name].copy_(value) if isinstance(value, Tensor) else state[name].fill_(value)
+            assign(state[name], value)
     return t, values
 
 

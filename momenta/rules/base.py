@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -54,6 +54,10 @@ Updates = dict[str, Tensor]
 
 Scalar = float | Tensor
 """A per-step number: a Python float, or a 0-dim tensor (tensor hyperparameters, kernels)."""
+
+Norm = Callable[[Tensor], Tensor]
+"""A whole parameter's ``‖·‖₂``; on flat buffers, each element's own parameter's (what a
+segmented rule receives as ``norm``)."""
 
 Eps = Literal["outside", "inside", "uncorrected"]
 """Where ε goes: ``√V̂ + ε`` (outside), ``√(V̂ + ε)`` (inside), ``(√V + ε)/√c₂`` (uncorrected:

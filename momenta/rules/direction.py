@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from .base import Direction, State, Updates, check, norm
-
-Norm = Callable[[Tensor], Tensor]  # a whole parameter's ‖·‖₂ (each element's own parameter's on flat buffers)
+from .base import Direction, Norm, State, Updates, check, norm
 
 
 @dataclass(frozen=True)
