@@ -123,6 +123,39 @@ def test_orthogonalize_scales_by_shape_and_needs_matrices():
         Orthogonalize().orthogonalize(torch.randn(4))
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, dict(nesterov=False, weight_decay=0.1, adjust_lr_fn="match_rms_adamw", ns_steps=3, momentum=0.8)],
+    ids=["defaults", "others"],
+)
+def test_muon_with_adamw_steps_its_matrices_as_muon(kwargs):
+    """One definition of Muon's rules: MuonWithAdamW's Muon groups have Muon's rules and
+    numbers (bit for bit, tall and wide matrices), its other parameters AdamW's."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(6, 3), (3, 5), (5,)]
+    start = [torch.randn(s, generator=g, dtype=torch.float32) for s in shapes]
+    grads = [[torch.randn(s, generator=g, dtype=torch.float32) for s in shapes] for _ in range(4)]
+    adamw = dict(adamw_lr=0.01, adamw_betas=(0.9, 0.99), adamw_eps=1e-8, adamw_weight_decay=0.05)
+    both = [p.clone().requires_grad_() for p in start]
+    muon = [p.clone().requires_grad_() for p in start[:2]]
+    torch_adamw = [start[2].clone().requires_grad_()]
+    opts = [
+        momenta.MuonWithAdamW(both, lr=0.02, **kwargs, **adamw),
+        momenta.Muon(muon, lr=0.02, **{"weight_decay": 0.0, **kwargs}),
+        torch.optim.AdamW(torch_adamw, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05),
+    ]
+    assert opts[0].rules(opts[0].param_groups[0]) == opts[1].rules(opts[1].param_groups[0])
+    for step in grads:
+        for params in (both, muon + torch_adamw):
+            for p, grad in zip(params, step):
+                p.grad = grad.clone()
+        for opt in opts:
+            opt.step()
+    for a, e in zip(both[:2], muon):
+        assert torch.equal(a, e)
+    torch.testing.assert_close(both[2], torch_adamw[0], rtol=1e-6, atol=1e-7)
+
+
 # -- Factored -----------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ param-group keys, same state keys, same errors, same numbers (to float64 roundin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
@@ -102,6 +103,21 @@ class Adafactor(Optimizer):
         )
 
 
+def muon_rules(group: Mapping[str, Any]) -> Rules:
+    """Muon's rules for a param group (of :class:`Muon`, and the Muon groups of
+    :class:`MuonWithAdamW`): the group's ``momentum``, ``nesterov``, ``ns_coefficients``,
+    ``ns_steps``, ``eps`` and ``adjust_lr_fn``, with decoupled weight decay and no step count."""
+    return Rules(
+        EMA(group["momentum"], name="momentum_buffer", nesterov=group["nesterov"]),
+        One(),
+        direction=Orthogonalize(
+            group["ns_coefficients"], group["ns_steps"], group["eps"], group["adjust_lr_fn"] or "original"
+        ),
+        weight_decay="decoupled",
+        count_steps=False,
+    )
+
+
 class Muon(Optimizer):
     """Muon: momentum, orthogonalised by Newton–Schulz, for 2-D parameters.
 
@@ -167,17 +183,7 @@ class Muon(Optimizer):
                     )
 
     def rules(self, group: dict[str, Any]) -> Rules:
-        return Rules(
-            EMA(group["momentum"], name="momentum_buffer", nesterov=group["nesterov"]),
-            One(),
-            direction=Orthogonalize(
-                group["ns_coefficients"], group["ns_steps"], group["eps"], group["adjust_lr_fn"] or "original"
-            ),
-            weight_decay="decoupled",
-            count_steps=False,
-        )
-
-
+        return muon_rules(group)
 
 
 class MuonWithAdamW(Optimizer):
@@ -261,15 +267,7 @@ class MuonWithAdamW(Optimizer):
 
     def rules(self, group: dict[str, Any]) -> Rules:
         if group["muon"]:
-            return Rules(
-                EMA(group["momentum"], name="momentum_buffer", nesterov=group["nesterov"]),
-                One(),
-                direction=Orthogonalize(
-                    group["ns_coefficients"], group["ns_steps"], group["eps"], group["adjust_lr_fn"] or "original"
-                ),
-                weight_decay="decoupled",
-                count_steps=False,
-            )
+            return muon_rules(group)
         beta1, beta2 = group["betas"]
         return Rules(EMA(beta1, bias_correction=True), EMASq(beta2, bias_correction=True), weight_decay="decoupled")
 
