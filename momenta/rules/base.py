@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -130,6 +131,25 @@ def norm(x: Tensor) -> Tensor:
 def rms(x: Tensor) -> Tensor:
     """The root mean square ``‖x‖ / √n`` of a whole tensor (0 for an empty one)."""
     return torch.linalg.vector_norm(x) / max(x.numel(), 1) ** 0.5
+
+
+def ema_correction(beta: Scalar, t: Scalar, corrected: bool = True) -> Scalar:
+    """``c(t) = 1 − βᵗ``, the bias correction of an average ``β·m + (1−β)·x`` started at 0:
+    after ``t`` steps its weights sum to ``1 − βᵗ``, so ``m / c(t)`` is unbiased. 1 when
+    not ``corrected``."""
+    return 1 - beta**t if corrected else 1.0
+
+
+def zeros(p: Tensor) -> Tensor:
+    """A new buffer of zeros shaped like ``p``, in its memory layout (a channels_last
+    parameter keeps channels_last buffers)."""
+    return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def full(p: Tensor, value: Scalar) -> Tensor:
+    """A new buffer like ``p`` (its layout kept) with every element ``value``."""
+    value = value.item() if isinstance(value, Tensor) else value
+    return torch.full_like(p, value, memory_format=torch.preserve_format)
 
 
 def check(rule: object, name: str, low: float, high: float | None = None) -> None:
@@ -284,3 +304,39 @@ class Iterate(Rule):
 
 Move = tuple[Tensor, Scalar, Tensor]
 """New weights as ``(base, scale, direction)``: ``w ← base + scale·direction``."""
+
+
+@dataclass(frozen=True)
+class Wrapping(Rule):
+    """A rule that changes one thing about another (``inner``) and passes the rest on: its
+    buffers, scalar state, step count, correction and decay. A first- or second-moment
+    wrapper joins this with its kind (``class _Wrapping(Wrapping, FirstMoment)``), which
+    passes on ``update`` (and for a second moment, its root)."""
+
+    inner: Rule
+
+    @property
+    def needs_step(self) -> bool:  # type: ignore[override]
+        return self.inner.needs_step
+
+    @property
+    def elementwise(self) -> bool:  # type: ignore[override]
+        return self.inner.elementwise
+
+    def init(self, p: Tensor) -> Updates:
+        return self.inner.init(p)
+
+    def buffers(self) -> tuple[str, ...]:
+        return self.inner.buffers()
+
+    def scalars(self) -> dict[str, float]:
+        return self.inner.scalars()
+
+    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.inner.advance(scalars, t)
+
+    def correction(self, t: float) -> Scalar:
+        return self.inner.correction(t)
+
+    def decay(self, t: float) -> Scalar:
+        return self.inner.decay(t)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import FirstMoment, Scalar, State, Updates, check, exp, log, minimum
+from .base import FirstMoment, Scalar, State, Updates, Wrapping, check, ema_correction, exp, full, log, minimum, zeros
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class EMA(FirstMoment):
         return ema + ", m̂ = m/(1−βᵗ)" if self.bias_correction else ema
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         m = self.beta * state[self.name] + (1 - self.beta) * g
@@ -82,7 +82,7 @@ class EMA(FirstMoment):
         return m, {self.name: m}
 
     def correction(self, t: float) -> Scalar:
-        return 1 - self.beta**t if self.bias_correction else 1.0
+        return ema_correction(self.beta, t, self.bias_correction)
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class NesterovEMA(FirstMoment):
         return "m = β·m + (1−β)·g, m̂ = (1−μₜ)/(1−Πμ)·g + μₜ₊₁/(1−Πμ·μₜ₊₁)·m"
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def scalars(self) -> dict[str, float]:
         return {"mu_product": 1.0}
@@ -212,7 +212,7 @@ class Delta(FirstMoment):
         return "m = √(Δ + ε)·g, Δ = ρ·Δ + (1−ρ)·m²"
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         acc = state[self.name]
@@ -252,11 +252,7 @@ class Resilient(FirstMoment):
         return "η ← clip(η·η±), m = η·sign(g)"
 
     def init(self, p: Tensor) -> Updates:
-        initial = self.initial.item() if isinstance(self.initial, Tensor) else self.initial
-        return {
-            "prev": torch.zeros_like(p, memory_format=torch.preserve_format),
-            "step_size": torch.full_like(p, initial, memory_format=torch.preserve_format),
-        }
+        return {"prev": zeros(p), "step_size": full(p, self.initial)}
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         s = (g * state["prev"]).sign()
@@ -299,7 +295,7 @@ class Interpolated(FirstMoment):
         return "m = β₁·μ + (1−β₁)·g, μ ← β₂·μ + (1−β₂)·g"
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         avg = state[self.name]
@@ -308,39 +304,13 @@ class Interpolated(FirstMoment):
 
 
 @dataclass(frozen=True)
-class _Wrapping(FirstMoment):
-    """A rule that changes one thing about another (``inner``) and passes the rest on."""
+class _Wrapping(Wrapping, FirstMoment):
+    """A first-moment rule that changes one thing about another (``inner``)."""
 
     inner: FirstMoment
 
-    @property
-    def needs_step(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_step
-
-    @property
-    def elementwise(self) -> bool:  # type: ignore[override]
-        return self.inner.elementwise
-
-    def init(self, p: Tensor) -> Updates:
-        return self.inner.init(p)
-
-    def buffers(self) -> tuple[str, ...]:
-        return self.inner.buffers()
-
-    def scalars(self) -> dict[str, float]:
-        return self.inner.scalars()
-
-    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.inner.advance(scalars, t)
-
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         return self.inner.update(state, g, t)
-
-    def correction(self, t: float) -> Scalar:
-        return self.inner.correction(t)
-
-    def decay(self, t: float) -> Scalar:
-        return self.inner.decay(t)
 
 
 @dataclass(frozen=True)
@@ -362,8 +332,7 @@ class Initialized(_Wrapping):
         return f"{self.inner.formula}, m₀ = {self.value:g}"
 
     def init(self, p: Tensor) -> Updates:
-        value = self.value.item() if isinstance(self.value, Tensor) else self.value
-        return {name: torch.full_like(b, value) for name, b in self.inner.init(p).items()}
+        return {name: full(b, self.value) for name, b in self.inner.init(p).items()}
 
 
 @dataclass(frozen=True)
@@ -455,10 +424,7 @@ class EMAMix(FirstMoment):
         return "m₁ = β₁·m₁ + (1−β₁)·g, m₂ = β₃·m₂ + (1−β₃)·g, m = m₁/(1−β₁ᵗ) + α·m₂"
 
     def init(self, p: Tensor) -> Updates:
-        return {
-            self.fast: torch.zeros_like(p, memory_format=torch.preserve_format),
-            self.slow: torch.zeros_like(p, memory_format=torch.preserve_format),
-        }
+        return {self.fast: zeros(p), self.slow: zeros(p)}
 
     def alpha_at(self, t: Scalar) -> Scalar:
         """α(t), the weight of the slow EMA at step ``t``."""
@@ -473,7 +439,7 @@ class EMAMix(FirstMoment):
     def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
         # the schedules and the bias correction are numbers of t: once a step, on the host
         return {}, {
-            "ademamix_c1": 1 - self.beta1**t,
+            "ademamix_c1": ema_correction(self.beta1, t),
             "ademamix_alpha": self.alpha_at(t),
             "ademamix_beta3": self.beta3_at(t),
         }

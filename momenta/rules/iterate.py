@@ -35,6 +35,7 @@ from .base import (
     rms,
     sqrt,
     where,
+    zeros,
 )
 
 
@@ -114,7 +115,7 @@ class Averaged(Iterate):
         return {"eta": float(self.lr), "mu": 1.0}
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
         # this step runs with the η and μ set by the last one; the next one's are set now

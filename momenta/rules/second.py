@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Eps, Scalar, SecondMoment, State, Updates, check
+from .base import Eps, Scalar, SecondMoment, State, Updates, Wrapping, check, ema_correction, full, zeros
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SumSq(SecondMoment):
         return "V = Σ g²"
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.full_like(p, self.initial, memory_format=torch.preserve_format)}
+        return {self.name: full(p, self.initial)}
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
@@ -123,9 +123,9 @@ class EMASq(SecondMoment):
         return v + ", V̂ = V/(1−βᵗ)" if self.bias_correction else v
 
     def init(self, p: Tensor) -> Updates:
-        buffers = {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        buffers = {self.name: zeros(p)}
         if self.centered:
-            buffers[self.mean_name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buffers[self.mean_name] = zeros(p)
         return buffers
 
     def update(
@@ -140,45 +140,20 @@ class EMASq(SecondMoment):
         return (v - g_avg * g_avg).clamp_min(0), {self.name: v, self.mean_name: g_avg}
 
     def correction(self, t: float) -> Scalar:
-        return 1 - self.beta**t if self.bias_correction else 1.0
+        return ema_correction(self.beta, t, self.bias_correction)
 
 
 @dataclass(frozen=True)
-class _Wrapping(SecondMoment):
-    """A rule that changes one thing about another (``inner``) and passes the rest on."""
+class _Wrapping(Wrapping, SecondMoment):
+    """A second-moment rule that changes one thing about another (``inner``); its root
+    is the other's unless it says otherwise."""
 
     inner: SecondMoment
-
-    @property
-    def needs_step(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_step
-
-    @property
-    def elementwise(self) -> bool:  # type: ignore[override]
-        return self.inner.elementwise
-
-    def init(self, p: Tensor) -> Updates:
-        return self.inner.init(p)
-
-    def buffers(self) -> tuple[str, ...]:
-        return self.inner.buffers()
-
-    def scalars(self) -> dict[str, float]:
-        return self.inner.scalars()
-
-    def advance(self, scalars: Mapping[str, Tensor], t: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.inner.advance(scalars, t)
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
     ) -> tuple[Tensor | None, Updates]:
         return self.inner.update(state, g, m, t)
-
-    def correction(self, t: float) -> Scalar:
-        return self.inner.correction(t)
-
-    def decay(self, t: float) -> Scalar:
-        return self.inner.decay(t)
 
     def denominator(self, v: Tensor, c2: Scalar, eps: Scalar, where_eps: Eps, t: float, state: State) -> Tensor:
         return self.inner.denominator(v, c2, eps, where_eps, t, state)
@@ -210,7 +185,7 @@ class AMSGrad(_Wrapping):
     def init(self, p: Tensor) -> Updates:
         return {
             **self.inner.init(p),
-            self.name: torch.zeros_like(p, memory_format=torch.preserve_format),
+            self.name: zeros(p),
         }
 
     def buffers(self) -> tuple[str, ...]:
@@ -255,7 +230,7 @@ class InfNorm(SecondMoment):
         return "u = max(β·u, |g| + ε), √V = u"
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
@@ -304,7 +279,7 @@ class Rectified(_Wrapping):
         new, values = self.inner.advance(scalars, t)
         beta = float(self.inner.beta)
         rho_inf = 2 / (1 - beta) - 1
-        rho = rho_inf - 2 * t * beta**t / (1 - beta**t)
+        rho = rho_inf - 2 * t * beta**t / ema_correction(beta, t)
         rect = ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5 if rho > 5 else 0.0
         return new, {**values, "radam_rect": rect}
 
@@ -356,7 +331,7 @@ class Factored(SecondMoment):
             rows, cols = list(p.shape), list(p.shape)
             rows[-1], cols[-2] = 1, 1
             return {"row_var": p.new_zeros(rows), "col_var": p.new_zeros(cols)}
-        return {"variance": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {"variance": zeros(p)}
 
     def _eps(self, g: Tensor) -> float:
         return self.eps if self.eps is not None else torch.finfo(g.dtype).eps
@@ -421,7 +396,7 @@ class BeliefSq(SecondMoment):
         return s + ", V̂ = V/(1−βᵗ)" if self.bias_correction else s
 
     def init(self, p: Tensor) -> Updates:
-        return {self.name: torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {self.name: zeros(p)}
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
@@ -433,7 +408,7 @@ class BeliefSq(SecondMoment):
         return s, {self.name: s}
 
     def correction(self, t: float) -> Scalar:
-        return 1 - self.beta**t if self.bias_correction else 1.0
+        return ema_correction(self.beta, t, self.bias_correction)
 
 
 @dataclass(frozen=True)
@@ -476,8 +451,7 @@ class YogiSq(SecondMoment):
         return v + ", V̂ = V/(1−βᵗ)" if self.bias_correction else v
 
     def init(self, p: Tensor) -> Updates:
-        initial = self.initial.item() if isinstance(self.initial, Tensor) else self.initial
-        return {self.name: torch.full_like(p, initial, memory_format=torch.preserve_format)}
+        return {self.name: full(p, self.initial)}
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
@@ -487,7 +461,7 @@ class YogiSq(SecondMoment):
         return v, {self.name: v}
 
     def correction(self, t: float) -> Scalar:
-        return 1 - self.beta**t if self.bias_correction else 1.0
+        return ema_correction(self.beta, t, self.bias_correction)
 
 
 @dataclass(frozen=True)
@@ -538,7 +512,7 @@ class FactoredPaper(SecondMoment):
                 "exp_avg_sq_row": p.new_zeros(shape[:-1]),
                 "exp_avg_sq_col": p.new_zeros(shape[:-2] + shape[-1:]),
             }
-        return {"exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {"exp_avg_sq": zeros(p)}
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
