@@ -6,6 +6,7 @@ second-moment rule, run by one engine.
 * :mod:`momenta.optimizers` — torch-compatible SGD, Adam, AdamW, Adagrad, RMSprop, Adamax,
   NAdam, RAdam, Adadelta, ASGD, Rprop, Adafactor, Muon, SparseAdam, and the modern AdaBelief,
   Lion, LAMB, LARS, Yogi, ScheduleFreeAdamW, AdEMAMix, AdafactorPaper, and MuonWithAdamW;
+  :class:`Composed`, any :class:`Rules` value as an optimizer;
 * :mod:`momenta.seed` — the seed's five textbook optimizers;
 * :mod:`momenta.registry` — optimizers by name;
 * :func:`momenta.compare` — the comparison experiment (``momenta compare``).
@@ -28,6 +29,7 @@ from .optimizers import (
     Adamax,
     AdamW,
     AdEMAMix,
+    Composed,
     Lion,
     Muon,
     MuonWithAdamW,
@@ -56,6 +58,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Composed",
     "Lion",
     "Muon",
     "MuonWithAdamW",

@@ -6,11 +6,14 @@
   MuonWithAdamW (Muon for matrices, AdamW for the rest);
 * :mod:`.sparse` — optimizers for sparse gradients: SparseAdam (torch drop-in);
 * :mod:`.modern` — from after torch.optim's set: AdaBelief, Lion, LAMB, LARS, Yogi,
-  ScheduleFreeAdamW, AdEMAMix, AdafactorPaper (each matching its established implementation).
+  ScheduleFreeAdamW, AdEMAMix, AdafactorPaper (each matching its established implementation);
+* :mod:`.composed` — Composed: any :class:`~momenta.Rules` value as an optimizer, its
+  rules' hyperparameters in the param groups.
 """
 
 from .adam import Adam, Adamax, AdamW, NAdam, RAdam
 from .classic import ASGD, SGD, Adadelta, Adagrad, RMSprop, Rprop
+from .composed import Composed
 from .matrix import Adafactor, Muon, MuonWithAdamW
 from .modern import (
            LAMB,
@@ -26,4 +29,5 @@ from .sparse import SparseAdam
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "ASGD", "Rprop",
            "Adafactor", "Muon", "SparseAdam", "MuonWithAdamW",
-           "AdaBelief", "Lion", "LAMB", "LARS", "Yogi", "ScheduleFreeAdamW", "AdEMAMix", "AdafactorPaper"]
+           "AdaBelief", "Lion", "LAMB", "LARS", "Yogi", "ScheduleFreeAdamW", "AdEMAMix", "AdafactorPaper",
+           "Composed"]
