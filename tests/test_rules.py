@@ -88,19 +88,10 @@ def test_rules_validate_themselves():
         Rules(EMA(0.9, bias_correction=True), count_steps=False)
 
 
-class _Fixed(momenta.Optimizer):
-    def __init__(self, params, rules, **defaults):
-        self._rules = rules
-        super().__init__(params, defaults)
-
-    def rules(self, group):
-        return self._rules
-
-
 def _one_step(rules, p0, g, **defaults):
     p = p0.clone().requires_grad_()
     p.grad = g.clone()
-    _Fixed([p], rules, **defaults).step()
+    momenta.Composed([p], rules, **defaults).step()
     return p.detach()
 
 
@@ -110,8 +101,8 @@ def test_eps_placement_and_zero_over_zero():
     assert out[0].item() == pytest.approx(1 - 0.1 * 2 / (2 + 0.5), rel=1e-15)
     out = _one_step(Rules(Gradient(), SumSq(), eps="inside"), p0, g, lr=0.1, eps=0.5)
     assert out[0].item() == pytest.approx(1 - 0.1 * 2 / (4 + 0.5) ** 0.5, rel=1e-15)
-    assert torch.isnan(_one_step(Rules(Gradient(), SumSq()), p0, g, lr=0.1)[1])
-    out = _one_step(Rules(Gradient(), SumSq(), zero_over_zero=True), p0, g, lr=0.1)
+    assert torch.isnan(_one_step(Rules(Gradient(), SumSq()), p0, g, lr=0.1, eps=0.0)[1])
+    out = _one_step(Rules(Gradient(), SumSq(), zero_over_zero=True), p0, g, lr=0.1, eps=0.0)
     assert torch.equal(out, torch.tensor([0.9, 1.0], dtype=torch.float64))
 
 
@@ -119,7 +110,7 @@ def test_precondition_gradient_puts_momentum_after_division():
     p0, g = torch.tensor([1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
     rules = Rules(Momentum(0.9), SumSq(), precondition="gradient")
     p = p0.clone().requires_grad_()
-    opt = _Fixed([p], rules, lr=0.1, eps=0.0)
+    opt = momenta.Composed([p], rules, lr=0.1, eps=0.0)
     for _ in range(2):
         p.grad = g.clone()
         opt.step()
@@ -148,10 +139,17 @@ def test_subclass_must_define_rules():
         def __init__(self, params):
             super().__init__(params, dict(lr=0.1))
 
+    class NoLearningRate(momenta.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, dict(eps=1e-8))
+
+        def rules(self, group):
+            return Rules()
+
     with pytest.raises(TypeError, match="abstract"):
         Incomplete([torch.zeros(1, requires_grad=True)])
     with pytest.raises(TypeError, match="needs an 'lr'"):
-        _Fixed([torch.zeros(1, requires_grad=True)], Rules())
+        NoLearningRate([torch.zeros(1, requires_grad=True)])
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"])
