@@ -31,17 +31,6 @@ COMPOSITIONS = [
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-6, atol=1e-6)}
 
 
-class Composed(momenta.Optimizer):
-    """Any Rules, fixed, with the engine's hyperparameters in the param groups."""
-
-    def __init__(self, params, rules, lr=0.01, eps=1e-8, weight_decay=0.0, maximize=False, foreach=None):
-        self._fixed = rules
-        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach))
-
-    def rules(self, group):
-        return self._fixed
-
-
 def make_params(dtype, complex_=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     shapes = [(7, 5), (5,), (), (2, 3, 4, 4), (0,)]
@@ -74,7 +63,7 @@ def run_both(rules, dtype=torch.float64, steps=5, complex_=False, **kw):
     results = []
     for foreach in (False, None):  # reference path, fast path
         params = make_params(dtype, complex_)
-        opt = Composed(params, rules, foreach=foreach, **kw)
+        opt = momenta.Composed(params, rules, lr=0.01, foreach=foreach, **kw)
         train(opt, params, steps)
         results.append((params, opt))
     return results
@@ -357,7 +346,7 @@ def test_cuda_compiled_equals_reference(compiled):
     results = []
     for foreach in (False, None):
         params = [torch.nn.Parameter(p.cuda()) for p in make_params(torch.float32)]
-        opt = Composed(params, rules, foreach=foreach, weight_decay=0.1)
+        opt = momenta.Composed(params, rules, lr=0.01, foreach=foreach, weight_decay=0.1)
         train(opt, params, 4)
         results.append([p.detach().cpu() for p in params])
     for a, b in zip(*results):

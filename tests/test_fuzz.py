@@ -54,20 +54,11 @@ def compositions(draw):
     return rules, hyper, shapes, dtype, steps, seed
 
 
-class Composed(momenta.Optimizer):
-    def __init__(self, params, rules, foreach=None, **hyper):
-        self._fixed = rules
-        super().__init__(params, dict(hyper, foreach=foreach))
-
-    def rules(self, group):
-        return self._fixed
-
-
 def _run(case, foreach):
     rules, hyper, shapes, dtype, steps, seed = case
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in shapes]
-    opt = Composed(params, rules, foreach=foreach, **hyper)
+    opt = momenta.Composed(params, rules, foreach=foreach, **hyper)
     for _ in range(steps):
         for p in params:
             p.grad = torch.randn(p.shape, generator=g, dtype=dtype)
@@ -99,7 +90,7 @@ def test_state_dict_round_trip_is_the_identity(case):
     buffer = io.BytesIO()
     torch.save(saved, buffer)
     buffer.seek(0)
-    fresh = Composed(params, case[0], **case[1])
+    fresh = momenta.Composed(params, case[0], **case[1])
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     again = fresh.state_dict()
     assert again["param_groups"] == saved["param_groups"]
