@@ -22,15 +22,6 @@ NOT_ELEMENTWISE = {
 }
 
 
-class _Custom(momenta.Optimizer):
-    def __init__(self, params, rules):
-        self._rules = rules
-        super().__init__(params, dict(lr=0.01, foreach=True))
-
-    def rules(self, group):
-        return self._rules
-
-
 @pytest.mark.parametrize("name", list(NOT_ELEMENTWISE))
 def test_rules_that_see_whole_parameters_take_the_reference_path(name, monkeypatch):
     """Even with ``foreach=True``: one parameter at a time, never a flat buffer."""
@@ -45,7 +36,7 @@ def test_rules_that_see_whole_parameters_take_the_reference_path(name, monkeypat
 
     monkeypatch.setattr(flat.FlatGroup, "gather", forbidden)
     params = [torch.randn(4, 3, requires_grad=True), torch.randn(3, 5, requires_grad=True)]
-    opt = _Custom(params, rules)
+    opt = momenta.Composed(params, rules, lr=0.01, foreach=True)
     for _ in range(2):
         for p in params:
             p.grad = torch.randn_like(p)
