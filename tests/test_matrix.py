@@ -1,5 +1,5 @@
 """Rules that see whole matrices (Factored, ClipRMS, RelativeStep, Orthogonalize,
-TrustRatio) and the optimizers made of them (Adafactor, Muon)."""
+ShapeScaled, TrustRatio) and the optimizers made of them (Adafactor, Muon)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from harness import one_thread  # noqa: F401 (an autouse fixture)
 import momenta
 from momenta import Rules
 from momenta.engine import flat, reference
-from momenta.rules import EMA, ClipRMS, Factored, Gradient, Orthogonalize, RelativeStep, TrustRatio
+from momenta.rules import EMA, ClipRMS, Factored, Gradient, Orthogonalize, RelativeStep, ShapeScaled, TrustRatio
 
 NOT_ELEMENTWISE = {
     "Factored": Rules(Gradient(), Factored()),
     "ClipRMS": Rules(direction=ClipRMS()),
     "RelativeStep": Rules(iterate=RelativeStep()),
     "Orthogonalize": Rules(EMA(0.9), direction=Orthogonalize()),
+    "ShapeScaled": Rules(iterate=ShapeScaled()),
 }
 
 
@@ -105,13 +106,27 @@ def test_orthogonalize_makes_a_semi_orthogonal_matrix(shape):
     torch.testing.assert_close(gram, torch.eye(min(shape), dtype=torch.float64), rtol=0, atol=0.05)
 
 
-def test_orthogonalize_scales_by_shape_and_needs_matrices():
-    assert Orthogonalize().scale(torch.Size([8, 5])) == math.sqrt(8 / 5)
-    assert Orthogonalize().scale(torch.Size([5, 8])) == 1.0
-    assert Orthogonalize(adjust_lr="match_rms_adamw").scale(torch.Size([5, 8])) == 0.2 * math.sqrt(8)
-    assert Orthogonalize(adjust_lr="none").scale(torch.Size([8, 5])) == 1.0
+def test_orthogonalize_needs_matrices():
     with pytest.raises(ValueError, match="2-D"):
         Orthogonalize().orthogonalize(torch.randn(4))
+
+
+def test_shape_scaled_steps_by_lr_times_the_shapes_scale():
+    assert ShapeScaled().scale(torch.Size([8, 5])) == math.sqrt(8 / 5)
+    assert ShapeScaled().scale(torch.Size([5, 8])) == 1.0
+    assert ShapeScaled("match_rms_adamw").scale(torch.Size([5, 8])) == 0.2 * math.sqrt(8)
+    assert ShapeScaled("none").scale(torch.Size([8, 5])) == 1.0
+    with pytest.raises(ValueError, match="adjust_lr"):
+        ShapeScaled("rms")  # type: ignore[arg-type]
+    w, d = torch.randn(8, 5), torch.randn(8, 5)
+    (base, alpha, direction), _ = ShapeScaled().apply({}, w, d, 0.01, 0.01, 0.999, math.nan)
+    # lr·s is the add's alpha, one number (torch's adjusted lr); the decay takes lr alone
+    assert alpha == -(0.01 * math.sqrt(8 / 5)) and direction is d
+    assert torch.equal(base, w * 0.999)
+    # a float32 tensor lr: lr·s taken in float32, as torch.optim.Muon does
+    lr = torch.tensor(0.01)
+    (_, alpha, _), _ = ShapeScaled().apply({}, w, d, lr.item(), lr, None, math.nan)
+    assert alpha == -(lr * math.sqrt(8 / 5)).item() != -(lr.item() * math.sqrt(8 / 5))
 
 
 @pytest.mark.parametrize(

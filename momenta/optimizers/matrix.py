@@ -7,7 +7,7 @@ param-group keys, same state keys, same errors, same numbers (to float64 roundin
 | optimizer | m | V | direction, iterate |
 |---|---|---|---|
 | :class:`Adafactor` | ``g`` | ``R·C / mean(R)``, factored row and column averages of ``g²`` | RMS clipped at ``d``; step ``max(ε₂, RMS(w))·min(lr, 1/√t)``; decay decoupled |
-| :class:`Muon` | ``EMA(g)`` (Nesterov) | ``1`` | Newton–Schulz orthogonalised; decay decoupled |
+| :class:`Muon` | ``EMA(g)`` (Nesterov) | ``1`` | Newton–Schulz orthogonalised; step ``lr·s(shape)``; decay decoupled |
 | :class:`MuonWithAdamW` | Muon's for 2-D parameters, AdamW's for the rest | | (not in torch) |
 """
 
@@ -30,6 +30,7 @@ from ..rules import (
     One,
     Orthogonalize,
     RelativeStep,
+    ShapeScaled,
 )
 from ..rules.direction import NS_COEFFICIENTS
 
@@ -106,13 +107,15 @@ class Adafactor(Optimizer):
 def muon_rules(group: Mapping[str, Any]) -> Rules:
     """Muon's rules for a param group (of :class:`Muon`, and the Muon groups of
     :class:`MuonWithAdamW`): the group's ``momentum``, ``nesterov``, ``ns_coefficients``,
-    ``ns_steps``, ``eps`` and ``adjust_lr_fn``, with decoupled weight decay and no step count."""
+    ``ns_steps``, ``eps`` and ``adjust_lr_fn``, with decoupled weight decay and no step count.
+
+    The momentum is an EMA (torch's ``lerp``), the direction ``NSₖ(m)``, the step ``lr·s``
+    for the shape scaling ``s``: see :class:`Muon`."""
     return Rules(
-        EMA(group["momentum"], name="momentum_buffer", nesterov=group["nesterov"]),
+        EMA(group["momentum"], name="momentum_buffer", nesterov=group["nesterov"], lerp=True),
         One(),
-        direction=Orthogonalize(
-            group["ns_coefficients"], group["ns_steps"], group["eps"], group["adjust_lr_fn"] or "original"
-        ),
+        direction=Orthogonalize(group["ns_coefficients"], group["ns_steps"], group["eps"]),
+        iterate=ShapeScaled(group["adjust_lr_fn"] or "original"),
         weight_decay="decoupled",
         count_steps=False,
     )
@@ -141,7 +144,10 @@ class Muon(Optimizer):
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
 
     Complex parameters and sparse gradients are refused at the step, as torch does. There
-    is no step count in the state (as in torch).
+    is no step count in the state (as in torch). Each quantity is computed with torch's
+    ops in torch's order (both averages as ``lerp``, ``NSₖ`` in bfloat16, ``lr·s`` one
+    number, in a tensor lr's dtype), so float32 results are torch's bit for bit: the
+    bfloat16 iteration would spread any last-bit difference of its input.
 
     Source: Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024
     (kellerjordan.github.io/posts/muon); Liu et al., "Muon is Scalable for LLM Training",

@@ -37,6 +37,7 @@ from .iterate import (
     RelativeStep,
     RelativeUpdate,
     ScheduleFree,
+    ShapeScaled,
     Unscaled,
 )
 from .second import (
@@ -86,6 +87,7 @@ __all__ = [
     "Scalar",
     "ScheduleFree",
     "SecondMoment",
+    "ShapeScaled",
     "Sign",
     "State",
     "SumSq",

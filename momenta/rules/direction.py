@@ -6,7 +6,7 @@
 | :class:`Sign` | ``sign(d)`` | yes |
 | :class:`TrustRatio` | ``η·‖w‖/‖d‖ · d`` (1 where a norm is 0) | no: segmented (two norms) |
 | :class:`ClipRMS` | ``d / max(1, RMS(d)/c)`` | no (one norm) |
-| :class:`Orthogonalize` | Newton–Schulz ``≈ U·Vᵀ`` of ``d = U·S·Vᵀ``, scaled by its shape | no (matrix) |
+| :class:`Orthogonalize` | Newton–Schulz ``≈ U·Vᵀ`` of ``d = U·S·Vᵀ`` | no (matrix) |
 | :class:`LocalLR` | ``η·‖w‖/(‖g‖ + λ‖w‖ + ε) · d`` for ``d = g + λ·w`` (LARS; 1 where a norm is 0) | no (two norms) |
 
 A rule that is not elementwise sees whole parameters: the engine runs it on the reference
@@ -19,9 +19,7 @@ quantities are norms, taken with the ``norm`` argument of :meth:`apply` (default
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -55,8 +53,6 @@ class Sign(Direction):
 
     def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
         return d.sign(), {}
-
-
 
 
 @dataclass(frozen=True)
@@ -127,30 +123,27 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 @dataclass(frozen=True)
 class Orthogonalize(Direction):
-    """D(d) = s(shape) · NSₖ(d): d's nearest semi-orthogonal matrix, by Newton–Schulz.
+    """D(d) = NSₖ(d): d's nearest semi-orthogonal matrix, by Newton–Schulz.
 
     ``X ← d / max(‖d‖_F, ε)`` (transposed when tall), then ``k`` times
     ``X ← a·X + (b·A + c·A²)·X`` with ``A = X·Xᵀ``, in bfloat16 as torch does: the
     singular values of ``d`` go to roughly 1 (``U·S'·Vᵀ`` with ``S' ≈ 1``). The result is
-    scaled by ``s = √max(1, rows/cols)`` (``"original"``), ``0.2·√max(rows, cols)``
-    (``"match_rms_adamw"``) or 1 (``"none"``), so that updates of every shape have a
-    comparable size. Only for 2-D parameters.
+    the bfloat16 one, exactly (in the parameter's dtype). Only for 2-D parameters; Muon
+    scales the step by the matrix's shape (:class:`~momenta.rules.iterate.ShapeScaled`).
 
     Args:
         coefficients: (a, b, c) of the quintic iteration.
         steps: k, the number of iterations (< 100).
         eps: ε, the floor of the norm that first normalises ``d``.
-        adjust_lr: the shape scaling ``s``.
 
     Source: Jordan et al., "Muon: An optimizer for hidden layers in neural networks",
-    2024 (kellerjordan.github.io/posts/muon); Liu et al., "Muon is Scalable for LLM
-    Training", 2025 (``match_rms_adamw``). Matches ``torch.optim.Muon``.
+    2024 (kellerjordan.github.io/posts/muon). Matches ``torch.optim.Muon``'s
+    ``_zeropower_via_newtonschulz``, op for op.
     """
 
     coefficients: tuple[float, float, float] = NS_COEFFICIENTS
     steps: int = 5
     eps: float = 1e-7
-    adjust_lr: Literal["original", "match_rms_adamw", "none"] = "original"
     elementwise = False
 
     def __post_init__(self) -> None:
@@ -158,24 +151,10 @@ class Orthogonalize(Direction):
             raise ValueError(f"Orthogonalize: invalid steps: {self.steps!r} (expected 0 <= steps < 100)")
         if len(tuple(self.coefficients)) != 3:
             raise ValueError(f"Orthogonalize: invalid coefficients: {self.coefficients!r} (expected (a, b, c))")
-        if self.adjust_lr not in ("original", "match_rms_adamw", "none"):
-            raise ValueError(
-                f"Orthogonalize: invalid adjust_lr: {self.adjust_lr!r} "
-                "(expected 'original', 'match_rms_adamw' or 'none')"
-            )
 
     @property
     def formula(self) -> str:
         return "NS({d})"
-
-    def scale(self, shape: torch.Size) -> float:
-        """s(shape): the factor that evens out update sizes across matrix shapes."""
-        rows, cols = shape[:2]
-        if self.adjust_lr == "original":
-            return math.sqrt(max(1, rows / cols))
-        if self.adjust_lr == "match_rms_adamw":
-            return 0.2 * math.sqrt(max(rows, cols))
-        return 1.0
 
     def orthogonalize(self, d: Tensor) -> Tensor:
         """NSₖ(d), in bfloat16 (the iteration is robust to its rounding, and this is what
@@ -195,7 +174,8 @@ class Orthogonalize(Direction):
         return x.T if tall else x
 
     def apply(self, state: State, d: Tensor, w: Tensor, t: float) -> tuple[Tensor, Updates]:
-        return self.orthogonalize(d).to(w.dtype) * self.scale(w.shape), {}
+        # bfloat16 → w's dtype is exact: the step adds torch's numbers, times lr·s as one alpha
+        return self.orthogonalize(d).to(w.dtype), {}
 
 
 @dataclass(frozen=True)

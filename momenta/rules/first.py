@@ -49,6 +49,9 @@ class EMA(FirstMoment):
         bias_correction: divide by ``1 − βᵗ`` so that early steps are not biased to 0.
         name: the state buffer (torch's ``exp_avg``).
         nesterov: step along the look-ahead average.
+        lerp: compute both averages as ``torch.lerp`` does (``m_t = lerp(m_{t−1}, g_t, 1−β)``,
+            look-ahead ``lerp(g_t, m_t, β)``), torch's Muon's rounding, which its
+            bfloat16 Newton–Schulz would turn a last-bit difference of into a visible one.
 
     Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
@@ -57,6 +60,7 @@ class EMA(FirstMoment):
     bias_correction: bool = False
     name: str = "exp_avg"
     nesterov: bool = False
+    lerp: bool = False
 
     def __post_init__(self) -> None:
         check(self, "beta", 0.0, 1.0)
@@ -76,6 +80,9 @@ class EMA(FirstMoment):
         return {self.name: zeros(p)}
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
+        if self.lerp:
+            m = torch.lerp(state[self.name], g, 1 - self.beta)
+            return torch.lerp(g, m, self.beta) if self.nesterov else m, {self.name: m}
         m = self.beta * state[self.name] + (1 - self.beta) * g
         if self.nesterov:  # look ahead: the average as the next gradient equal to g would make it
             return (1 - self.beta) * g + self.beta * m, {self.name: m}

@@ -3,6 +3,7 @@
 | rule | w ← | state | elementwise |
 |---|---|---|---|
 | :class:`Descent` | ``w·(1 − lr·λ) − lr·d`` | — | yes |
+| :class:`ShapeScaled` | ``w·(1 − lr·λ) − lr·s·d``, ``s`` by the matrix's shape (Muon's adjusted lr) | — | no (shape) |
 | :class:`Unscaled` | ``w − d`` (``d`` carries its own step sizes) | — | yes |
 | :class:`Averaged` | ``w·(1 − λ·η) − η·d``, and ``ax ← ax + μ·(w − ax)`` | ``eta``, ``mu``, ``ax`` | yes |
 | :class:`RelativeStep` | ``w·(1 − lr·λ) − max(ε₂, RMS(w))·min(lr, 1/√t)·d`` | — | no (RMS) |
@@ -15,9 +16,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -55,6 +57,64 @@ class Descent(Iterate):
         self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
     ) -> tuple[Move, Updates]:
         return (_decayed(w, shrink), -step_size, d), {}
+
+
+@dataclass(frozen=True)
+class ShapeScaled(Iterate):
+    """w ← w·(1 − lr·λ) − lr·s·d, with ``s`` set by the shape (rows, cols) of ``w``:
+
+        s = √max(1, rows/cols)           ("original", Keller Jordan's)
+        s = 0.2·√max(rows, cols)         ("match_rms_adamw", Moonshot's: AdamW's update RMS)
+        s = 1                            ("none")
+
+    so that orthogonalised updates of every shape have a comparable size (Muon). The
+    decay takes ``lr`` itself, not ``lr·s``.
+
+    ``lr·s`` is one number, torch's "adjusted lr", which the add multiplies into ``d``: with
+    a tensor ``lr`` it is taken in the tensor's dtype, as torch does. (``lr·(s·d)`` would
+    round ``s·d`` first, and Newton–Schulz's bfloat16 spreads such last-bit differences.)
+
+    Args:
+        adjust_lr: the shape scaling ``s``.
+
+    Source: Jordan et al., "Muon: An optimizer for hidden layers in neural networks",
+    2024; Liu et al., "Muon is Scalable for LLM Training", 2025 (``match_rms_adamw``).
+    Matches ``torch.optim.Muon``'s ``_adjust_lr``.
+    """
+
+    adjust_lr: Literal["original", "match_rms_adamw", "none"] = "original"
+    elementwise = False
+
+    def __post_init__(self) -> None:
+        if self.adjust_lr not in ("original", "match_rms_adamw", "none"):
+            raise ValueError(
+                f"ShapeScaled: invalid adjust_lr: {self.adjust_lr!r} "
+                "(expected 'original', 'match_rms_adamw' or 'none')"
+            )
+
+    @property
+    def formula(self) -> str:
+        return "w ← w − lr·s·{d}"
+
+    def scale(self, shape: torch.Size) -> float:
+        """s(shape): the factor that evens out update sizes across matrix shapes."""
+        rows, cols = shape[:2]
+        if self.adjust_lr == "original":
+            return math.sqrt(max(1, rows / cols))
+        if self.adjust_lr == "match_rms_adamw":
+            return 0.2 * math.sqrt(max(rows, cols))
+        return 1.0
+
+    def apply(
+        self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
+    ) -> tuple[Move, Updates]:
+        s = self.scale(w.shape)
+        if isinstance(lr, Tensor) and not isinstance(step_size, Tensor):
+            # a tensor lr (the engine passed its step size on as a number): lr·s in its dtype
+            adjusted = (torch.as_tensor(step_size, dtype=lr.dtype) * s).item()
+        else:
+            adjusted = step_size * s
+        return (_decayed(w, shrink), -adjusted, d), {}
 
 
 @dataclass(frozen=True)
