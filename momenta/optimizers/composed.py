@@ -42,6 +42,9 @@ class Composed(Optimizer):
     scheduler or a user that changes ``group["first.beta"]`` changes the rule at the next
     step, without recompiling a kernel (kernels take hyperparameters as inputs). The rest of
     ``rules`` (the rules' kinds, flags and buffer names, how the parts are joined) is fixed.
+    A rule's own learning rate (``Averaged.lr``, ``ScheduleFree.lr``) is a key of its own
+    (``"iterate.lr"``), which an lr scheduler does not move; torch's ``OneCycleLR`` cycles
+    ``betas`` or ``momentum``, which these groups do not have (``cycle_momentum=False``).
 
     Args:
         params: parameters or param groups (a group may set its own ``"first.beta"`` …).
