@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from itertools import chain
 from operator import is_, itemgetter
 from typing import Any
 
@@ -78,6 +79,33 @@ class FlatState:
         self._dicts: list[dict[str, Any]] = []  # optimizer.state[p] of the owners
         self._views: dict[str, list[Tensor]] = {}  # the views we handed out, by name
         self._seen: tuple[Any, int] = (None, -1)  # (optimizer.state, its version) then
+        self._held: list[Tensor] | None = None  # the owners' state values, all ours, in order
+        #: after a step of every parameter: the scalar tensors, their versions then, and the
+        #: step then (so the next step neither reads it back nor compares the rows)
+        self._uniform: tuple[list[Tensor], list[int], float] | None = None
+
+    def uniform_step(self) -> float | None:
+        """The step every parameter is at, known without reading the scalar state, if
+        nothing wrote to it since the last step of all of them (an in-place edit of a
+        ``state[p]["step"]`` view changes its buffer's version); else ``None``."""
+        known = self._uniform
+        if known is None:
+            return None
+        tensors, versions, t = known
+        now = list(self.scalars.values())
+        if len(now) != len(tensors) or not all(map(is_, now, tensors)):
+            return None
+        if [compat.version(x) for x in tensors] != versions:
+            return None
+        return t
+
+    def stepped_all(self, t: float) -> None:
+        """Every parameter has just taken step ``t`` (its scalar state written): remember
+        it, while ``t`` is exact in the step's dtype (float32 counts stop at 2**24)."""
+        tensors = list(self.scalars.values())
+        versions = [compat.version(x) for x in tensors]
+        exact = t < 2**24 and None not in versions
+        self._uniform = (tensors, versions, t) if exact else None  # type: ignore[assignment]
 
     def current(self, state: TrackedState, present: Sequence[int]) -> bool:
         """Our views are still what ``optimizer.state`` holds, and every parameter with a
@@ -87,10 +115,16 @@ class FlatState:
             return False
         if len(self.owners) != len(self.layout.params) and not set(present) <= set(self.owners):
             return False
+        held = list(chain.from_iterable(map(dict.values, self._dicts)))
+        if self._held is not None:  # one pass: every value is the view it was
+            return len(held) == len(self._held) and all(map(is_, held, self._held))
         dicts = self._dicts
         if list(map(len, dicts)) != [len(self._views)] * len(dicts):
             return False
-        return all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self._views.items())
+        if all(all(map(is_, map(itemgetter(k), dicts), views)) for k, views in self._views.items()):
+            self._held = held
+            return True
+        return False
 
     def adopt(self, state: TrackedState, new_state: NewState, scalar_names: tuple[str, ...], present: Sequence[int]) -> bool:
         """Make the flat buffers hold the parameters' states: copy them in, create the states
@@ -135,6 +169,7 @@ class FlatState:
                 flat = buffers[key] = layout.zeros()
                 compat.copy_all([layout.region(flat, i) for i in owners], [t.detach() for t in tensors])
         self.buffers, self.scalars, self.owners, self._dicts = buffers, scalars, owners, owned
+        self._held = None
         self._views = {}
         for key in keys:
             self._hand_out(key)
@@ -150,6 +185,7 @@ class FlatState:
         for d, view in zip(self._dicts, views):
             d[key] = view
         self._views[key] = views
+        self._held = None
 
     def add(self, key: str, stepped: Sequence[int], state: TrackedState) -> Tensor:
         """A buffer born at a rule's first update (torch's ``momentum_buffer``): a new flat

@@ -173,6 +173,9 @@ class _Structure:
     fn: _Dispatch | None = None
     ran: bool = False  # has run (and so compiled) in this process
     failed: bool = False
+    #: the graphs that have run, by the kind of bucket (dtype, device, buffer names): a
+    #: later step's kernel calls its graph straight away
+    ready: dict[tuple[Any, ...], Callable[..., None]] = dataclasses.field(default_factory=dict)
 
 
 _structures: dict[tuple[Any, ...], _Structure] = {}  # by key
@@ -200,9 +203,10 @@ class Kernel:
     parameter range, ``kernel(p, g, buffers)``; ``False`` if it could not run (compiling
     failed: one warning, and the structure runs eagerly from then on)."""
 
-    def __init__(self, structure: _Structure, packed: Tensor) -> None:
-        self.structure, self.packed = structure, packed
-        self.graph: Callable[..., None] | None = None  # resolved at the first call
+    def __init__(self, structure: _Structure, packed: Tensor, kind: tuple[Any, ...]) -> None:
+        self.structure, self.packed, self.kind = structure, packed, kind
+        #: the compiled graph, once it has run (compiled and resolved at the first call)
+        self.graph: Callable[..., None] | None = structure.ready.get(kind)
 
     def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> bool:
         graph = self.graph
@@ -221,7 +225,7 @@ class Kernel:
             text = str(error).splitlines()[0][:200] if str(error) else ""
             _warn(st.key, f"compiling the kernel of {st.label} failed ({type(error).__name__}: {text})")
             return False
-        self.graph = graph
+        self.graph = st.ready[self.kind] = graph
         if not st.ran:
             st.ran = True
             elapsed = time.perf_counter() - start
@@ -259,7 +263,7 @@ def kernel(
     numbers = [getattr(s, name) for name in STEP_SCALARS] + [v for _, v in s.values] + hyper
     scalar_dtype = torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
     packed = torch.tensor([float(x) for x in numbers], dtype=scalar_dtype, device=device)
-    return Kernel(structure_, packed)
+    return Kernel(structure_, packed, (dtype, device, buffers))
 
 
 def _structure(

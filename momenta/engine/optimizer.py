@@ -15,8 +15,10 @@ first and atomic), ``zero_grad`` and hooks (torch's, inherited).
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import is_
 from typing import Any, Literal, cast, overload
 
 import torch
@@ -83,6 +85,29 @@ def _values_key(group: Mapping[str, Any]) -> tuple[Any, ...] | None:
             return None
         parts.append((key, value))
     return tuple(parts)
+
+
+class _Cached:
+    """A group's rules as built from its values, and those values by identity: when every
+    value is the very object it was (and none is a tensor, which could change in place),
+    the group is unchanged without comparing values (one C-level pass a step)."""
+
+    def __init__(self, group: dict[str, Any], key: tuple[Any, ...], rules: Rules, hyper: reference.Hyper) -> None:
+        self.key, self.rules, self.hyper = key, rules, hyper
+        self.size = len(group)
+        self.names = [k for k in group if k not in ("params", "param_names")]
+        self.values = [group[k] for k in self.names]
+        self.by_identity = not any(map(_has_tensor, self.values))
+
+    def same(self, group: dict[str, Any]) -> bool:
+        return self.by_identity and len(group) == self.size and all(map(is_, map(group.get, self.names, _NOTHING), self.values))
+
+
+_NOTHING = itertools.repeat(object())  # group.get's default: no value is it
+
+
+def _has_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor) or (isinstance(value, tuple) and any(isinstance(v, Tensor) for v in value))
 
 
 def _tuple(value: Any) -> tuple[Any, ...]:
@@ -200,15 +225,18 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     def _rules_of(self, index: int, group: dict[str, Any]) -> tuple[Rules, reference.Hyper]:
         """The group's rules and engine hyperparameters, checked; rebuilt only when a value
         changed since the last step (a scheduler, a user), else reused."""
-        key = _values_key(group)
-        cache: dict[int, tuple[Any, Rules, reference.Hyper]] = self.__dict__.setdefault("_rules_cache", {})
+        cache: dict[int, _Cached] = self.__dict__.setdefault("_rules_cache", {})
         cached = cache.get(index)
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1], cached[2]
+        if cached is not None and cached.same(group):
+            return cached.rules, cached.hyper
+        key = _values_key(group)
+        if key is not None and cached is not None and cached.key == key:
+            cache[index] = _Cached(group, key, cached.rules, cached.hyper)
+            return cached.rules, cached.hyper
         validation.group(group)
         rules, hyper = self.rules(group), reference.Hyper.of(group)
         if key is not None:
-            cache[index] = (key, rules, hyper)
+            cache[index] = _Cached(group, key, rules, hyper)
         return rules, hyper
 
     def _apply(self, plan: _Plan) -> list[flat.Call]:
