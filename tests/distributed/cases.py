@@ -7,18 +7,27 @@ class, and for the seed's textbook optimizers the torch class with the same form
 the gradients here are never exactly 0, so the seed's 0/0 rule never applies).
 ``seed.SGDM`` (an EMA started at 0) has no torch equivalent: the scenarios compare it with
 itself run in one process on the global batch, as they do every case.
+
+Every drop-in runs in every setup but one: Muon is given the 2-D weights alone (it takes
+nothing else), SparseAdam the table of a model with a sparse embedding in front (it takes
+sparse gradients alone; DDP and ZeroRedundancyOptimizer reduce them as sparse tensors).
+SparseAdam does not run under FSDP2, nor therefore its checkpoints: FSDP2's backward pass
+fails on a sparse gradient, before any optimizer, torch.optim's or momenta's, could run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
 
 import momenta
 from momenta import seed
+
+from .common import make_model
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,14 @@ class Case:
     torch_fails_under_fsdp: str | None = None
     #: why the case cannot run under ZeroRedundancyOptimizer
     not_with_zero: str | None = None
+    #: why the case cannot run under FSDP2, for either library (nor its checkpoints, which
+    #: are FSDP2's)
+    not_with_fsdp: str | None = None
+    #: the parameters the optimizer takes: all of them; only the 2-D weights ("matrices":
+    #: Muon takes nothing else, and the biases keep their initial values); or only the table
+    #: of a model with a sparse embedding in front ("sparse": SparseAdam takes sparse
+    #: gradients only, and the MLP behind the table keeps its weights)
+    takes: Literal["all", "matrices", "sparse"] = "all"
 
     @property
     def id(self) -> str:
@@ -45,8 +62,16 @@ class Case:
         """momenta's class stands in for torch's: same name, param groups and state_dict."""
         return self.torch_cls is not None and self.cls is getattr(momenta, self.torch_cls.__name__)
 
+    def model(self, device: torch.device, seed: int = 0) -> torch.nn.Sequential:
+        """The model the case trains (:func:`.common.make_model`; with its sparse table)."""
+        return make_model(device, seed, sparse=self.takes == "sparse")
+
     def params(self, model: torch.nn.Module) -> list[Any]:
-        """What the optimizer is given: the parameters, or two param groups."""
+        """What the optimizer is given: the parameters it takes, or two param groups."""
+        if self.takes == "matrices":
+            return [p for p in model.parameters() if p.ndim == 2]
+        if self.takes == "sparse":
+            return [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
         if not self.groups:
             return list(model.parameters())
         named = list(model.named_parameters())
@@ -78,10 +103,11 @@ class Case:
 
 
 def _dropin(name: str, label: str | None = None, *, groups: bool = False,
-            torch_fails_under_fsdp: str | None = None, **kwargs: Any) -> Case:  # fmt: skip
+            torch_fails_under_fsdp: str | None = None, not_with_fsdp: str | None = None,
+            takes: Any = "all", **kwargs: Any) -> Case:  # fmt: skip
     return Case(
         label or name, getattr(momenta, name), kwargs, getattr(torch.optim, name), kwargs, groups,
-        torch_fails_under_fsdp,
+        torch_fails_under_fsdp, not_with_fsdp=not_with_fsdp, takes=takes,
     )  # fmt: skip
 
 
@@ -118,6 +144,15 @@ CASES: list[Case] = [
     _dropin("Adafactor", "Adafactor(weight_decay)", lr=0.01, weight_decay=0.01,
             torch_fails_under_fsdp="torch.optim.Adafactor squares a column norm in place "
             "(norm(...).square_()), which DTensor refuses on a partial sum"),
+    _dropin("Muon", lr=0.02, weight_decay=0.01, takes="matrices",
+            torch_fails_under_fsdp="torch.optim.Muon adds its update in place "
+            "(param.add_(update)) with the parameter sharded (Shard(0)) and the update "
+            "replicated, a change of placement DTensor refuses in place"),
+    # sparse gradients: a lazy step on the rows a batch touched
+    _dropin("SparseAdam", lr=0.01, takes="sparse",
+            not_with_fsdp="FSDP2 takes no sparse gradients: the backward pass fails in its "
+            "reduce-scatter (fsdp::chunk_cat has no SparseCPU kernel, torch 2.13), before "
+            "any optimizer runs, torch.optim's or momenta's"),
     Case("MuonWithAdamW", momenta.MuonWithAdamW, dict(lr=0.02, adamw_lr=0.01, weight_decay=0.01),
          not_with_zero="ZeroRedundancyOptimizer keeps its own list of param groups and expects "
          "the local optimizer to keep the groups it was given; MuonWithAdamW splits each in two"),
@@ -137,15 +172,17 @@ assert len(BY_NAME) == len(CASES), "case names must be unique"
 
 
 def params(names: list[str] | None = None, *, known_bugs: dict[str, str] | None = None,
-           ) -> list[Any]:  # fmt: skip
+           skip: Callable[[Case], str | None] = lambda case: None) -> list[Any]:  # fmt: skip
     """The cases ``names`` (default: all) as pytest params; a known bug's case is marked
-    ``xfail(strict=True)`` with the reason, so that it fails once the bug is fixed."""
+    ``xfail(strict=True)`` with the reason, so that it fails once the bug is fixed; a case
+    for which ``skip`` gives a reason is skipped with it."""
     known_bugs = known_bugs or {}
     unknown = set(known_bugs) - set(BY_NAME)
     assert not unknown, f"known bugs of unknown cases: {unknown}"
     out = []
     for name in names or list(BY_NAME):
-        bug = known_bugs.get(name)
+        bug, reason = known_bugs.get(name), skip(BY_NAME[name])
         marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+        marks += [pytest.mark.skip(reason=reason)] if reason else []
         out.append(pytest.param(name, id=BY_NAME[name].id, marks=marks))
     return out

@@ -46,12 +46,28 @@ class Context:
         return slice(self.rank * per, (self.rank + 1) * per)
 
 
-def make_model(device: torch.device, seed: int = 0, dims: tuple[int, ...] = DIMS,
-               ) -> nn.Sequential:  # fmt: skip
-    """A small tanh MLP (float64), the same on every rank for the same seed."""
+class Lookup(nn.Module):
+    """A table whose gradient is sparse (``nn.Embedding(sparse=True)``): each input row is
+    replaced by the table row that its largest feature picks, so that a batch touches some
+    rows (some more than once) and leaves the others."""
+
+    def __init__(self, rows: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.table = nn.Embedding(rows, rows, sparse=True, dtype=torch.float64)
+        with torch.no_grad():
+            self.table.weight.copy_(torch.rand(rows, rows, generator=generator, dtype=torch.float64) - 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.table(x.argmax(dim=1))
+
+
+def make_model(device: torch.device, seed: int = 0, dims: tuple[int, ...] = DIMS, *,
+               sparse: bool = False) -> nn.Sequential:  # fmt: skip
+    """A small tanh MLP (float64), the same on every rank for the same seed; ``sparse``: with
+    a :class:`Lookup` table in front, the one parameter whose gradient is sparse."""
     assert dims[0] == DIMS[0] and dims[-1] == DIMS[-1], "the data's shapes"
     generator = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [Lookup(dims[0], generator)] if sparse else []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(dims)):
         linear = nn.Linear(n_in, n_out, dtype=torch.float64)
         with torch.no_grad():

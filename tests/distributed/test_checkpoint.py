@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from . import cases, launch
-from .cases import CASES
+from .cases import CASES, Case
 from .common import STEPS, Context, Report, snapshot, state_of, train
 from .test_fsdp import check_state_placement, sharded_model
 
@@ -33,9 +33,9 @@ pytestmark = launch.POSIX_ONLY
 MORE = range(STEPS, STEPS + 2)  # the steps after the checkpoint
 
 
-def save_and_train_on(ctx: Context, make, checkpoint: Path):  # type: ignore[no-untyped-def]
+def save_and_train_on(ctx: Context, case: Case, make, checkpoint: Path):  # type: ignore[no-untyped-def]
     """Train, checkpoint, train on; return the parameters and optimizer at the end."""
-    model = sharded_model(ctx)
+    model = sharded_model(ctx, case)
     opt = make(model)
     train(model, opt, ctx.device, ctx.rows)
     dcp.save(
@@ -46,9 +46,9 @@ def save_and_train_on(ctx: Context, make, checkpoint: Path):  # type: ignore[no-
     return list(model.parameters()), opt
 
 
-def resume(ctx: Context, make, checkpoint: Path):  # type: ignore[no-untyped-def]
+def resume(ctx: Context, case: Case, make, checkpoint: Path):  # type: ignore[no-untyped-def]
     """A fresh model (other weights) and optimizer: load the checkpoint, train on."""
-    model = sharded_model(ctx, seed=1)
+    model = sharded_model(ctx, case, seed=1)
     opt = make(model)
     sd = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
     dcp.load(sd, checkpoint_id=checkpoint)
@@ -61,10 +61,12 @@ def resume(ctx: Context, make, checkpoint: Path):  # type: ignore[no-untyped-def
 def scenario(ctx: Context) -> dict[str, list[str]]:
     report = Report()
     for number, case in enumerate(CASES):
+        if case.not_with_fsdp:
+            continue
         with report.case(case.name) as m:
             checkpoint = ctx.tmp / f"checkpoint-{number}"
-            params, opt = save_and_train_on(ctx, case.make, checkpoint)
-            r_params, r_opt = resume(ctx, case.make, checkpoint)
+            params, opt = save_and_train_on(ctx, case, case.make, checkpoint)
+            r_params, r_opt = resume(ctx, case, case.make, checkpoint)
             check_state_placement(m, "resumed", r_params, state_of(r_opt, r_params))
             m.close("resumed params vs uninterrupted", snapshot(r_params), snapshot(params),
                     exact=True)  # fmt: skip
@@ -73,15 +75,15 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
             if not case.dropin or case.torch_fails_under_fsdp:
                 continue
             # momenta's checkpoint resumes torch.optim's optimizer, and torch.optim's momenta's
-            r_params, r_opt = resume(ctx, case.make_torch, checkpoint)
+            r_params, r_opt = resume(ctx, case, case.make_torch, checkpoint)
             m.close("torch.optim resumed from momenta's checkpoint vs uninterrupted",
                     snapshot(r_params), snapshot(params))  # fmt: skip
             m.same_state("torch.optim resumed from momenta's checkpoint vs uninterrupted",
                          state_of(r_opt, r_params), state_of(opt, params),
                          same_keys=True, scalar_dtypes=False)  # fmt: skip
             torch_checkpoint = ctx.tmp / f"checkpoint-{number}-torch"
-            params, opt = save_and_train_on(ctx, case.make_torch, torch_checkpoint)
-            r_params, r_opt = resume(ctx, case.make, torch_checkpoint)
+            params, opt = save_and_train_on(ctx, case, case.make_torch, torch_checkpoint)
+            r_params, r_opt = resume(ctx, case, case.make, torch_checkpoint)
             what = "momenta resumed from torch.optim's checkpoint vs uninterrupted torch.optim"
             m.close(what, snapshot(r_params), snapshot(params))
             m.same_state(what, state_of(r_opt, r_params), state_of(opt, params), same_keys=True,
@@ -90,7 +92,7 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("backend", launch.BACKENDS)
-@pytest.mark.parametrize("case", cases.params())
+@pytest.mark.parametrize("case", cases.params(skip=lambda case: case.not_with_fsdp))
 def test_distributed_checkpoint_resumes_exactly(case, backend, tmp_path_factory):
     results = launch.suite_results(tmp_path_factory, "test_checkpoint", backend)
     launch.assert_case(results, case)

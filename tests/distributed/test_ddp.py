@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import cases, launch
 from .cases import CASES
-from .common import Context, Report, make_model, snapshot, state_of, train
+from .common import Context, Report, snapshot, state_of, train
 
 pytestmark = launch.POSIX_ONLY
 
@@ -35,12 +35,12 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     for case in CASES:
         with report.case(case.name) as m:
-            one = make_model(ctx.device)  # one process, whole batches
+            one = case.model(ctx.device)  # one process, whole batches
             train(one, case.make(one), ctx.device)
             for tag, layout in LAYOUTS.items():
                 runs = {}
                 for lib in case.libs:
-                    model = DDP(make_model(ctx.device), device_ids=device_ids, **layout)
+                    model = DDP(case.model(ctx.device), device_ids=device_ids, **layout)
                     opt = case.make_with(lib, model.module)
                     losses = train(model, opt, ctx.device, ctx.rows)
                     params = list(model.module.parameters())

@@ -25,7 +25,6 @@ from .common import (
     Context,
     Mismatches,
     Report,
-    make_model,
     snapshot,
     state_of,
     train,
@@ -39,9 +38,9 @@ pytestmark = launch.POSIX_ONLY
 MORE = range(STEPS, STEPS + 2)  # the steps after the checkpoint
 
 
-def ddp(ctx: Context, seed: int = 0) -> DDP:
+def ddp(ctx: Context, case: Case, seed: int = 0) -> DDP:
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DDP(make_model(ctx.device, seed), device_ids=device_ids)
+    return DDP(case.model(ctx.device, seed), device_ids=device_ids)
 
 
 def zero(case: Case, model: DDP, lib: str, bucket_view: bool) -> ZeroRedundancyOptimizer:
@@ -80,7 +79,7 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
     for case in CASES:
         if case.not_with_zero:
             continue
-        plain_model = ddp(ctx)
+        plain_model = ddp(ctx, case)
         plain = case.make(plain_model.module)
         train(plain_model, plain, ctx.device, ctx.rows)
         plain_sd = plain.state_dict()
@@ -88,7 +87,7 @@ def scenario(ctx: Context) -> dict[str, list[str]]:
             with report.case(key(case.name, bucket_view)) as m:
                 runs = {}
                 for lib in case.libs:
-                    model = ddp(ctx)
+                    model = ddp(ctx, case)
                     opt = zero(case, model, lib, bucket_view)
                     losses = train(model, opt, ctx.device, ctx.rows)
                     opt.consolidate_state_dict(to=0)
@@ -127,7 +126,7 @@ def resume(ctx: Context, m: Mismatches, case: Case, bucket_view: bool,
     train(model, opt, ctx.device, ctx.rows, MORE)
     params = list(model.module.parameters())
     for lib in ("momenta", "torch") if case.dropin else ("momenta",):
-        resumed = ddp(ctx, seed=1)
+        resumed = ddp(ctx, case, seed=1)
         resumed.module.load_state_dict(weights)
         resumed_opt = zero(case, resumed, lib, bucket_view)
         resumed_opt.load_state_dict(copy.deepcopy(shared[0]))
