@@ -113,3 +113,61 @@ def test_unexpected_wrappers_fall_back_to_the_wrapped_call():
 
     outer.__wrapped__ = Layer()
     assert compat._innermost(outer) is None
+
+
+def test_byte_copy_copies_alike_tensors_in_one_call_and_refuses_the_rest():
+    flat = torch.zeros(64 + 16 + 8)
+    shapes = [(8, 8), (16,), (2, 4)]
+    targets, start = [], 0
+    for shape in shapes:
+        n = torch.Size(shape).numel()
+        targets.append(flat[start : start + n].view(shape))
+        start += n
+    copy = compat.ByteCopy(targets)
+    sources = [torch.randn(s) for s in shapes]
+    assert copy(sources)
+    for t, s in zip(targets, sources):
+        assert torch.equal(t, s)
+    before = flat.clone()
+    transposed = [sources[0].t().contiguous().t(), *sources[1:]]  # same shape, other strides
+    assert not copy(transposed)
+    assert not copy([torch.randn(4, 16), *sources[1:]])  # other shape (same element count)
+    assert not copy(sources[:2])
+    assert torch.equal(flat, before)  # a refused call copies nothing
+
+
+def test_byte_copy_falls_back_when_it_cannot_be_built(monkeypatch):
+    monkeypatch.setattr(compat, "_copy_function", False)
+    target = torch.zeros(4)
+    assert not compat.ByteCopy([target])([torch.ones(4)])
+    assert torch.equal(target, torch.zeros(4))
+    # the fast path then copies with copy_all, and steps the same
+    p = torch.nn.Parameter(torch.ones(4))
+    q = torch.nn.Parameter(torch.ones(4))
+    opt, twin = momenta.SGD([p], lr=0.5), torch.optim.SGD([q], lr=0.5)
+    for _ in range(2):
+        p.grad, q.grad = torch.full((4,), 2.0), torch.full((4,), 2.0)
+        opt.step()
+        twin.step()
+    assert torch.equal(p.detach(), q.detach())
+
+
+def test_the_fast_path_copies_fresh_gradients_with_byte_copy(monkeypatch):
+    results = []
+    call = compat.ByteCopy.__call__
+    monkeypatch.setattr(compat.ByteCopy, "__call__", lambda self, s: results.append(call(self, s)) or results[-1])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    twin.load_state_dict(model.state_dict())
+    opt = momenta.AdamW(model.parameters(), lr=0.1)
+    ref = torch.optim.AdamW(twin.parameters(), lr=0.1)
+    x = torch.randn(5, 8)
+    for _ in range(3):
+        for m, o in ((model, opt), (twin, ref)):
+            m(x).square().sum().backward()
+            o.step()
+            o.zero_grad()
+    assert results and all(results)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

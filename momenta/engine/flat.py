@@ -72,7 +72,7 @@ class Bucket:
         self._views: dict[tuple[int, int], tuple[Tensor, dict[str, Tensor]]] = {}
         self._views_of: Any = None  # the state buffers the cached views are of
         self._large: tuple[int, list[int]] = (-1, [])  # (threshold, the parameters at least that large)
-        self._small: dict[bool, tuple[list[int], list[Tensor]]] = {}
+        self._small: dict[bool, tuple[list[int], list[Tensor], compat.ByteCopy]] = {}
 
     def large(self, least: int) -> list[int]:
         """The parameters of at least ``least`` elements (their fresh gradients are used
@@ -82,14 +82,15 @@ class Bucket:
             self._small = {}
         return self._large[1]
 
-    def small_of(self, direct: bool) -> tuple[list[int], list[Tensor]]:
-        """The parameters whose fresh gradients are copied in when all arrive fresh, and
-        their gradient regions (every one when not ``direct``)."""
+    def small_of(self, direct: bool) -> tuple[list[int], list[Tensor], compat.ByteCopy]:
+        """The parameters whose fresh gradients are copied in when all arrive fresh (every
+        one when not ``direct``), their gradient regions, and a copier of them all."""
         found = self._small.get(direct)
         if found is None:
             large = set(self._large[1]) if direct else set()
             small = [i for i in self.everyone if i not in large]
-            found = self._small[direct] = (small, [self.grad_views[i] for i in small])
+            targets = [self.grad_views[i] for i in small]
+            found = self._small[direct] = (small, targets, compat.ByteCopy(targets))
         return found
 
     def views(self, start: int, stop: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -155,11 +156,13 @@ def gather(b: Bucket, direct: bool) -> tuple[Gathered | None, list[Tensor]]:
             ours = large if fresh is b.everyone else sorted(set(large) & set(fresh))
             used = {i: as_flat(grads[i]) for i in ours if grads[i].stride() == b.strides[i]}
     if fresh is b.everyone and used.keys() == set(b.large(kernels.config.direct_min_numel) if direct else ()):
-        copied, targets = b.small_of(direct)  # the usual: every small one copied
+        copied, targets, copy = b.small_of(direct)  # the usual: every small one copied
+        sources = list(map(grads.__getitem__, copied))
+        if not (kernels.config.compile and copy(sources)):  # one C call, where it can be built
+            compat.copy_all(targets, sources)
     else:
         copied = [i for i in fresh if i not in used] if used else fresh
-        targets = list(map(views.__getitem__, copied))
-    compat.copy_all(targets, list(map(grads.__getitem__, copied)))
+        compat.copy_all(list(map(views.__getitem__, copied)), list(map(grads.__getitem__, copied)))
     _repoint(b, grads, copied)
     return (Gathered(b, present, used) if present else None), rest
 
