@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..rules import Rule, Updates
-from ..rules.base import Norm
+from ..rules.base import Norm, zeros
 from .composition import Rules
 
 Scalar = Any  # a Python number on the reference path, a 0-dim tensor in compiled kernels
@@ -296,5 +296,5 @@ def lazy_step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: R
     real(p).index_put_(index, w)
     for name, value in updates.items():
         if name not in state:  # a buffer born at its first update: 0 where no gradient has been
-            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state[name] = zeros(p)
         real(state[name]).index_put_(index, value)
