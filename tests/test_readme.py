@@ -37,3 +37,16 @@ def test_ci_runs_the_readme_test_command():
         ["bash", str(ROOT / ".ci" / "run"), "--print-command"], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert printed == _command_after("test-command")
+
+
+def test_the_torch_floor_is_the_one_ci_tests():
+    """pyproject.toml's ``torch>=X`` is the version .ci/floor runs the suite on, and README says so."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    declared = re.findall(r'^\s*"torch>=([0-9.]+)"', pyproject, flags=re.M)
+    assert len(declared) == 1, declared
+    tested = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "floor"), "--print-version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert declared[0] == tested
+    assert f"`torch>={tested}`" in README
+    assert f"`torch=={tested}`" in README
