@@ -245,6 +245,9 @@ def build_count(monkeypatch):
     monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
     monkeypatch.setattr(kernels.config, "compile", True)
     monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    # kernels compiled by earlier tests in this process would not be built again
+    monkeypatch.setattr(kernels, "_structures", {})
+    monkeypatch.setattr(kernels, "_by_rules", {})
     built: list[object] = []
     real = kernels._Dispatch._build
     monkeypatch.setattr(kernels._Dispatch, "_build", lambda self, *a: built.append(a) or real(self, *a))
