@@ -153,21 +153,39 @@ def test_byte_copy_falls_back_when_it_cannot_be_built(monkeypatch):
 
 
 def test_the_fast_path_copies_fresh_gradients_with_byte_copy(monkeypatch):
-    results = []
+    """Where an optimizer compiles its kernels (here: any size) its fresh small gradients
+    are copied by ByteCopy, with exactly copy_all's result."""
+    from momenta.engine import kernels
+
+    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+    results: list[bool] = []
     call = compat.ByteCopy.__call__
     monkeypatch.setattr(compat.ByteCopy, "__call__", lambda self, s: results.append(call(self, s)) or results[-1])
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
-    twin = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
-    twin.load_state_dict(model.state_dict())
-    opt = momenta.AdamW(model.parameters(), lr=0.1)
-    ref = torch.optim.AdamW(twin.parameters(), lr=0.1)
-    x = torch.randn(5, 8)
-    for _ in range(3):
-        for m, o in ((model, opt), (twin, ref)):
-            m(x).square().sum().backward()
-            o.step()
-            o.zero_grad()
+
+    def train() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+        opt = momenta.AdamW(model.parameters(), lr=0.1)
+        x = torch.randn(5, 8)
+        for _ in range(3):
+            model(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+        return [p.detach() for p in model.parameters()]
+
+    native = train()
     assert results and all(results)
-    for a, b in zip(model.parameters(), twin.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    monkeypatch.setattr(compat, "_copy_function", False)  # copy_all instead
+    for a, b in zip(native, train()):
+        assert torch.equal(a, b)
+
+
+def test_an_optimizer_too_small_to_compile_never_builds_byte_copy(monkeypatch):
+    built = []
+    monkeypatch.setattr(compat, "_copy_ranges", lambda: built.append(1) or False)
+    p = torch.nn.Parameter(torch.ones(8))
+    opt = momenta.AdamW([p], lr=0.1)
+    for _ in range(2):
+        p.grad = torch.ones(8)
+        opt.step()
+    assert not built

@@ -122,9 +122,11 @@ class Gathered:
         return [self.direct[i] if i in self.direct else b.grad_views[i] for i in self.present]
 
 
-def gather(b: Bucket, direct: bool) -> tuple[Gathered | None, list[Tensor]]:
+def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | None, list[Tensor]]:
     """Find every gradient of bucket ``b`` (copying small fresh ones into the flat buffer;
-    with ``direct``, large fresh ones stay where they are). Returns what the flat step
+    with ``direct``, large fresh ones stay where they are; with ``native``, small ones are
+    copied by one C call, :class:`~.compat.ByteCopy`, built at the first such step: an
+    optimizer large enough to compile its kernels). Returns what the flat step
     needs and the parameters whose gradients the flat buffers cannot hold (sparse, or of
     another dtype or device), which take the reference path.
 
@@ -158,7 +160,7 @@ def gather(b: Bucket, direct: bool) -> tuple[Gathered | None, list[Tensor]]:
     if fresh is b.everyone and used.keys() == set(b.large(kernels.config.direct_min_numel) if direct else ()):
         copied, targets, copy = b.small_of(direct)  # the usual: every small one copied
         sources = list(map(grads.__getitem__, copied))
-        if not (kernels.config.compile and copy(sources)):  # one C call, where it can be built
+        if not (native and copy(sources)):  # one C call, where it can be built
             compat.copy_all(targets, sources)
     else:
         copied = [i for i in fresh if i not in used] if used else fresh
@@ -375,14 +377,14 @@ class FlatGroup:
             and not any(movable([p for p in self.others if p.requires_grad]))
         )
 
-    def gather(self, direct: bool) -> tuple[list[Gathered], list[Tensor]]:
+    def gather(self, direct: bool, native: bool = False) -> tuple[list[Gathered], list[Tensor]]:
         """:func:`gather` for every bucket; the second list holds every parameter with a
         gradient that no flat step will take (left out of the buckets, or a gradient the
         flat buffers cannot hold)."""
         ready: list[Gathered] = []
         rest = [p for p in self.others if p.grad is not None]
         for b in self.buckets:
-            gathered, left = gather(b, direct)
+            gathered, left = gather(b, direct, native)
             if gathered is not None:
                 ready.append(gathered)
             rest += left

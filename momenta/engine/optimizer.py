@@ -218,7 +218,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 rest = [p for p in group["params"] if p.grad is not None]
             else:
                 direct = self._compiled and kernels.config.compile and kernels.compilable(rules)
-                ready, rest = flat_group.gather(direct)
+                ready, rest = flat_group.gather(direct, native=self._compiled and kernels.config.compile)
             plans.append(_Plan(group, rules, hyper, ready, rest))
         return plans
 
