@@ -14,6 +14,7 @@ import torch
 from momenta import cli
 from momenta.bench import common, loop, step
 from momenta.bench.models import PRESETS, count, param_groups
+from momenta.engine import compat, flat
 from momenta.bench.timing import Variant, round_robin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,3 +194,21 @@ def test_overhead_measures_adamw_on_small_tensors():
 def test_others_cpu_is_a_share_of_the_cores():
     share = common.others_cpu()()
     assert share is None or share >= 0.0
+
+
+def test_bench_anatomy_takes_a_step_apart(tmp_path):
+    """The phases are measured, not derived from each other: each is positive, and the
+    parts momenta's step is cut into add up to no more than the step."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_anatomy
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    m = bench_anatomy.measure("gpt-2x64", iters=3, warmup=2)
+    assert {"momenta", "torch fused", "wrapper", "kernels", "copy", "roofline", "host"} <= m.keys()
+    for phase in ("momenta", "torch fused", "wrapper", "kernels", "copy", "roofline"):
+        assert m[phase] > 0, phase
+    assert m["kernels"] + m["copy"] < m["momenta"]
+    text = bench_anatomy.table({"gpt-2x64": m})
+    assert text.startswith("| model | tensors | torch fused | momenta | vs fused |") and "| gpt-2x64 (0.12M) | 28 |" in text
+    assert flat.execute.__name__ == "execute" and compat.copy_all.__name__ == "copy_all"  # wrappers removed
