@@ -5,10 +5,9 @@ table lists the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import pytest
 import torch
 
 Shape = tuple[int, ...]
@@ -65,15 +64,8 @@ def harness(name: str) -> Harness:
     return HARNESS.get(name, Harness())
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for the tiny tensors of these suites (autouse where imported):
-    pytest-xdist's workers would otherwise oversubscribe the cores, and bfloat16 matrix
-    products (Muon's Newton–Schulz) then wait on each other, ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one_thread is conftest's (autouse everywhere); the name stays importable from here until
+# test_torch_parity.py and test_matrix.py stop importing it
+from conftest import one_thread  # noqa: E402, F401
 
-
-__all__ = ["HARNESS", "Harness", "harness", "one_thread"]
+__all__ = ["HARNESS", "Harness", "harness"]

@@ -16,7 +16,7 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from momenta.compare import compare, options  # noqa: E402
+from momenta.compare import compare  # noqa: E402
 
 IRIS = Path(__file__).resolve().parents[1] / "momenta" / "compare" / "data" / "iris.csv"
 LR, EPOCHS, BATCH = 0.1, 500, 32
@@ -89,13 +89,6 @@ def classic_run(name):
             pred = torch.argmax(x_test @ w1 + b1, dim=1)
         accuracies.append(float((pred == y_test).sum()) / len(y_test))
     return losses, accuracies
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only spins, and stalls on a busy machine."""
-    with options.one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

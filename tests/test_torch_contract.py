@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from harness import harness, one_thread  # noqa: F401 (an autouse fixture)
+from harness import harness
 from torch_db import NAMES, OptimizerErrorEnum, cpu_configs, error_inputs, pair
 
 import momenta
