@@ -6,6 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from helpers import CompiledKernels, record_graph_builds, record_kernel_runs
+
+from momenta.engine import kernels
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +20,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def compiled_kernels(monkeypatch) -> CompiledKernels:
+    """Compiled kernels for every optimizer, however small (the configuration is restored
+    afterwards), and a record of them: each kernel call's result (``False``: it could not
+    run, and that slice ran eagerly) and each graph compiled."""
+    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+    monkeypatch.setattr(kernels.config, "compile", True)
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    return CompiledKernels(record_kernel_runs(monkeypatch), record_graph_builds(monkeypatch))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -37,6 +37,24 @@ def record_kernel_runs(monkeypatch) -> list[bool]:
     real_call = kernels.Kernel.__call__
     monkeypatch.setattr(kernels.Kernel, "__call__", lambda self, *a: runs.append(real_call(self, *a)) or runs[-1])
     return runs
+
+
+def record_graph_builds(monkeypatch) -> list[tuple[Any, ...]]:
+    """A list that gets an entry for every kernel graph compiled (a rule structure met
+    with a new kind of input): a schedule that recompiled would add one."""
+    from momenta.engine import kernels
+
+    built: list[tuple[Any, ...]] = []
+    real_build = kernels._Dispatch._build
+    monkeypatch.setattr(kernels._Dispatch, "_build", lambda self, *a: built.append(a) or real_build(self, *a))
+    return built
+
+
+class CompiledKernels(NamedTuple):
+    """What compiled kernels did during a test (the ``compiled_kernels`` fixture)."""
+
+    runs: list[bool]  # every kernel call: whether it ran (``record_kernel_runs``)
+    built: list[tuple[Any, ...]]  # every graph compiled (``record_graph_builds``)
 
 
 def record_flat_steps(monkeypatch) -> list[bool]:

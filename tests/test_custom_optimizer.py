@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from helpers import assert_states_close, record_kernel_runs
+from helpers import assert_states_close
 
 import momenta
 from momenta.engine import kernels
@@ -240,24 +240,18 @@ def test_a_schedule_of_a_rule_hyperparameter_takes_effect(foreach):
 
 
 @pytest.fixture
-def build_count(monkeypatch):
-    """Compiled kernels for any size; a list that gets an entry per kernel compiled."""
-    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
-    monkeypatch.setattr(kernels.config, "compile", True)
-    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    # kernels compiled by earlier tests in this process would not be built again
+def fresh_kernels(compiled_kernels, monkeypatch):
+    """conftest's ``compiled_kernels``, from no compiled structures: kernels compiled by
+    earlier tests in this process would not be built again."""
     monkeypatch.setattr(kernels, "_structures", {})
     monkeypatch.setattr(kernels, "_by_rules", {})
-    built: list[object] = []
-    real = kernels._Dispatch._build
-    monkeypatch.setattr(kernels._Dispatch, "_build", lambda self, *a: built.append(a) or real(self, *a))
-    return built
+    return compiled_kernels
 
 
-def test_composed_compiled_equals_the_builtin_and_its_schedule_never_recompiles(build_count, monkeypatch):
+def test_composed_compiled_equals_the_builtin_and_its_schedule_never_recompiles(fresh_kernels):
     """On compiled kernels Composed(AdamW's rules) runs AdamW's kernel (bit for bit), and a
     schedule of ``first.beta`` and ``second.beta`` compiles nothing more."""
-    runs = record_kernel_runs(monkeypatch)
+    runs, build_count = fresh_kernels
     beta = _cosine(0.85, 0.95, 6)
     params, twin_params = _params(), _params()
     adamw = momenta.AdamW(params, lr=0.01)

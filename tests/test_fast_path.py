@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_states_close, record_kernel_runs
+from helpers import assert_states_close
 
 import momenta
 from momenta import Rules
@@ -224,14 +224,6 @@ def test_foreign_views_are_not_taken_over():
 # -- compiled kernels -------------------------------------------------------------------
 
 
-@pytest.fixture
-def compiled(monkeypatch):
-    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
-    monkeypatch.setattr(kernels.config, "compile", True)
-    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    return torch._dynamo.utils.counters
-
-
 @pytest.mark.parametrize(
     "rules",
     [
@@ -240,11 +232,11 @@ def compiled(monkeypatch):
     ],
 )
 @pytest.mark.parametrize("per_tensor", [False, True], ids=["gathered", "per-tensor"])
-def test_compiled_equals_reference(compiled, rules, per_tensor, monkeypatch):
+def test_compiled_equals_reference(compiled_kernels, rules, per_tensor, monkeypatch):
     # fresh gradient tensors every step: gathered into the flat buffer, or (per-tensor) left
     # where autograd put them with one kernel call per parameter
     monkeypatch.setattr(kernels.config, "direct_min_numel", 16 if per_tensor else 2**40)
-    runs = record_kernel_runs(monkeypatch)
+    runs = compiled_kernels.runs
     # Inductor contracts a·b + c into fused multiply-adds: float32 differs from eager in the
     # last bits, and the centered variance V − ḡ² (a difference of close numbers) scales
     # that by up to ~10 over four steps
@@ -255,33 +247,40 @@ def test_compiled_equals_reference(compiled, rules, per_tensor, monkeypatch):
     assert runs and all(runs)  # compiled kernels really ran, and none fell back
 
 
-def test_schedules_cause_no_recompilation(compiled):
+def test_schedules_cause_no_recompilation(compiled_kernels):
+    """Once the first steps have compiled AdamW's kernel (or found it compiled), 99 steps of
+    OneCycleLR, whose lr and β₁ change at every step, run that kernel: every step calls
+    it, every call runs compiled, and no graph compiles, by momenta (a rule structure met
+    anew) or by dynamo (a guard that failed, where torch.compile serves)."""
+    runs, built = compiled_kernels
+    dynamo = torch._dynamo.utils.counters["stats"]
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]
     opt = momenta.AdamW(params, lr=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=101)
-    grads_for(params, 0)
-    opt.step()  # the first step compiles
-    sched.step()
-    grads_for(params, 1)
-    opt.step()
-    sched.step()
-    graphs = compiled["stats"]["unique_graphs"]
+    for step in range(2):  # the first step compiles, unless an earlier test did
+        grads_for(params, step)
+        opt.step()
+        sched.step()
+    assert runs == [True, True], "the first steps did not run the compiled kernel"
+    graphs, dynamo_graphs = len(built), dynamo["unique_graphs"]
     betas = set()
     for step in range(2, 101):
         grads_for(params, step)
         opt.step()
         sched.step()
         betas.add(opt.param_groups[0]["betas"][0])
-    assert compiled["stats"]["unique_graphs"] == graphs, "a schedule recompiled the kernel"
     assert len(betas) > 50  # lr and beta1 really changed every step
+    assert runs == [True] * 101, "a step ran without the compiled kernel"
+    assert (len(built), dynamo["unique_graphs"]) == (graphs, dynamo_graphs), "a schedule compiled a graph"
     # another instance with the same rules shares the kernel: no compilation either
     other = [torch.nn.Parameter(torch.randn(300))]
     opt2 = momenta.AdamW(other, lr=0.5, betas=(0.8, 0.9))
     for step in range(3):
         grads_for(other, step)
         opt2.step()
-    assert compiled["stats"]["unique_graphs"] == graphs
+    assert runs == [True] * 104
+    assert (len(built), dynamo["unique_graphs"]) == (graphs, dynamo_graphs)
 
 
 def test_compilation_off_warns_once_and_gives_the_same_numbers(monkeypatch):
@@ -341,7 +340,7 @@ def test_optimizer_pickles_and_deep_copies():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton kernels)")
-def test_cuda_compiled_equals_reference(compiled):
+def test_cuda_compiled_equals_reference(compiled_kernels):
     rules = Rules(EMA(0.9, True), EMASq(0.999, True), weight_decay="decoupled")
     results = []
     for foreach in (False, None):
@@ -441,7 +440,7 @@ def test_a_rebuilt_group_keeps_its_parameters_flat():
     assert not opt._flat_groups[0].others
 
 
-def test_compiled_per_tensor_complex_and_odd_layouts(compiled, monkeypatch):
+def test_compiled_per_tensor_complex_and_odd_layouts(compiled_kernels, monkeypatch):
     """Complex parameters, channels_last, a scalar and an empty tensor, one kernel call each."""
     monkeypatch.setattr(kernels.config, "direct_min_numel", 16)  # the (7, 5) and (2, 3, 4, 4) ones alone
     rules = Rules(EMA(0.9, True), AMSGrad(EMASq(0.999, True)), weight_decay="decoupled")
@@ -454,7 +453,7 @@ def test_compiled_per_tensor_complex_and_odd_layouts(compiled, monkeypatch):
     assert fast[0][3].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_a_kernel_failing_midway_moves_every_element_exactly_once(compiled, monkeypatch):
+def test_a_kernel_failing_midway_moves_every_element_exactly_once(compiled_kernels, monkeypatch):
     """Per-tensor calls where compilation fails after the first call (as dynamo's recompile
     limit can): the remaining slices run eagerly, none is stepped twice."""
     monkeypatch.setattr(kernels.config, "direct_min_numel", 16)
@@ -474,7 +473,7 @@ def test_a_kernel_failing_midway_moves_every_element_exactly_once(compiled, monk
     assert len(calls) > 3
 
 
-def test_a_slow_compile_is_logged_with_how_to_turn_it_off(compiled, monkeypatch, caplog):
+def test_a_slow_compile_is_logged_with_how_to_turn_it_off(compiled_kernels, monkeypatch, caplog):
     """The step that waits for a kernel to compile says so on the ``momenta`` logger, naming
     the optimizer and the switch; later steps say nothing."""
     from dataclasses import dataclass
