@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import pytest
 import torch
 
 
@@ -57,18 +60,38 @@ class CompiledKernels(NamedTuple):
     built: list[tuple[Any, ...]]  # every graph compiled (``record_graph_builds``)
 
 
-def record_flat_steps(monkeypatch) -> list[bool]:
-    """A list that gets, for every bucket's flat step, whether the flat buffers took it
-    (``False``: its parameters fell back to the reference path)."""
-    from momenta.engine import flat
+@contextlib.contextmanager
+def only_path(path: str) -> Iterator[None]:
+    """Every step of a parameter inside the block is taken by ``path``, and at least one
+    step is: ``"flat"``, on flat buffers (``flat.prepare`` took the parameter's bucket), or
+    ``"reference"``, one parameter at a time (``reference.step``, ``reference.lazy_step``).
+    Else AssertionError, naming the shapes the other path stepped: an engine that silently
+    took the other path fails the test that uses this. Empty parameters are not counted:
+    their step changes nothing, and the engine leaves two or more of them out of the flat
+    buffers (their storages all have address 0, which reads as one storage shared)."""
+    from momenta.engine import flat, reference
 
-    taken: list[bool] = []
+    assert path in ("flat", "reference"), path
+    stepped: dict[str, list[tuple[int, ...]]] = {"flat": [], "reference": [], "empty": []}
+
+    def record(kind: str, p: torch.Tensor) -> None:
+        stepped["empty" if p.numel() == 0 else kind].append(tuple(p.shape))
+
     real_prepare = flat.prepare
 
-    def prepare(*args):  # type: ignore[no-untyped-def]
-        calls, rest = real_prepare(*args)
-        taken.append(not rest)
+    def prepare(g, *args):  # type: ignore[no-untyped-def]
+        calls, rest = real_prepare(g, *args)
+        if not rest:
+            for i in g.present:
+                record("flat", g.bucket.params[i])
         return calls, rest
 
-    monkeypatch.setattr(flat, "prepare", prepare)
-    return taken
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flat, "prepare", prepare)
+        for name in ("step", "lazy_step"):
+            real = getattr(reference, name)
+            mp.setattr(reference, name, lambda p, *a, _real=real: record("reference", p) or _real(p, *a))
+        yield
+    other = "reference" if path == "flat" else "flat"
+    assert not stepped[other], f"the {other} path stepped parameters of shapes {stepped[other]}"
+    assert stepped[path] or stepped["empty"], "no parameter was stepped"

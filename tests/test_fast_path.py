@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_states_close
+from helpers import assert_states_close, only_path
 
 import momenta
 from momenta import Rules
@@ -60,11 +60,14 @@ def train(opt, params, steps, skip_every=None):
 
 
 def run_both(rules, dtype=torch.float64, steps=5, complex_=False, **kw):
+    """The same training on the reference path (``foreach=False``) and the fast path, each
+    checked to have taken every step on its own path."""
     results = []
-    for foreach in (False, None):  # reference path, fast path
+    for foreach, path in ((False, "reference"), (None, "flat")):
         params = make_params(dtype, complex_)
         opt = momenta.Composed(params, rules, lr=0.01, foreach=foreach, **kw)
-        train(opt, params, steps)
+        with only_path(path):
+            train(opt, params, steps)
         results.append((params, opt))
     return results
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 import torch
-from helpers import assert_states_close
+from helpers import assert_states_close, only_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,14 +55,17 @@ def compositions(draw):
 
 
 def _run(case, foreach):
+    """The case's training, every step on the path ``foreach`` names (``False``: the
+    reference path; ``None``: flat buffers), else AssertionError."""
     rules, hyper, shapes, dtype, steps, seed = case
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in shapes]
     opt = momenta.Composed(params, rules, foreach=foreach, **hyper)
-    for _ in range(steps):
-        for p in params:
-            p.grad = torch.randn(p.shape, generator=g, dtype=dtype)
-        opt.step()
+    with only_path("reference" if foreach is False else "flat"):
+        for _ in range(steps):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g, dtype=dtype)
+            opt.step()
     return params, opt
 
 
