@@ -2,7 +2,10 @@
 
 The transcription below uses nothing of momenta: it reads the shipped iris.csv with NumPy,
 shuffles as the classic does (``np.random.seed(116); np.random.shuffle``), initialises
-W (4×3) then b (3) from one generator, and writes the five update rules out by hand.
+W (4×3) then b (3) from one generator, and writes the five update rules out by hand. Its
+initialisation is compare's own call (``torch.nn.init.trunc_normal_``), so that the runs
+start from the same bits; test_compare.py checks those values against an independent
+computation.
 """
 
 from __future__ import annotations
