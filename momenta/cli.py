@@ -1,6 +1,6 @@
 """The ``momenta`` command: ``momenta compare``, ``momenta landscape`` and ``momenta bench``.
 
-    momenta compare                          the classic iris experiment, the seed's five
+    momenta compare                          the classic iris setup, the seed's five
     momenta compare --optimizers adam,torch:Adam --set adam.lr=0.01 --epochs 100
     momenta landscape --function beale --gif
     momenta bench --sets 2000x4096           step time against torch.optim, and the roofline
@@ -151,7 +151,8 @@ def add_compare(commands: Any) -> argparse.ArgumentParser:
         help="train one classifier per optimizer and compare loss, accuracy and time",
         description="Train the same model from the same start with each optimizer; write "
         "loss and accuracy plots, metrics.csv, summary.json and report.html. With no "
-        "arguments: the classic iris experiment with the seed's five optimizers.",
+        "arguments: the classic iris experiment's setup (its split; torch's initial weights) "
+        "with the seed's five optimizers.",
     )
     _add_common(p, d.optimizers)
     p.add_argument(

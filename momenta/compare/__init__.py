@@ -1,7 +1,7 @@
 """Optimizer experiments: ``compare`` (one classifier per optimizer) and ``landscape`` (2-D paths).
 
     from momenta.compare import compare, landscape
-    result = compare()                                   # the classic iris experiment, seed's five
+    result = compare()                                   # the classic iris setup, seed's five
     result = compare(["adam", "torch:Adam"], epochs=50, out="runs/adam")
     result.results["adam"].runs[0].test_acc              # per-epoch curves, status, timings
     paths = landscape("rosenbrock", ["sgdm", "adam"], out="runs/rosenbrock", gif=True)

@@ -11,12 +11,14 @@
     test_acc   = mean(argmax logits == y) on the test rows after the epoch
     elapsed_s  = training wall time so far (steps only, not the evaluation)
 
-The default :class:`CompareConfig` is the classic experiment: iris, rows shuffled with seed 116,
-120 train / 30 test, a 4→3 softmax layer, MSE, lr 0.1, 500 epochs, batch 32, init seed 1, and
-the five optimizers of ``momenta.seed``. Without an ``lr`` each optimizer gets its registry
-entry's (:data:`momenta.registry.COMPARE_LR`: 0.1 unless the method means something else by
-its learning rate, as Adadelta, Rprop, LARS do). ``repeats = N`` runs init seeds seed, seed+1, …, seed+N−1
-on the same split.
+The default :class:`CompareConfig` re-creates the classic experiment's setup: iris, rows
+shuffled with seed 116, 120 train / 30 test, a 4→3 softmax layer, MSE, lr 0.1, 500 epochs,
+batch 32, init seed 1, and the five optimizers of ``momenta.seed``. The split is the classic's
+own (:mod:`.data`); the initial weights are torch's draws, not TensorFlow's, and differ between
+torch versions (``trunc_normal_`` draws by the inverse CDF in 2.9.1, by rejection in 2.13.0).
+Without an ``lr`` each optimizer gets its registry entry's (:data:`momenta.registry.COMPARE_LR`:
+0.1 unless the method means something else by its learning rate, as Adadelta, Rprop, LARS do).
+``repeats = N`` runs init seeds seed, seed+1, …, seed+N−1 on the same split.
 
 A run whose loss becomes NaN or ±inf stops there and is recorded as "diverged at epoch k"; the
 other optimizers still run. Ctrl-C (KeyboardInterrupt) keeps every finished epoch.
@@ -432,7 +434,7 @@ def compare(
 ) -> CompareResult:
     """Train the same model with each optimizer and return (and, given ``out``, write) the results.
 
-    Defaults reproduce the classic experiment (module docstring). ``hyper`` maps an optimizer
+    Defaults re-create the classic experiment's setup (module docstring). ``hyper`` maps an optimizer
     name to keyword overrides, e.g. ``{"adam": {"lr": 0.01}}``. With ``out`` the files of
     ``momenta compare`` are written there (``loss.<format>``, ``accuracy.<format>``,
     ``metrics.csv``, ``summary.json``, ``report.html``). On Ctrl-C the finished epochs are kept
