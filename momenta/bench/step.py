@@ -23,6 +23,7 @@ training iterations instead.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,15 +78,8 @@ class YogiSq(SecondMoment):
         return v, {"exp_avg_sq": v}
 
 
-class Yogi(momenta.Optimizer):
-    """A user-defined optimizer: m = EMA(g), V = Yogi's additive rule."""
-
-    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3):  # type: ignore[no-untyped-def]
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-
-    def rules(self, group):  # type: ignore[no-untyped-def]
-        beta1, beta2 = group["betas"]
-        return momenta.Rules(EMA(beta1), YogiSq(beta2))
+#: a user's optimizer, m = EMA(g) and V = Yogi's additive rule, trained as it is
+yogi = functools.partial(momenta.Composed, rules=momenta.Rules(EMA(0.9), YogiSq(0.999)), eps=1e-3)
 
 
 @dataclass(frozen=True)
@@ -107,7 +101,7 @@ CASES = [
     Case("Adam", momenta.Adam, torch.optim.Adam, dict(lr=1e-6)),
     Case("AdamW", momenta.AdamW, torch.optim.AdamW, dict(lr=1e-6)),
     Case("seed Adam", momenta.seed.Adam, torch.optim.Adam, dict(lr=1e-6), dict(lr=1e-6)),
-    Case("Yogi (user rule)", Yogi, torch.optim.Adam, dict(lr=1e-6), dict(lr=1e-6)),
+    Case("Yogi (user rule)", yogi, torch.optim.Adam, dict(lr=1e-6), dict(lr=1e-6)),
     # the rest of torch.optim (elementwise: the fast path); torch has no fused kernel for these
     Case("Adamax", momenta.Adamax, torch.optim.Adamax, dict(lr=1e-6)),
     Case("NAdam", momenta.NAdam, torch.optim.NAdam, dict(lr=1e-6)),
