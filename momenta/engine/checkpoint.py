@@ -100,7 +100,7 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
             continue
         merged = {**group, **{k: v for k, v in saved.items() if k not in ("params", "param_names")}}
         try:
-            validation.group(merged)
+            validation.run(optimizer.checks_of(merged), merged)
         except (TypeError, ValueError) as error:
             found.append(f"param group {g_index}: {error}")
             continue

@@ -2,8 +2,10 @@
 
 What a subclass implements:
 
-* ``__init__``: validate its hyperparameters and pass them to ``super().__init__`` as the
-  param-group defaults (schedulers edit param groups, so hyperparameters live there);
+* ``__init__``: pass its hyperparameters to ``super().__init__`` as the param-group
+  defaults (schedulers edit param groups, so hyperparameters live there);
+* :attr:`Optimizer.checks`: the checks of those values, a table of :mod:`.validation`
+  (the engine runs it wherever the values can change);
 * :meth:`Optimizer.rules`: the :class:`Rules` of one param group, built from its values.
 
 What the engine owns: param groups, the closure, steps, lazy state, weight decay, maximize,
@@ -19,7 +21,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import is_
-from typing import Any, Literal, cast, overload
+from typing import Any, ClassVar, Literal, cast, overload
 
 import torch
 from torch import Tensor
@@ -122,9 +124,15 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         defaults: the default hyperparameters of every param group (``lr`` at least;
             ``eps``, ``weight_decay``, ``maximize`` are read by the engine when present).
 
-    A new optimizer is a subclass with an ``__init__`` and a :meth:`rules` method; see
-    README's "Your own optimizer" for a complete one in ten lines.
+    A new optimizer is a subclass with an ``__init__`` and a :meth:`rules` method (and a
+    table of :attr:`checks`); see README's "Your own optimizer" for a complete one in ten
+    lines.
     """
+
+    #: The checks of a param group's values (:mod:`momenta.engine.validation`), key →
+    #: check, in the order they run: at construction, in ``add_param_group``, at a step
+    #: after a value changed, in ``load_state_dict``. By default the engine's own keys.
+    checks: ClassVar[validation.Checks] = validation.ENGINE
 
     #: The error raised for a sparse gradient; ``None`` if sparse gradients are accepted
     #: (they are then densified: same numbers as torch, not its memory savings).
@@ -161,7 +169,10 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             raise TypeError(f"{type(self).__name__} needs an 'lr' in its defaults")
         if nonfinite not in (None, "skip", "raise"):
             raise ValueError(f"Invalid nonfinite: {nonfinite!r} (expected None, 'skip' or 'raise')")
+        checks = self.checks_of(defaults)
+        validation.run(checks, defaults, "arguments")  # before the parameters, as torch
         super().__init__(params, dict(defaults))
+        validation.run(checks, defaults, "flags")  # torch checks fused & co. after them
         self.state = flat.TrackedState(dict, self.state)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
@@ -169,6 +180,11 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def rules(self, group: dict[str, Any]) -> Rules:
         """The rules of param group ``group``, built from its current hyperparameters."""
+
+    def checks_of(self, group: Mapping[str, Any]) -> validation.Checks:
+        """The checks of param group ``group``: :attr:`checks` (an optimizer whose groups
+        are of several kinds chooses by group, as MuonWithAdamW)."""
+        return self.checks
 
     # -- the step ------------------------------------------------------------------------
 
@@ -233,8 +249,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         if key is not None and cached is not None and cached.key == key:
             cache[index] = _Cached(group, key, cached.rules, cached.hyper)
             return cached.rules, cached.hyper
-        validation.group(group)
-        rules, hyper = self.rules(group), reference.Hyper.of(group)
+        rules, hyper = validation.checked_rules(self, group), reference.Hyper.of(group)
         if key is not None:
             cache[index] = _Cached(group, key, rules, hyper)
         return rules, hyper
@@ -354,10 +369,13 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     # -- param groups and state_dicts ---------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """torch's ``add_param_group``, after checking the group's hyperparameters (so that a
-        bad value is refused before the group joins, not at a later step)."""
+        """torch's ``add_param_group``, after checking the group's own hyperparameters and
+        the rules they make (so that a bad value is refused before the group joins, not at a
+        later step; the defaults were checked at construction)."""
         if isinstance(param_group, Mapping):
-            validation.group({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
+            own = {k: v for k, v in param_group.items() if k not in ("params", "param_names")}
+            if own:
+                validation.checked_rules(self, {**self.defaults, **own})
             params = param_group.get("params")
             params = [params] if isinstance(params, Tensor) else list(params or [])
             for i, p in enumerate(params):
@@ -380,8 +398,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, made atomic: the whole state_dict is checked against
-        this optimizer first (groups, parameters, state keys, shapes, steps,
-        hyperparameters); on any mismatch a ``ValueError`` lists every difference and the
+        this optimizer first (groups, parameters, state keys, shapes, steps, the
+        hyperparameters of every group, with state or not); on any mismatch a ``ValueError`` lists every difference and the
         optimizer is left exactly as it was."""
         found = checkpoint.problems(self, state_dict)
         if found:

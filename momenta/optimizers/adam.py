@@ -18,8 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..engine import Optimizer, Rules
-from ..engine import validation as check
+from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
 from ..rules import EMA, AMSGrad, EMASq, InfNorm, NesterovEMA, Rectified
 
@@ -48,6 +47,7 @@ class Adam(Optimizer):
     """
 
     sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
+    checks = validation.ADAM
 
     def __init__(
         self,
@@ -66,22 +66,15 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.tensor_lr_with_foreach(lr, foreach=foreach, capturable=capturable)
-        check.adam(lr, betas, eps, weight_decay)
-        betas = check.betas(betas, foreach=foreach, capturable=capturable)
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            lr=lr, betas=_squeezed(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )  # fmt: skip
         super().__init__(params, defaults, nonfinite=nonfinite)
-        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
 
     def rules(self, group: dict[str, Any]) -> Rules:
-        check.tensor_lr_with_foreach(
-            group["lr"], foreach=group["foreach"], capturable=group["capturable"]
-        )
         beta1, beta2 = group["betas"]
         second = EMASq(beta2, bias_correction=True)
         return Rules(
@@ -156,6 +149,8 @@ class Adamax(Optimizer):
     section 7.1. Matches ``torch.optim.Adamax``.
     """
 
+    checks = validation.ADAM_FAMILY
+
     def __init__(
         self,
         params: ParamsT,
@@ -170,7 +165,6 @@ class Adamax(Optimizer):
         capturable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.adam(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
             maximize=maximize, differentiable=differentiable, capturable=capturable,
@@ -207,6 +201,8 @@ class NAdam(Optimizer):
     Loshchilov & Hutter, ICLR 2019 (decoupled weight decay). Matches ``torch.optim.NAdam``.
     """
 
+    checks = validation.NADAM
+
     def __init__(
         self,
         params: ParamsT,
@@ -223,8 +219,6 @@ class NAdam(Optimizer):
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.adam(lr, betas, eps, weight_decay)
-        check.non_negative(momentum_decay, "momentum_decay value")
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -266,6 +260,8 @@ class RAdam(Optimizer):
     ICLR 2020. Matches ``torch.optim.RAdam``.
     """
 
+    checks = validation.ADAM_FAMILY
+
     def __init__(
         self,
         params: ParamsT,
@@ -281,7 +277,6 @@ class RAdam(Optimizer):
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.adam(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, capturable=capturable,
@@ -298,6 +293,13 @@ class RAdam(Optimizer):
             # ε joins √V before the bias correction: torch's (√V + ε)/√(1−β₂ᵗ)
             eps="uncorrected",
         )
+
+
+def _squeezed(betas: Any) -> Any:
+    """torch's Adam: tensor betas as 0-dim tensors (a pair of floats stays as it is)."""
+    if not isinstance(betas, (tuple, list)):
+        return betas  # refused by the checks
+    return tuple(b.squeeze() if isinstance(b, Tensor) and b.dim() != 0 else b for b in betas)
 
 
 __all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]

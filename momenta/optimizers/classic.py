@@ -19,8 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..engine import Optimizer, Rules
-from ..engine import validation as check
+from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
 from ..rules import (
     Averaged,
@@ -58,6 +57,7 @@ class SGD(Optimizer):
     """
 
     sparse_error = None
+    checks = validation.SGD
 
     def __init__(
         self,
@@ -74,18 +74,12 @@ class SGD(Optimizer):
         fused: bool | None = None,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(momentum, "momentum value")
-        check.non_negative(weight_decay, "weight_decay value")
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, foreach=foreach,
             differentiable=differentiable, fused=fused,
         )  # fmt: skip
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, defaults, nonfinite=nonfinite)
-        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         mu = group["momentum"]
@@ -118,6 +112,7 @@ class Adagrad(Optimizer):
     """
 
     sparse_error = None
+    checks = validation.ADAGRAD
 
     def __init__(
         self,
@@ -134,18 +129,12 @@ class Adagrad(Optimizer):
         fused: bool | None = None,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(lr_decay, "lr_decay value")
-        check.non_negative(weight_decay, "weight_decay value")
-        check.non_negative(initial_accumulator_value, "initial_accumulator_value value")
-        check.non_negative(eps, "epsilon value")
         defaults = dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach,
             maximize=maximize, differentiable=differentiable, fused=fused,
         )  # fmt: skip
         super().__init__(params, defaults, nonfinite=nonfinite)
-        check.implementation(foreach=foreach, fused=fused, differentiable=differentiable)
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p] = self.new_state(p, group)
@@ -188,6 +177,7 @@ class RMSprop(Optimizer):
     """
 
     sparse_error = "RMSprop does not support sparse gradients"
+    checks = validation.RMSPROP
 
     def __init__(
         self,
@@ -205,11 +195,6 @@ class RMSprop(Optimizer):
         *,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(eps, "epsilon value")
-        check.non_negative(momentum, "momentum value")
-        check.non_negative(weight_decay, "weight_decay value")
-        check.non_negative(alpha, "alpha value")
         defaults = dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
@@ -245,6 +230,8 @@ class Adadelta(Optimizer):
     Matches ``torch.optim.Adadelta``.
     """
 
+    checks = validation.ADADELTA
+
     def __init__(
         self,
         params: ParamsT,
@@ -259,11 +246,6 @@ class Adadelta(Optimizer):
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        if not 0.0 <= rho <= 1.0:
-            raise ValueError(f"Invalid rho value: {rho}")
-        check.non_negative(eps, "epsilon value")
-        check.non_negative(weight_decay, "weight_decay value")
         defaults = dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
             capturable=capturable, foreach=foreach, differentiable=differentiable,
@@ -303,6 +285,8 @@ class ASGD(Optimizer):
     SIAM J. Control Optim. 1992. Matches ``torch.optim.ASGD``.
     """
 
+    checks = validation.ASGD
+
     def __init__(
         self,
         params: ParamsT,
@@ -318,8 +302,6 @@ class ASGD(Optimizer):
         *,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.non_negative(weight_decay, "weight_decay value")
         defaults = dict(
             lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
             foreach=foreach, maximize=maximize, differentiable=differentiable,
@@ -367,6 +349,8 @@ class Rprop(Optimizer):
     Learning: The RPROP Algorithm", ICNN 1993. Matches ``torch.optim.Rprop``.
     """
 
+    checks = validation.RPROP
+
     def __init__(
         self,
         params: ParamsT,
@@ -380,9 +364,6 @@ class Rprop(Optimizer):
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        if not 0.0 < etas[0] < 1.0 < etas[1]:
-            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
         defaults = dict(
             lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
             differentiable=differentiable, capturable=capturable,

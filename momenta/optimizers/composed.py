@@ -8,13 +8,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
 from ..engine import Optimizer, Rules, kernels
-from ..engine import validation as check
 from ..engine.optimizer import Nonfinite, ParamsT
 
 
@@ -91,9 +89,6 @@ class Composed(Optimizer):
             raise TypeError(
                 f"Composed: every rule in rules must be a dataclass (its fields are its hyperparameters): {error}"
             ) from error
-        check.lr(lr)
-        check.non_negative(eps, "epsilon value")
-        check.non_negative(weight_decay, "weight_decay value")
         #: the rules as given: their structure, and the default of every hyperparameter
         self.template = rules
         defaults = dict(
@@ -131,13 +126,6 @@ class Composed(Optimizer):
 
         paths = [path for path in defaults if fails(path)] or list(defaults)
         return ", ".join(f"{path!r}: {group[path]!r}" for path in paths)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """:meth:`momenta.Optimizer.add_param_group`, after the rules check the group's
-        values (a bad one is refused before the group joins, not at a later step)."""
-        if isinstance(param_group, Mapping):
-            self.rules({**self.defaults, **param_group})
-        super().add_param_group(param_group)
 
     def __getstate__(self) -> dict[str, Any]:  # pickling and deepcopy keep the rules
         return {**super().__getstate__(), "template": self.template}

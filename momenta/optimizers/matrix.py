@@ -18,8 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..engine import Optimizer, Rules
-from ..engine import validation as check
+from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
 from ..rules import (
     EMA,
@@ -68,6 +67,7 @@ class Adafactor(Optimizer):
 
     sparse_error = "Adafactor does not support sparse gradients"
     complex_error = "Adafactor does not support complex parameters"
+    checks = validation.ADAFACTOR
 
     def __init__(
         self,
@@ -82,11 +82,6 @@ class Adafactor(Optimizer):
         maximize: bool = False,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr, "Learning rate should be >= 0 but is: {}")
-        check.at_most(beta2_decay, 0.0, "beta2_decay", "beta2_decay should be <= 0 but is: {}")
-        check.epsilons(eps)
-        check.at_least(d, 1.0, "d", "Clipping threshold d should be >= 1 but is: {}")
-        check.at_least(weight_decay, 0.0, "weight_decay", "weight_decay should be >= 0 but is: {}")
         defaults = dict(
             lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
             foreach=foreach, maximize=maximize,
@@ -156,6 +151,7 @@ class Muon(Optimizer):
 
     sparse_error = "Muon does not support sparse gradients"
     complex_error = "Muon does not support complex parameters"
+    checks = validation.MUON
 
     def __init__(
         self,
@@ -171,11 +167,6 @@ class Muon(Optimizer):
         *,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr, "Learning rate should be >= 0 but is: {}")
-        check.at_least(momentum, 0.0, "momentum", "momentum should be >= 0 but is: {}")
-        check.at_least(weight_decay, 0.0, "weight decay", "weight decay should be >= 0 but is: {}")
-        if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
-            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
         defaults = dict(
             lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
             ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
@@ -221,6 +212,7 @@ class MuonWithAdamW(Optimizer):
 
     sparse_error = "MuonWithAdamW does not support sparse gradients"
     complex_error = "MuonWithAdamW does not support complex parameters"
+    checks = validation.MUON  # its defaults' (the Muon groups'); see checks_of
 
     def __init__(
         self,
@@ -239,17 +231,9 @@ class MuonWithAdamW(Optimizer):
         *,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr)
-        check.lr(adamw_lr)
-        check.non_negative(momentum, "momentum value")
-        check.non_negative(weight_decay, "weight_decay value")
-        check.non_negative(adamw_weight_decay, "adamw_weight_decay value")
-        check.non_negative(adamw_eps, "adamw_eps value")
-        check.beta(adamw_betas[0], 0)
-        check.beta(adamw_betas[1], 1)
-        if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
-            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
         self._adamw = dict(lr=adamw_lr, betas=adamw_betas, eps=adamw_eps, weight_decay=adamw_weight_decay)
+        # the AdamW groups' values, checked even where no parameter makes an AdamW group yet
+        validation.run(validation.MUON_ADAMW, self._adamw)
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, ns_coefficients=ns_coefficients,
             ns_steps=ns_steps, eps=1e-7, adjust_lr_fn=adjust_lr_fn, weight_decay=weight_decay,
@@ -270,6 +254,10 @@ class MuonWithAdamW(Optimizer):
             super().add_param_group({**param_group, "params": matrices, "muon": True})
         if others:
             super().add_param_group({**param_group, **self._adamw, "params": others, "muon": False})
+
+    def checks_of(self, group: Mapping[str, Any]) -> validation.Checks:
+        """Muon's checks for the Muon groups, the ``adamw_*`` arguments' for the others."""
+        return validation.MUON if group["muon"] else validation.MUON_ADAMW
 
     def rules(self, group: dict[str, Any]) -> Rules:
         if group["muon"]:

@@ -23,15 +23,13 @@ columns) runs on the reference path, one parameter at a time.
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..engine import Optimizer, Rules
-from ..engine import validation as check
+from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
 from ..rules import (
     EMA,
@@ -54,76 +52,10 @@ from ..rules import (
     YogiSq,
 )
 
-# -- checks of the hyperparameters torch.optim has no message for (same wording) -----------
-
-
-def _number(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
-        raise TypeError(f"Invalid {what}: {value!r} (expected a number)")
-
-
-def _positive(value: Any, name: str) -> None:
-    _number(value, f"{name} value")
-    if not value > 0:
-        raise ValueError(f"Invalid {name} value: {value} (expected {name} > 0)")
-
-
-def _steps(value: Any, name: str, low: int, optional: bool = False) -> None:
-    """A whole number of steps ``>= low`` (or ``None`` when ``optional``)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        expected = f"None or a whole number >= {low}" if optional else f"a whole number >= {low}"
-        raise ValueError(f"Invalid {name} value: {value!r} (expected {expected})")
-
-
-def _pair(betas: Any) -> tuple[Any, Any]:
-    """``betas = (β₁, β₂)``, each in [0, 1) (torch's messages)."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
-    for i, b in enumerate(betas):
-        check.beta(b, i)
-    return betas[0], betas[1]
-
-
-def _common(group: Mapping[str, Any]) -> None:
-    """lr, eps and weight_decay, where the group has them."""
-    check.lr(group["lr"])
-    if "eps" in group:
-        check.non_negative(group["eps"], "epsilon value")
-    check.non_negative(group["weight_decay"], "weight_decay value")
-
-
-class _Modern(Optimizer):
-    """What the optimizers of this module share: one check of a group's values, run at
-    construction and whenever the rules are rebuilt (a scheduler or a user changed a value,
-    ``load_state_dict``), so that every bad value is refused with its name."""
-
-    #: checks every hyperparameter of a param group (raises ``ValueError``/``TypeError``)
-    validate: Callable[[Mapping[str, Any]], None]
-
-    def __init__(self, params: ParamsT, defaults: dict[str, Any], nonfinite: Nonfinite) -> None:
-        type(self).validate(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite)
-
-    def rules(self, group: dict[str, Any]) -> Rules:
-        type(self).validate(group)
-        return self.compose(group)
-
-    @abc.abstractmethod
-    def compose(self, group: dict[str, Any]) -> Rules:
-        """The rules of a param group whose values are valid."""
-
-
 # -- AdaBelief -------------------------------------------------------------------------------
 
 
-def _adabelief(group: Mapping[str, Any]) -> None:
-    _common(group)
-    _pair(group["betas"])
-
-
-class AdaBelief(_Modern):
+class AdaBelief(Optimizer):
     """AdaBelief: Adam that divides by the spread of g around its EMA, not by its size.
 
         m = β₁·m + (1−β₁)·g,                 m̂ = m/(1−β₁ᵗ)
@@ -157,7 +89,7 @@ class AdaBelief(_Modern):
     ``rectify=False``.
     """
 
-    validate = staticmethod(_adabelief)
+    checks = validation.MODERN
 
     def __init__(
         self,
@@ -176,9 +108,9 @@ class AdaBelief(_Modern):
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
         return Rules(
             EMA(beta1, bias_correction=True),
@@ -190,12 +122,7 @@ class AdaBelief(_Modern):
 # -- Lion ------------------------------------------------------------------------------------
 
 
-def _lion(group: Mapping[str, Any]) -> None:
-    _common(group)
-    _pair(group["betas"])
-
-
-class Lion(_Modern):
+class Lion(Optimizer):
     """Lion: the sign of an interpolated momentum, found by program search.
 
         c = β₁·m + (1−β₁)·g
@@ -223,7 +150,7 @@ class Lion(_Modern):
     ``lion_pytorch.Lion`` and ``optax.lion``.
     """
 
-    validate = staticmethod(_lion)
+    checks = validation.MODERN
 
     def __init__(
         self,
@@ -237,9 +164,9 @@ class Lion(_Modern):
         nonfinite: Nonfinite = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
         return Rules(
             Interpolated(beta1, beta2), One(), direction=Sign(), weight_decay="decoupled", count_steps=False
@@ -249,12 +176,7 @@ class Lion(_Modern):
 # -- LAMB ------------------------------------------------------------------------------------
 
 
-def _lamb(group: Mapping[str, Any]) -> None:
-    _common(group)
-    _pair(group["betas"])
-
-
-class LAMB(_Modern):
+class LAMB(Optimizer):
     """LAMB: Adam's direction, plus weight decay, scaled per tensor to a step of ``lr·‖w‖``.
 
         m = β₁·m + (1−β₁)·g,   V = β₂·V + (1−β₂)·g²,   m̂ = m/(1−β₁ᵗ),  V̂ = V/(1−β₂ᵗ)
@@ -285,7 +207,7 @@ class LAMB(_Modern):
     differs: no bias correction by default, φ clipped at 10).
     """
 
-    validate = staticmethod(_lamb)
+    checks = validation.MODERN
 
     def __init__(
         self,
@@ -300,9 +222,9 @@ class LAMB(_Modern):
         nonfinite: Nonfinite = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
         return Rules(
             # the trust ratio and the decay see m̂ itself, not m with 1/c₁ left for the step
@@ -316,13 +238,7 @@ class LAMB(_Modern):
 # -- LARS ------------------------------------------------------------------------------------
 
 
-def _lars(group: Mapping[str, Any]) -> None:
-    _common(group)
-    check.non_negative(group["momentum"], "momentum value")
-    check.non_negative(group["trust_coefficient"], "trust_coefficient value")
-
-
-class LARS(_Modern):
+class LARS(Optimizer):
     """LARS: SGD with momentum, each tensor's step scaled by its local learning rate.
 
         λ_l = η·‖w‖ / (‖g‖ + β·‖w‖ + ε)        (1 where ‖w‖ = 0 or ‖g‖ = 0)
@@ -355,7 +271,7 @@ class LARS(_Modern):
     ``optax.lars`` for λ = 0 (for λ > 0 it divides by ``‖g + β·w‖``).
     """
 
-    validate = staticmethod(_lars)
+    checks = validation.LARS
 
     def __init__(
         self,
@@ -374,9 +290,9 @@ class LARS(_Modern):
             lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
             eps=eps, maximize=maximize, foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         mu = group["momentum"]
         return Rules(
             Momentum(mu) if mu != 0 else Gradient(),
@@ -391,13 +307,7 @@ class LARS(_Modern):
 # -- Yogi ------------------------------------------------------------------------------------
 
 
-def _yogi(group: Mapping[str, Any]) -> None:
-    _common(group)
-    _pair(group["betas"])
-    check.non_negative(group["initial_accumulator"], "initial_accumulator value")
-
-
-class Yogi(_Modern):
+class Yogi(Optimizer):
     """Yogi: Adam whose V moves by at most ``(1−β₂)·g²`` a step, towards g².
 
         m = β₁·m + (1−β₁)·g,                      m̂ = m/(1−β₁ᵗ)
@@ -427,7 +337,7 @@ class Yogi(_Modern):
     Algorithm 2). Matches ``torch_optimizer.Yogi`` and ``optax.yogi``.
     """
 
-    validate = staticmethod(_yogi)
+    checks = validation.YOGI
 
     def __init__(
         self,
@@ -446,9 +356,9 @@ class Yogi(_Modern):
             lr=lr, betas=betas, eps=eps, initial_accumulator=initial_accumulator,
             weight_decay=weight_decay, maximize=maximize, foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
         initial = group["initial_accumulator"]
         return Rules(Initialized(EMA(beta1, bias_correction=True), initial), YogiSq(beta2, initial))
@@ -457,20 +367,12 @@ class Yogi(_Modern):
 # -- Schedule-Free AdamW ---------------------------------------------------------------------
 
 
-def _schedule_free(group: Mapping[str, Any]) -> None:
-    _common(group)
-    _pair(group["betas"])
-    _steps(group["warmup_steps"], "warmup_steps", 0)
-    check.non_negative(group["r"], "r value")
-    check.non_negative(group["weight_lr_power"], "weight_lr_power value")
-
-
 #: ScheduleFree's scalar state: sums of averaging weights, kept in float64 (the authors keep
 #: Python floats) whatever the dtype of ``step``, since float32 sums drift over long runs
 _EXACT = ("lr_max", "weight_sum")
 
 
-class ScheduleFreeAdamW(_Modern):
+class ScheduleFreeAdamW(Optimizer):
     """Schedule-Free AdamW: no learning-rate schedule, an average of iterates instead.
 
         v = β₂·v + (1−β₂)·g²,   v̂ = v/(1−β₂ᵗ)         (g taken at y, what the weights hold)
@@ -512,7 +414,7 @@ class ScheduleFreeAdamW(_Modern):
     ``v``, where the paper's Algorithm 1 folds ``√(1−β₂ᵗ)`` into γ).
     """
 
-    validate = staticmethod(_schedule_free)
+    checks = validation.SCHEDULE_FREE
 
     def __init__(
         self,
@@ -534,9 +436,9 @@ class ScheduleFreeAdamW(_Modern):
             r=r, weight_lr_power=weight_lr_power, maximize=maximize, foreach=foreach,
             train_mode=True,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
         return Rules(
             Gradient(),
@@ -588,21 +490,7 @@ class ScheduleFreeAdamW(_Modern):
 # -- AdEMAMix --------------------------------------------------------------------------------
 
 
-def _ademamix(group: Mapping[str, Any]) -> None:
-    _common(group)
-    betas = group["betas"]
-    if isinstance(betas, (tuple, list)) and len(betas) == 3:
-        raise ValueError(f"Invalid betas: {betas!r} (AdEMAMix takes betas=(beta1, beta2) and beta3 on its own)")
-    beta1, _ = _pair(betas)
-    check.unit_interval(group["beta3"], "beta3")
-    check.non_negative(group["alpha"], "alpha value")
-    _steps(group["alpha_warmup"], "alpha_warmup", 1, optional=True)
-    _steps(group["beta3_warmup"], "beta3_warmup", 1, optional=True)
-    if group["beta3_warmup"] is not None and beta1 == 0:
-        raise ValueError("Invalid beta parameter at index 0: 0 (the beta3 warm-up starts at beta1, which must be > 0)")
-
-
-class AdEMAMix(_Modern):
+class AdEMAMix(Optimizer):
     """AdEMAMix: Adam with a second, much slower EMA of the gradients added to the first.
 
         m₁ = β₁·m₁ + (1−β₁)·g,   m₂ = β₃(t)·m₂ + (1−β₃(t))·g,   V = β₂·V + (1−β₂)·g²
@@ -641,7 +529,7 @@ class AdEMAMix(_Modern):
     ``log(β + 1e-8)`` in it).
     """
 
-    validate = staticmethod(_ademamix)
+    checks = validation.ADEMAMIX
 
     def __init__(
         self,
@@ -664,9 +552,9 @@ class AdEMAMix(_Modern):
             beta3_warmup=beta3_warmup, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
         first = EMAMix(beta1, group["beta3"], group["alpha"], group["alpha_warmup"], group["beta3_warmup"])
         return Rules(first, EMASq(beta2, bias_correction=True), weight_decay="decoupled")
@@ -675,19 +563,7 @@ class AdEMAMix(_Modern):
 # -- Adafactor, as in the paper ----------------------------------------------------------------
 
 
-def _adafactor(group: Mapping[str, Any]) -> None:
-    check.lr(group["lr"])
-    check.non_negative(group["eps1"], "eps1 value")
-    check.non_negative(group["eps2"], "eps2 value")
-    _positive(group["clip_threshold"], "clip_threshold")
-    _number(group["decay_rate"], "decay_rate value")
-    if not group["decay_rate"] <= 0:
-        raise ValueError(f"Invalid decay_rate value: {group['decay_rate']} (expected decay_rate <= 0)")
-    check.unit_interval(group["beta1"], "beta1")
-    check.non_negative(group["weight_decay"], "weight_decay value")
-
-
-class AdafactorPaper(_Modern):
+class AdafactorPaper(Optimizer):
     """Adafactor as Shazeer & Stern wrote it: factored second moments, update clipping and
     a step size relative to the parameter's scale.
 
@@ -735,7 +611,7 @@ class AdafactorPaper(_Modern):
     """
 
     complex_error = "AdafactorPaper does not support complex parameters"
-    validate = staticmethod(_adafactor)
+    checks = validation.ADAFACTOR_PAPER
 
     def __init__(
         self,
@@ -761,9 +637,9 @@ class AdafactorPaper(_Modern):
             scale_parameter=scale_parameter, relative_step=relative_step, maximize=maximize,
             foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
-    def compose(self, group: dict[str, Any]) -> Rules:
+    def rules(self, group: dict[str, Any]) -> Rules:
         beta1 = group["beta1"]
         iterate = RelativeUpdate(
             group["eps2"], group["relative_step"], group["scale_parameter"], group["weight_decay"],

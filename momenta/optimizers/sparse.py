@@ -14,8 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..engine import Optimizer, Rules
-from ..engine import validation as check
+from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
 from ..rules import EMA, EMASq
 
@@ -49,6 +48,7 @@ class SparseAdam(Optimizer):
     sparse_error = None
     dense_error = "SparseAdam does not support dense gradients, please consider Adam instead"
     tensor_step = False
+    checks = validation.SPARSE_ADAM
 
     def __init__(
         self,
@@ -60,10 +60,6 @@ class SparseAdam(Optimizer):
         *,
         nonfinite: Nonfinite = None,
     ) -> None:
-        check.lr(lr, strict=True)
-        check.at_least(eps, 0.0, "epsilon value", strict=True)
-        check.beta(betas[0], 0)
-        check.beta(betas[1], 1)
         defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
         super().__init__(params, defaults, nonfinite=nonfinite)
         sparse, complex_ = [], []
