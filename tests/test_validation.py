@@ -31,6 +31,7 @@ BAD: dict[str, list[Any]] = {
     "momentum_decay": [-1.0], "trust_coefficient": [-1.0], "initial_accumulator": [-1.0], "warmup_steps": [-1, 2.5],
     "r": [-1.0], "weight_lr_power": [-1.0], "beta3": [1.0], "alpha_warmup": [0], "beta3_warmup": [0],
     "eps1": [-1.0], "eps2": [-1.0], "clip_threshold": [0.0], "decay_rate": [0.5], "beta1": [1.0],
+    "first.beta1": [1.5],
 }  # fmt: skip
 #: where an optimizer's value is bad otherwise
 OWN_BAD: dict[tuple[str, str], list[Any]] = {
@@ -51,6 +52,8 @@ def _cases():
     for name in momenta.optimizers.__all__:
         opt = _make(name, [torch.nn.Parameter(torch.zeros(2, 3))])
         keys = [k for k in opt.checks_of(opt.param_groups[0]) if isinstance(k, str) and k in opt.param_groups[0]]
+        if name == "Composed":
+            keys.append("first.beta1")  # a rule's key, checked by the rule and named by Composed
         for key in keys:
             for value in OWN_BAD.get((name, key), BAD[key]):
                 yield pytest.param(name, key, value, id=f"{name}-{key}={value!r}")
@@ -188,3 +191,15 @@ def test_unchanged_values_are_not_checked_again(monkeypatch):
     opt.step()
     assert runs == ["arguments", "flags", "group", "group"]  # once per change
 
+
+
+def test_a_refused_group_reports_once_and_nothing_else():
+    """A group whose values are refused is one problem: its parameters' state is neither
+    checked against rules it cannot have nor reported as state of no group."""
+    params = _params()
+    opt = momenta.Adagrad(params, lr=0.1)  # Adagrad makes its state at construction
+    saved = opt.state_dict()
+    saved["param_groups"][0]["lr"] = -1.0
+    with pytest.raises(ValueError) as info:
+        opt.load_state_dict(saved)
+    assert str(info.value).endswith("nothing was loaded:\n- param group 0: Invalid learning rate: -1.0")

@@ -4,7 +4,9 @@ torch's ``load_state_dict`` trusts its input: a state_dict of another model, a t
 file or a hand-edited one fails halfway through a later step, or not at all. momenta checks
 the whole structure first (groups, parameters per group, state keys against the rules,
 tensor shapes and kinds against the parameters, step counts, hyperparameters) and reports
-every difference at once; the optimizer is left exactly as it was.
+every difference at once; the optimizer is left exactly as it was. Each saved group's
+hyperparameters are checked once, as everywhere else (:func:`.validation.checked_rules`),
+whether its parameters have state or not.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from . import validation
 
 if TYPE_CHECKING:
+    from .composition import Rules
     from .optimizer import Optimizer
 
 TOP_LEVEL = {"state", "param_groups", "nonfinite_skipped"}
@@ -86,7 +89,7 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     if len(saved_groups) != len(groups):
         return found + [f"the state_dict has {len(saved_groups)} param group(s), the optimizer {len(groups)}"]
 
-    index_of: dict[Any, tuple[int, torch.Tensor, dict[str, Any]]] = {}
+    index_of: dict[Any, tuple[int, torch.Tensor, Rules | None]] = {}  # None: the group is refused
     for g_index, (saved, group) in enumerate(zip(saved_groups, groups)):
         ids = saved.get("params")
         if not isinstance(ids, (list, tuple)):
@@ -99,15 +102,15 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
             )
             continue
         merged = {**group, **{k: v for k, v in saved.items() if k not in ("params", "param_names")}}
+        rules: Rules | None = None
         try:
-            validation.run(optimizer.checks_of(merged), merged)
-        except (TypeError, ValueError) as error:
+            rules = validation.checked_rules(optimizer, merged)
+        except Exception as error:  # a value the checks or the rules refuse
             found.append(f"param group {g_index}: {error}")
-            continue
         for i, p in zip(ids, group["params"]):
             if i in index_of:
                 found.append(f"parameter id {i!r} appears twice in param_groups")
-            index_of[i] = (g_index, p, merged)
+            index_of[i] = (g_index, p, rules)
 
     unknown_ids = [k for k in state if k not in index_of]
     if unknown_ids:
@@ -115,15 +118,12 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     for i, entry in state.items():
         if i not in index_of:
             continue
-        g_index, p, merged = index_of[i]
+        g_index, p, rules = index_of[i]
+        if rules is None:
+            continue  # its group is refused: no rules to check the state against
         where = f"state of parameter {i!r} (param group {g_index})"
         if not isinstance(entry, Mapping):
             found.append(f"{where} is a {type(entry).__name__} (expected a dict)")
-            continue
-        try:
-            rules = optimizer.rules(merged)
-        except Exception as error:  # a group whose hyperparameters the rules refuse
-            found.append(f"param group {g_index}: {error}")
             continue
         shapes = rules.initial_buffers(p)
         scalars = rules.scalar_names()
