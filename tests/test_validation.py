@@ -1,6 +1,6 @@
 """Hyperparameter checks, one table per optimizer (momenta.engine.validation), run the same
 way in each place where values can change: construction, add_param_group, a step after an
-edit, load_state_dict (with state or without).
+edit, load_state_dict (with state or without). A step during CUDA graph capture is refused.
 
 torch's messages for the drop-ins: tests/test_torch_contract.py (optim_db's error inputs).
 """
@@ -203,3 +203,36 @@ def test_a_refused_group_reports_once_and_nothing_else():
     with pytest.raises(ValueError) as info:
         opt.load_state_dict(saved)
     assert str(info.value).endswith("nothing was loaded:\n- param group 0: Invalid learning rate: -1.0")
+
+
+# -- CUDA graph capture ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make,instead",
+    [
+        (lambda p: momenta.Adam(p, lr=0.1, capturable=True), r"capture torch\.optim\.Adam\(\.\.\., capturable=True\) instead"),
+        (lambda p: momenta.Lion(p, lr=0.1), "capture a torch.optim optimizer with capturable=True instead"),
+    ],
+    ids=["Adam", "Lion"],
+)
+def test_a_step_while_a_cuda_stream_captures_is_refused(monkeypatch, make, instead):
+    params = _params()
+    opt = make(params)
+    _grads("", params)
+    opt.step()
+    _grads("", params)
+    before = _snapshot(opt)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    closures: list[int] = []
+    name = type(opt).__name__
+    with pytest.raises(RuntimeError, match=rf"^{name}\.step\(\) was called while a CUDA stream is capturing") as info:
+        opt.step(lambda: closures.append(1) or 0.0)
+    assert "capturable=True is accepted so that the state" in str(info.value)
+    assert info.match(instead)
+    assert not closures  # not even the closure ran
+    _same(before, _snapshot(opt))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    opt.step()  # outside capture it steps
+    assert not torch.equal(params[0].detach(), before[0][0])

@@ -116,6 +116,22 @@ def _tuple(value: Any) -> tuple[Any, ...]:
     return value if isinstance(value, tuple) else (value,)
 
 
+def _capture_message(name: str) -> str:
+    """Why a step is refused during CUDA graph capture, and what to capture instead."""
+    instead = (
+        f"torch.optim.{name}(..., capturable=True)"
+        if hasattr(torch.optim, name)
+        else "a torch.optim optimizer with capturable=True"
+    )
+    return (
+        f"{name}.step() was called while a CUDA stream is capturing a graph: momenta's step "
+        "reads the step count on the host, which a CUDA graph cannot record, so nothing was "
+        "changed. capturable=True is accepted so that the state (step on the parameter's "
+        f"device) matches torch's, not for captured steps: capture {instead} instead, or "
+        "take this step outside the captured region"
+    )
+
+
 class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     """``w ← w − lr · m̂ / (√V̂ + ε)``, with ``m`` and ``V`` given by :meth:`rules`.
 
@@ -127,6 +143,13 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     A new optimizer is a subclass with an ``__init__`` and a :meth:`rules` method (and a
     table of :attr:`checks`); see README's "Your own optimizer" for a complete one in ten
     lines.
+
+    ``capturable=True`` is accepted where torch accepts it, and keeps ``step`` on the
+    parameter's device as torch does, so that state_dicts move between the two libraries.
+    It does not make the step capturable: the step reads the step count on the host, which
+    a CUDA graph cannot record, so a step taken while a CUDA stream is capturing raises a
+    ``RuntimeError`` before anything changes. Capture torch.optim's class with
+    ``capturable=True`` instead.
     """
 
     #: The checks of a param group's values (:mod:`momenta.engine.validation`), key →
@@ -199,7 +222,10 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
         Two phases: every gradient is first gathered (into flat buffers where the fast path
         runs) and, with ``nonfinite`` set, checked; only then do parameters and state change.
+        Refused while a CUDA stream is capturing (see ``capturable`` in :class:`Optimizer`).
         """
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(_capture_message(type(self).__name__))
         loss = None
         if closure is not None:
             with torch.enable_grad():
