@@ -274,8 +274,8 @@ class ASGD(Optimizer):
     Args:
         params: parameters or param groups.
         lr: learning rate η₁ (default 1e-2); a float or a 1-element tensor.
-        lambd: λ, the decay term (default 1e-4).
-        alpha: α, the power of the step-size decay (default 0.75).
+        lambd: λ ≥ 0, the decay term (default 1e-4).
+        alpha: α ≥ 0, the power of the step-size decay (default 0.75).
         t0: t₀, the step at which averaging starts (default 1e6).
         weight_decay: L2 penalty, added to g (default 0).
         foreach, maximize, differentiable, capturable: as in torch.optim.ASGD.

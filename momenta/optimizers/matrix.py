@@ -128,11 +128,11 @@ class Muon(Optimizer):
         params: 2-D parameters or param groups (anything else is refused at construction).
         lr: learning rate (default 1e-3); a float or a 1-element tensor.
         weight_decay: λ, decoupled (default 0.1).
-        momentum: μ (default 0.95).
+        momentum: μ in [0, 1) (default 0.95).
         nesterov: step along the look-ahead average (default True).
         ns_coefficients: (a, b, c) of the Newton–Schulz iteration (default Keller
             Jordan's (3.4445, −4.7750, 2.0315)).
-        eps: ε, the floor of ‖m‖_F when it is first normalised (default 1e-7).
+        eps: ε ≥ 0, the floor of ‖m‖_F when it is first normalised (default 1e-7).
         ns_steps: k, the number of iterations (default 5, at most 99).
         adjust_lr_fn: the shape scaling s: ``None`` or ``"original"`` (Keller Jordan's),
             ``"match_rms_adamw"`` (Moonshot's: the RMS of AdamW's updates).

@@ -155,7 +155,12 @@ def full(p: Tensor, value: Scalar) -> Tensor:
 def check(rule: object, name: str, low: float, high: float | None = None) -> None:
     """A rule's hyperparameter ``name`` lies in ``[low, high)`` (``[low, ∞)`` without
     ``high``). Python numbers only: tensors were checked where they came from (the param
-    group), and kernels rebuild rules with tensor fields, where a check would be a host sync."""
+    group), and kernels rebuild rules with tensor fields, where a check would be a host sync.
+
+    A rule's own invariant, for a :class:`~momenta.Rules` value composed directly
+    (:class:`momenta.Composed` names the group key of a refused value). The built-in
+    optimizers check their groups' values first, in their tables
+    (:mod:`momenta.engine.validation`), with their own messages."""
     value = getattr(rule, name)
     if isinstance(value, Tensor):
         return
