@@ -1,25 +1,18 @@
 """Every hyperparameter check: a table per optimizer, run by the engine wherever a param
 group's values can change.
 
-A table maps a param-group key to the check of its value, in the order the checks run::
-
-    ADAM = {
-        ("lr", "foreach", "capturable"): tensor_lr_with_foreach,
-        "lr": lr,
-        "eps": eps,
-        "betas": betas,
-        "weight_decay": weight_decay,
-        ("betas", "foreach", "capturable"): Argument(tensor_betas),
-        FLAGS: implementation,
-    }
+A table maps a param-group key to the check of its value, in the order the checks run
+(Adam's, abridged: ``{("lr", "foreach", "capturable"): tensor_lr_with_foreach, "lr": lr,
+"eps": eps, "betas": betas, …, FLAGS: implementation}``).
 
 A key that is a tuple hands those values to a check of several; a key a group lacks is
 skipped. A check that torch makes of a constructor's arguments only, not of the values a
 scheduler or a user sets later, is an :class:`Argument` (SparseAdam's ``lr > 0``: a
-schedule may take it to 0). A check raises ``ValueError`` for a bad value and ``TypeError`` for one that is not
-a number. For torch's drop-ins the message is torch's word for word, in torch's order (of
-two bad values, the one torch reports), so that code written against torch's errors keeps
-working; for the others it names the argument and the value.
+schedule may take it to 0). A check raises ``ValueError`` for a bad value and
+``TypeError`` for one that is not a number. For torch's drop-ins the message is torch's
+word for word, in torch's order (of two bad values, the one torch reports), so that code
+written against torch's errors keeps working; for the others it names the argument and the
+value.
 
 The engine runs an optimizer's table (:meth:`momenta.Optimizer.checks_of`) once per place
 where values can change:
