@@ -236,3 +236,28 @@ def test_a_step_while_a_cuda_stream_captures_is_refused(monkeypatch, make, inste
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     opt.step()  # outside capture it steps
     assert not torch.equal(params[0].detach(), before[0][0])
+
+
+def test_a_subclass_declares_checks_of_its_own():
+    """README, Your own optimizer: a class attribute ``checks`` gives a subclass its own
+    checks, at construction and at a step after an edit."""
+    from momenta.rules import EMA, EMASq
+
+    class Mine(momenta.Optimizer):
+        checks = {**validation.ENGINE, "betas": validation.betas}
+
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.99)):
+            super().__init__(params, dict(lr=lr, betas=betas))
+
+        def rules(self, group):
+            return momenta.Rules(EMA(group["betas"][0]), EMASq(group["betas"][1]))
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"Invalid beta parameter at index 0: 1.5"):
+        Mine([p], betas=(1.5, 0.9))
+    opt = Mine([p])
+    opt.param_groups[0]["betas"] = (0.9, -0.5)
+    p.grad = torch.ones(2)
+    with pytest.raises(ValueError, match=r"Invalid beta parameter at index 1: -0.5"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(2)) and not opt.state
