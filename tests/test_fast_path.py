@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_states_close, only_path
+from helpers import assert_states_close, only_path, record_graph_builds, record_kernel_runs
 
 import momenta
 from momenta import Rules
@@ -300,12 +300,16 @@ def test_compilation_off_warns_once_and_gives_the_same_numbers(monkeypatch):
 
 
 def test_small_buckets_never_compile(monkeypatch):
+    """Below ``compile_min_numel`` no step calls a kernel, and no graph compiles, by momenta
+    or by dynamo."""
     monkeypatch.setattr(kernels.config, "compile", True)
+    runs, built = record_kernel_runs(monkeypatch), record_graph_builds(monkeypatch)
     before = dict(torch._dynamo.utils.counters["stats"])
     for _ in range(50):  # many short-lived instances, as in tests
         params = make_params(torch.float32)
         opt = momenta.Adam(params, lr=0.01)
         train(opt, params, 2)
+    assert not runs and not built
     assert dict(torch._dynamo.utils.counters["stats"]) == before
 
 
