@@ -347,8 +347,15 @@ def test_state_dicts_move_both_ways(name, kwargs, direction):
     _train(opt2, resumed, 3, start=3)
     # torch rounds some optimizers' step sizes to a tensor lr's float32 (see harness)
     float32_step = isinstance(kwargs.get("lr"), torch.Tensor) and harness(name).float32_scalars
+    # momenta's load_state_dict keeps scalar state as saved (README: a float32 mu_product
+    # continued in float64 would not resume bit for bit), where the reference, torch's own
+    # resume, continued it in float64: they agree to the float32 rounding of that state
+    momenta_opt = opt2 if direction == "torch->momenta" else opt
+    kept = set(momenta_opt.rules(momenta_opt.param_groups[0]).scalar_names()) - {"step"}
+    float32_state = direction == "torch->momenta" and bool(kept)
+    rtol = 1e-6 if float32_state else 1e-9
     for a, e in zip(resumed, reference):
-        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-8 if float32_step else 1e-12)
+        torch.testing.assert_close(a, e, rtol=rtol, atol=1e-8 if float32_step or float32_state else 1e-12)
 
 
 SCHEDULERS = {
