@@ -319,7 +319,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     # -- the fast path -------------------------------------------------------------------
 
     def _uses_flat(self, group: dict[str, Any], rules: Rules) -> bool:
-        """Flat buffers unless the for-loop is asked for (``foreach=False``), autograd must
+        """Flat buffers unless they are off (``MOMENTA_FLAT=0``, :data:`kernels.config`
+        ``.flat``), the for-loop is asked for (``foreach=False``), autograd must
         see the step (``differentiable``), a rule is neither elementwise nor segmented
         (rows, columns, matrices), every gradient is sparse (``dense_error``: nothing to
         flatten), or torch.compile is tracing the step (it fuses the reference path itself;
