@@ -28,8 +28,7 @@ What cannot be flat takes the reference path: DTensor and other tensor subclasse
 parameters that are views into someone else's buffer (DDP's, ZeroRedundancyOptimizer's),
 sparse gradients or gradients of another dtype, states of another layout, rules that are
 neither elementwise nor segmented, and segmented rules (LAMB, LARS: whole-parameter norms)
-on a complex bucket or at a step where some parameter of the bucket has no gradient or a
-fresh large one.
+on a complex bucket or at a step where some parameter of the bucket has no gradient.
 """
 
 from __future__ import annotations
