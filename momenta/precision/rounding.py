@@ -1,0 +1,121 @@
+"""Writing float32 results into bfloat16: stochastic rounding, and a compensation buffer.
+
+Stochastic rounding (``param_rounding="stochastic"``, and bf16 state)::
+
+    r      = hash(seed, step, i) mod 2¹⁶                      (i: the element's index)
+    round(x) = bf16( bits⁻¹((bits(x) + r) & ~(2¹⁶ − 1)) )
+
+``bits(x)`` is x's float32 pattern; bfloat16 is its upper 16 bits. Adding ``r`` uniform in
+``[0, 2¹⁶)`` carries into bit 16 with probability (low 16 bits)/2¹⁶, so ``x`` rounds away from
+zero with probability proportional to its distance from the value below: ``E[round(x)] = x``,
+and an EMA of increments far below half a bf16 ulp still moves (round-to-nearest stalls).
+
+The random bits are a counter-based hash of ``(seed, step, index)`` in int64 tensor math (four
+rounds of a 32-bit xor-shift-multiply mix, every product below 2⁶³), not a generator's state:
+a compiled kernel computes them in its loop, two runs with the same ``(seed, step, index)``
+get the same bits, and a resumed run needs nothing but the seed and the step.
+
+Compensated updates (``param_rounding="compensated"``): a bfloat16 ``c`` beside each bfloat16
+parameter ``p`` holds what rounding dropped; ``p + c`` is the parameter (about 16 significant
+bits)::
+
+    w  = p + c                      (float32, :func:`compensated_read`)
+    w' = w − lr·d                   (the rule's update, float32)
+    p' = bf16(w'),  c' = bf16(w' − p')                          (:func:`compensated_write`)
+
+Sources: Gupta, Agrawal, Gopalakrishnan & Narayanan, "Deep Learning with Limited Numerical
+Precision", ICML 2015 (stochastic rounding); Zamirai, Zhang, Aberger & De Sa, "Revisiting
+BFloat16 Training", 2020 (stochastic rounding and Kahan summation of bf16 weights);
+Kahan, "Further remarks on reducing truncation errors", CACM 1965; the hash's multipliers are
+from C. Wellons' hash-prospector (``[16 21f0aaad 15 735a2d97 15]``); torchao's
+``_fp32_to_bf16_sr`` (the same bit trick, with a generator's random bits).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix(x: Tensor) -> Tensor:
+    """A 32-bit avalanche mix of int64 values in ``[0, 2³²)`` (products stay below 2⁶³)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & _M32
+    return x ^ (x >> 15)
+
+
+def _int64(v: int | Tensor) -> Tensor:
+    if isinstance(v, Tensor):
+        return v.to(torch.int64)
+    v %= 1 << 64  # a torch generator's seed may be any unsigned 64-bit number
+    return torch.tensor(v - (1 << 64) if v >= 1 << 63 else v, dtype=torch.int64)
+
+
+def step_key(seed: int | Tensor, step: int | Tensor) -> Tensor:
+    """``hash(seed, step)``: one 0-dim int64 in ``[0, 2³²)`` for a step's random bits.
+
+    Args:
+        seed: any 64-bit integer (an int, or a 0-dim integer tensor: the optimizer's seed).
+        step: the step number (an int or a 0-dim integer tensor, so a compiled step does not
+            recompile as it changes).
+    """
+    seed, step = _int64(seed), _int64(step)
+    h = _mix(seed & _M32)
+    h = _mix(h ^ ((seed >> 32) & _M32))
+    h = _mix(h ^ (step & _M32))
+    return _mix(h ^ ((step >> 32) & _M32))
+
+
+def random_bits(key: Tensor, n: int, offset: int | Tensor = 0) -> Tensor:
+    """``hash(key, i)`` for ``i = offset … offset + n − 1``: int64 values in ``[0, 2³²)``.
+
+    Args:
+        key: :func:`step_key` of the seed and step.
+        n: how many.
+        offset: the index of the first element (its place in the engine's flat buffer, or in
+            the whole parameter for a shard), so that each element has its own bits whatever
+            the order or grouping in which elements are rounded.
+    """
+    i = torch.arange(n, dtype=torch.int64, device=key.device) + offset
+    h = _mix((i & _M32) ^ key)
+    return _mix(h ^ ((i >> 32) & _M32) ^ 0x9E3779B9)
+
+
+def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0) -> Tensor:
+    """``x`` (float32, any shape) rounded stochastically to bfloat16 (see the module).
+
+    Unbiased for every finite ``x``; ``±inf`` and NaN pass through. A finite value above the
+    largest bfloat16 may round up to ``inf`` (with the probability of its excess).
+
+    Args:
+        x: float32 values.
+        key: :func:`step_key` of the seed and step.
+        offset: the flat index of ``x``'s first element (see :func:`random_bits`).
+    """
+    flat = x.reshape(-1).to(torch.float32)
+    r = (random_bits(key, flat.numel(), offset) >> 16).to(torch.int32)
+    nan = flat.isnan()
+    bits = torch.where(nan, 0.0, flat).view(torch.int32)  # a NaN pattern could overflow
+    rounded = ((bits + r) & -65536).view(torch.float32)
+    out = torch.where(nan, flat, rounded).to(torch.bfloat16)  # exact: the low bits are zero
+    return out.reshape(x.shape)
+
+
+def compensated_read(p: Tensor, c: Tensor) -> Tensor:
+    """``p + c`` in float32: the parameter that a bf16 ``p`` and its compensation ``c`` hold."""
+    return p.to(torch.float32) + c.to(torch.float32)
+
+
+def compensated_write(w: Tensor, dtype: torch.dtype = torch.bfloat16) -> tuple[Tensor, Tensor]:
+    """``(p, c)``: ``w`` (float32) rounded to nearest, and what the rounding dropped.
+
+    Args:
+        w: the new parameter, float32.
+        dtype: the parameter's (and the compensation's) dtype.
+    """
+    p = w.to(dtype)
+    return p, (w - p.to(torch.float32)).to(dtype)
