@@ -1,21 +1,297 @@
-"""momenta.precision: stochastic rounding to bfloat16, compensated writes.
+"""momenta.precision: code maps, blockwise codecs, stochastic rounding, compensated writes.
 
-Statistics use fixed keys, so they cannot flake.
+Small cases are checked exactly (tables, round trips, block boundaries, zero blocks, the first
+step, non-finite values); statistics use fixed keys, so they cannot flake; the accuracy relation
+against torchao and bitsandbytes is measured here, in the test, never read from elsewhere.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
+import pytest
 import torch
 
 from momenta.precision import (
+    Codec,
+    Format,
+    codec,
     compensated_read,
     compensated_write,
     random_bits,
     step_key,
     stochastic_round_bf16,
 )
+from momenta.precision.codecs import COMPILE_OPTIONS
+from momenta.precision.harness import (
+    CodedState,
+    adamw_scalars,
+    coded_adamw_step,
+    drift,
+    gradient_streams,
+    run_coded_adamw,
+    run_torch_optimizer,
+)
+
+CODECS = [(p, s) for p in ("int8", "int4") for s in (True, False)]
+IDS = [f"{p}-{'signed' if s else 'unsigned'}" for p, s in CODECS]
+
+
+def blocks_of(x: torch.Tensor, block: int) -> torch.Tensor:
+    return x.reshape(-1, block)
+
+
+# --- code tables -----------------------------------------------------------------------------
+
+
+def test_linear_table_is_absmax_quantisation():
+    fmt = Format(8, signed=True, exponent=0)
+    assert fmt.mantissa == 7
+    assert torch.equal(fmt.table(), torch.arange(128, dtype=torch.float32) / 128)
+
+
+def test_e4m3_table_is_float8_e4m3fn_times_64():
+    # torch's float8_e4m3fn has the same codes, its top one (0x7f) being NaN; ours is a number
+    fmt = Format(8, signed=True, exponent=4)
+    fp8 = torch.arange(127, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+    assert torch.equal(fmt.table()[:127], fp8 * 64)
+    assert fmt.table()[127] == fmt.vmax == 1.875 * 2**14
+
+
+def test_e4m3_codes_are_float8_casts():
+    # rounding of every non-tie value agrees with torch's cast (ties: ours rounds half up)
+    fmt = Format(8, signed=True, exponent=4)
+    y = torch.rand(1 << 16, generator=torch.Generator().manual_seed(0)) * 448 * 64
+    expected = (y / 64).to(torch.float8_e4m3fn).view(torch.uint8).to(torch.int32)
+    assert torch.equal(fmt.code(y), expected)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("exponent", [0, 1, 2, 3])
+def test_every_code_round_trips_and_midpoints_round_to_nearest(bits, signed, exponent):
+    fmt = Format(bits, signed, exponent)
+    table = fmt.table()
+    codes = torch.arange(fmt.max_code + 1, dtype=torch.int32)
+    assert torch.equal(fmt.code(table), codes)
+    assert bool((table[1:] > table[:-1]).all())
+    # just below and above each midpoint
+    mid = (table[1:] + table[:-1]) / 2
+    below, above = mid * (1 - 2**-20), mid * (1 + 2**-20)
+    assert torch.equal(fmt.code(below), codes[:-1])
+    assert torch.equal(fmt.code(above), codes[1:])
+    # beyond the largest value, and inf and NaN, saturate
+    big = torch.tensor([fmt.vmax * 1.5, math.inf, math.nan])
+    assert fmt.code(big).tolist() == [fmt.max_code] * 3
+
+
+def test_invalid_formats_and_blocks():
+    with pytest.raises(ValueError, match="bits: 6"):
+        Format(6, True, 2)
+    with pytest.raises(ValueError, match="exponent bits: 8"):
+        Format(8, True, 8)
+    with pytest.raises(ValueError, match="power: 3"):
+        Format(8, True, 2, power=3)
+    with pytest.raises(ValueError, match="block: 512"):
+        Codec(Format(8, True, 4), 512)
+    with pytest.raises(ValueError, match="block: 256"):
+        Codec(Format(4, True, 2), 256)
+    with pytest.raises(ValueError, match="Invalid length: 300"):
+        Codec(Format(8, True, 4), 256).encode(torch.zeros(300))
+
+
+def test_codec_names_the_bad_precision():
+    with pytest.raises(ValueError, match="Invalid state_precision: 'int3'"):
+        codec("int3", signed=True)
+
+
+# --- codecs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision, signed", CODECS, ids=IDS)
+def test_layout_and_bytes(precision, signed):
+    c = codec(precision, signed)
+    n = 4 * c.block
+    codes, scales = c.encode(torch.randn(n))
+    assert codes.dtype == torch.uint8 and scales.dtype == torch.float32
+    assert codes.numel() == c.codes_numel(n) == n * c.format.bits // 8
+    assert scales.numel() == c.scales_numel(n) == 4
+    # AdamW's two buffers: about 2 bytes a parameter in int8, about 1 in int4
+    assert 2 * c.bytes_per_element() == pytest.approx(2.03125 if precision == "int8" else 1.0625)
+
+
+@pytest.mark.parametrize("precision, signed", CODECS, ids=IDS)
+def test_round_trip_is_exact_on_codes_and_close_on_values(precision, signed):
+    c = codec(precision, signed)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(16 * c.block, generator=gen) * torch.logspace(-3, 1, 16).repeat_interleave(c.block)
+    if not signed:
+        x = x.abs()
+    codes, scales = c.encode(x)
+    x_hat = c.decode(codes, scales)
+    # decoding then encoding gives back the same codes and scales, bit for bit
+    codes2, scales2 = c.encode(x_hat)
+    assert torch.equal(codes2, codes) and torch.equal(scales2, scales)
+    # the block's largest element comes back to within float rounding
+    xb, xh = blocks_of(x, c.block), blocks_of(x_hat, c.block)
+    i = xb.abs().argmax(dim=1, keepdim=True)
+    torch.testing.assert_close(xh.gather(1, i), xb.gather(1, i), rtol=1e-6, atol=0)
+    # every element is within half a step of the table, scaled to its block (as x or as √x)
+    table = c.format.table()
+    step = (table[1:] - table[:-1]).max() * scales.reshape(-1, 1)
+    err = (c.root(xh.abs()) - c.root(xb.abs())).abs()
+    assert bool((err <= 0.5 * step * (1 + 1e-5)).all())
+    assert bool((torch.sign(xh) * torch.sign(xb) >= 0).all())
+
+
+@pytest.mark.parametrize("precision, signed", CODECS, ids=IDS)
+def test_blocks_are_independent(precision, signed):
+    c = codec(precision, signed)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(3 * c.block, generator=gen) + 0.5
+    if signed:
+        x = x * torch.sign(torch.randn(3 * c.block, generator=gen))
+    codes, scales = c.encode(x)
+    y = x.clone()
+    y[c.block : 2 * c.block] *= 1e6  # only the middle block changes
+    codes_y, scales_y = c.encode(y)
+    per_block = c.codes_numel(c.block)
+    assert torch.equal(codes_y[:per_block], codes[:per_block])
+    assert torch.equal(codes_y[2 * per_block :], codes[2 * per_block :])
+    assert scales_y[0] == scales[0] and scales_y[2] == scales[2]
+    assert scales_y[1] > scales[1] * 10  # (a root of 1e6 in a root map)
+    # the scale is the block's largest magnitude (of √x for a root map) over vmax
+    a = c.root(x.abs())
+    torch.testing.assert_close(scales, blocks_of(a, c.block).amax(1) / c.format.vmax)
+
+
+@pytest.mark.parametrize("precision, signed", CODECS, ids=IDS)
+def test_zero_blocks_and_padding(precision, signed):
+    c = codec(precision, signed)
+    x = torch.zeros(3 * c.block)
+    x[c.block + 5] = 3.0  # one nonzero block between zero ones (e.g. zero padding)
+    codes, scales = c.encode(x)
+    assert scales[0] == 0 and scales[2] == 0
+    assert codes.count_nonzero() == 1
+    assert torch.equal(c.decode(codes, scales), x)
+    empty_codes, empty_scales = c.empty(2 * c.block)
+    assert torch.equal(c.decode(empty_codes, empty_scales), torch.zeros(2 * c.block))
+    # negative zero is zero (not the NaN code)
+    assert torch.equal(c.encode(-x)[0] if signed else c.encode(x)[0], codes if not signed else c.encode(-x)[0])
+    assert c.decode(*c.encode(torch.full((c.block,), -0.0))).eq(0).all()
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_int4_nibbles_and_int8_bytes(precision):
+    c = codec(precision, signed=False)
+    half = c.block // 2
+    x = torch.zeros(2 * c.block)
+    x[c.block], x[c.block + half] = 1.0, 0.25  # second block: its max, then a smaller one
+    codes, _ = c.encode(x)
+    q0 = c.format.max_code
+    if precision == "int4":
+        # element j of a block: low nibble of the block's byte j; element j + B/2: high nibble
+        assert codes.tolist() == [0] * half + [q0 | (int(codes[half]) >> 4 << 4)] + [0] * (half - 1)
+        assert 0 < int(codes[half]) >> 4 < q0
+    else:
+        assert codes[c.block] == q0 and 0 < codes[c.block + half] < q0
+        assert codes.count_nonzero() == 2
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_unsigned_never_rounds_a_positive_value_to_zero(precision):
+    # V/√V read as 0 where the state was positive would divide by ε alone (the zero-point
+    # problem of Li et al.): a positive value codes to at least the smallest positive code
+    c = codec(precision, signed=False)
+    x = torch.zeros(c.block)
+    x[0], x[1], x[2] = 1.0, 1e-30, 0.0
+    x_hat = c.decode(*c.encode(x))
+    assert x_hat[1] > 0 and x_hat[1] >= x[1] and x_hat[2] == 0
+
+
+@pytest.mark.parametrize("precision, signed", CODECS, ids=IDS)
+def test_nonfinite_values_stay_in_their_element(precision, signed):
+    c = codec(precision, signed)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2 * c.block, generator=gen)
+    if not signed:
+        x = x.abs()
+    clean_codes, clean_scales = c.encode(x)
+    for bad in (math.nan, math.inf, -math.inf):
+        y = x.clone()
+        y[7] = bad
+        z = x.clone()
+        z[7] = 0.0
+        codes, scales = c.encode(y)
+        ref_codes, ref_scales = c.encode(z)
+        # the scale is the largest *finite* magnitude: the other elements code as without it
+        assert torch.equal(scales, ref_scales) and bool(scales.isfinite().all())
+        y_hat, z_hat = c.decode(codes, scales), c.decode(ref_codes, ref_scales)
+        others = torch.arange(2 * c.block) != 7
+        assert torch.equal(y_hat[others], z_hat[others])
+        top = float(z_hat[: c.block].abs().max())  # the block's largest code, decoded
+        if signed and math.isnan(bad):
+            assert math.isnan(y_hat[7])  # only this element
+        elif signed:
+            assert y_hat[7] == math.copysign(top, bad)  # saturates, keeps its sign
+        elif bad == -math.inf:
+            assert y_hat[7] == 0  # below the non-negative range
+        else:
+            assert y_hat[7] == top  # NaN and +inf saturate
+    assert torch.equal(c.encode(x)[0], clean_codes) and torch.equal(c.encode(x)[1], clean_scales)
+
+
+def test_first_step_from_zero_state():
+    # step 1 of AdamW: m = (1−β₁)g, V = (1−β₂)g², update = lr·m̂/(√V̂ + ε) ≈ lr·sign(g)
+    gen = torch.Generator().manual_seed(4)
+    n = 1024
+    p, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    s = adamw_scalars(1, 1e-3, (0.9, 0.999), 1e-8, 0.0)
+    for precision in ("int8", "int4"):
+        cm, cv = codec(precision, True), codec(precision, False)
+        m0, v0 = CodedState(*cm.empty(n)), CodedState(*cv.empty(n))
+        p1, m1, v1 = coded_adamw_step(p, g, m0, v0, s, cm, cv)
+        torch.testing.assert_close(cm.decode(*m1), 0.1 * g, atol=0.1 * g.abs().max() * 0.2, rtol=0.25)
+        step = (p - p1) / 1e-3
+        assert bool((torch.sign(step) == torch.sign(g)).all())
+        tol = 0.1 if precision == "int8" else 0.6
+        assert bool(((step.abs() - 1).abs() <= tol).all()), (precision, step.abs().min(), step.abs().max())
+
+
+# --- compiled: decode → update → encode in one kernel --------------------------------------
+
+
+def test_compiled_fused_step_matches_eager():
+    cm, cv = codec("int8", True), codec("int8", False)
+    n = 8 * 256
+
+    def step_(p, g, mc, ms, vc, vs, s):
+        p2, m2, v2 = coded_adamw_step(p, g, CodedState(mc, ms), CodedState(vc, vs), s, cm, cv)
+        p.copy_(p2)
+        mc.copy_(m2.codes)
+        ms.copy_(m2.scales)
+        vc.copy_(v2.codes)
+        vs.copy_(v2.scales)
+
+    compiled = torch.compile(step_, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
+    gen = torch.Generator().manual_seed(5)
+    p = torch.randn(n, generator=gen)
+    eager = [p.clone(), *cm.empty(n), *cv.empty(n)]
+    comp = [p.clone(), *cm.empty(n), *cv.empty(n)]
+    for t in range(1, 4):
+        g = torch.randn(n, generator=gen) * torch.logspace(-4, 0, n)
+        s = adamw_scalars(t, 1e-3, (0.9, 0.999), 1e-8, 1e-2)
+        step_(eager[0], g, *eager[1:], s)
+        compiled(comp[0], g, *comp[1:], s)
+        for codes_e, codes_c in ((eager[1], comp[1]), (eager[3], comp[3])):
+            # a fused multiply-add may move a value across a rounding boundary: one code step
+            diff = (codes_e.to(torch.int32) - codes_c.to(torch.int32)).abs()
+            assert int(diff.max()) <= 1 and int((diff > 0).sum()) <= n // 100
+        torch.testing.assert_close(comp[2], eager[2], rtol=1e-6, atol=0)
+        torch.testing.assert_close(comp[4], eager[4], rtol=1e-6, atol=0)
+        torch.testing.assert_close(comp[0], eager[0], rtol=0, atol=1e-3 * 0.1)
+        eager = [t_.clone() for t_ in comp]  # compare one step at a time
 
 
 def test_compiled_stochastic_rounding_is_eagers_bit_for_bit():
@@ -27,6 +303,49 @@ def test_compiled_stochastic_rounding_is_eagers_bit_for_bit():
     for step in (1, 2):
         key = step_key(123, torch.tensor(step))
         assert torch.equal(compiled(x, key, torch.tensor(4096)), sr(x, key, 4096))
+
+
+# --- accuracy: AdamW with coded states against torchao and bitsandbytes --------------------
+
+
+HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
+HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
+
+
+@pytest.fixture(scope="module")
+def stream():
+    # one weight shape (one torchao compile), 4096 elements each (what the libraries quantise)
+    p0, grads = gradient_streams("mlp", 60, widths=(64, 64, 64, 64))
+    reference = run_coded_adamw(p0, grads, None, None)
+    return p0, grads, reference
+
+
+def libraries():
+    out = []
+    if HAS_TORCHAO:
+        from torchao.optim import AdamW4bit, AdamW8bit
+
+        out += [("int8", "torchao AdamW8bit", AdamW8bit), ("int4", "torchao AdamW4bit", AdamW4bit)]
+    if HAS_BNB:
+        import bitsandbytes as bnb  # type: ignore[import-untyped]
+
+        out += [("int8", "bitsandbytes AdamW8bit", bnb.optim.AdamW8bit)]
+    return out
+
+
+def test_fp32_harness_is_torch_adamw(stream):
+    p0, grads, reference = stream
+    torch_final = run_torch_optimizer(p0, grads, lambda ps: torch.optim.AdamW(ps, lr=1e-3))
+    assert drift(reference, torch_final, p0) < 1e-4
+
+
+@pytest.mark.skipif(not (HAS_TORCHAO or HAS_BNB), reason="neither torchao nor bitsandbytes")
+@pytest.mark.parametrize("precision, name, cls", libraries(), ids=[n for _, n, _ in libraries()])
+def test_no_further_from_fp32_than_the_libraries(stream, precision, name, cls):
+    p0, grads, reference = stream
+    theirs = drift(run_torch_optimizer(p0, grads, lambda ps: cls(ps, lr=1e-3)), reference, p0)
+    ours = drift(run_coded_adamw(p0, grads, codec(precision, True), codec(precision, False)), reference, p0)
+    assert ours <= theirs, (precision, name, ours, theirs)
 
 
 # --- stochastic rounding ---------------------------------------------------------------------

@@ -1,16 +1,59 @@
-"""Low-precision optimizer state: bf16 stochastic rounding and compensated writes.
+"""Low-precision optimizer state: blockwise codes, bf16 stochastic rounding, compensated writes.
 
 The first layer of issue 14: pure tensor functions the engine calls inside its compiled
-kernels, with no state of their own::
+kernels, with no state of their own. Arithmetic is float32; only storage is narrow.
+
+The API (what the engine builds on)::
+
+    c = codec("int8" | "int4", signed)           # a Codec: a Format (code table) and a block
+    codes, scales = c.encode(x)                  # x flat, len(x) % c.block == 0
+    x = c.decode(codes, scales)                  # float32, flat
+    c.empty(n), c.codes_numel(n), c.scales_numel(n), c.bytes_per_element()
 
     key = step_key(seed, step)                   # 0-dim int64; seed, step ints or 0-dim tensors
     bits = random_bits(key, n, offset)           # hash(key, offset + i), int64 in [0, 2³²)
     p_bf16 = stochastic_round_bf16(w, key, offset)
     w = compensated_read(p, c); p, c = compensated_write(w)
+
+A kernel of the fast path, for a bucket whose ``exp_avg`` is int8 and ``exp_avg_sq`` int4::
+
+    m = codec_m.decode(m_codes, m_scales)        # decode ...
+    v = codec_v.decode(v_codes, v_scales)
+    p, m, v = <the rules' update, float32>       # ... update ...
+    m_codes[:], m_scales[:] = codec_m.encode(m)  # ... encode: one loop after Inductor
+    v_codes[:], v_scales[:] = codec_v.encode(v)
+
+(:func:`momenta.precision.harness.coded_adamw_step` is that kernel for AdamW, compiled and
+checked against eager in the tests.)
+
+What the engine owns (not here):
+
+* **Storage**: per buffer and bucket, a flat ``uint8`` codes tensor (``codes_numel(n)``) and a
+  flat float32 scales tensor (``scales_numel(n)``); ``n`` is the bucket's length with every
+  region (a parameter, or a rank's shard of one) padded to a multiple of ``codec.block``, so a
+  block never straddles two parameters or two ranks. Zero padding codes to 0 and never changes
+  a scale; padding must stay zero (mask or re-zero the gradient's padding).
+* **Which buffers are signed**: a rule declares ``m``-like (any sign: ``signed=True``) or
+  ``V``-like (never negative: ``signed=False``) for each buffer. An unsigned codec reads a
+  negative value back as 0, so a rule must not mark a buffer that can go negative unsigned.
+  Small tensors (under 4096 elements), step counts and scalar state stay in full precision.
+* **Checkpoints**: ``codes`` and ``scales`` are plain tensors (``weights_only`` loads them);
+  the precision string names the codec, so store it in the param group. To load float32
+  state, ``encode`` it; to give float32 state, ``decode``.
+* **Random bits**: a seed the optimizer owns (saved in its state_dict) and the step number
+  give ``step_key``; ``offset`` is each element's index in a layout that does not change when
+  a run is resumed or resharded (the element's index in the concatenation of the parameters,
+  say, not in a bucket that may be regrouped), so resumed runs round bit for bit alike.
+* **Non-finite values**: the codecs keep a NaN or inf from spreading through its block (see
+  :mod:`momenta.precision.codecs`); with ``nonfinite="skip"|"raise"`` none reaches them.
+
+Why these maps (issue 14's accuracy measure, ``benchmarks/bench_lowbit_accuracy.py``):
+see :mod:`momenta.precision.codecs`.
 """
 
 from __future__ import annotations
 
+from .codecs import Codec, Format, codec
 from .rounding import (
     compensated_read,
     compensated_write,
@@ -20,6 +63,9 @@ from .rounding import (
 )
 
 __all__ = [
+    "Codec",
+    "Format",
+    "codec",
     "compensated_read",
     "compensated_write",
     "random_bits",
