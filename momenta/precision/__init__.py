@@ -23,8 +23,11 @@ A kernel of the fast path, for a bucket whose ``exp_avg`` is int8 and ``exp_avg_
     m_codes[:], m_scales[:] = codec_m.encode(m)  # ... encode: one loop after Inductor
     v_codes[:], v_scales[:] = codec_v.encode(v)
 
-(:func:`momenta.precision.harness.coded_adamw_step` is that kernel for AdamW, compiled and
-checked against eager in the tests.)
+compiled with ``torch.compile(..., options=COMPILE_OPTIONS)`` (without them Inductor writes
+the updated float32 ``m`` and ``V`` to memory between the block max and the encode).
+:func:`momenta.precision.harness.coded_adamw_step` is that kernel for AdamW, compiled and
+checked against eager in the tests. Writing the codes in place (``copy_`` into the buffers
+just decoded) measured no slower than returning new ones, and needs no second buffer.
 
 What the engine owns (not here):
 
@@ -33,6 +36,8 @@ What the engine owns (not here):
   region (a parameter, or a rank's shard of one) padded to a multiple of ``codec.block``, so a
   block never straddles two parameters or two ranks. Zero padding codes to 0 and never changes
   a scale; padding must stay zero (mask or re-zero the gradient's padding).
+* **Bytes**: ``c.bytes_per_element()`` is 1 + 4/256 (int8) or 1/2 + 4/128 (int4); AdamW's
+  two buffers take 2.03 or 1.06 bytes a parameter.
 * **Which buffers are signed**: a rule declares ``m``-like (any sign: ``signed=True``) or
   ``V``-like (never negative: ``signed=False``) for each buffer. An unsigned codec reads a
   negative value back as 0, so a rule must not mark a buffer that can go negative unsigned.
@@ -53,7 +58,7 @@ see :mod:`momenta.precision.codecs`.
 
 from __future__ import annotations
 
-from .codecs import Codec, Format, codec
+from .codecs import COMPILE_OPTIONS, Codec, Format, codec
 from .rounding import (
     compensated_read,
     compensated_write,
@@ -63,6 +68,7 @@ from .rounding import (
 )
 
 __all__ = [
+    "COMPILE_OPTIONS",
     "Codec",
     "Format",
     "codec",
