@@ -64,8 +64,4 @@ def harness(name: str) -> Harness:
     return HARNESS.get(name, Harness())
 
 
-# one_thread is conftest's (autouse everywhere); the name stays importable from here until
-# test_torch_parity.py and test_matrix.py stop importing it
-from conftest import one_thread  # noqa: E402, F401
-
 __all__ = ["HARNESS", "Harness", "harness"]

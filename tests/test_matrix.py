@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from harness import one_thread  # noqa: F401 (an autouse fixture)
 
 import momenta
 from momenta import Rules

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from harness import Harness, harness, one_thread  # noqa: F401 (an autouse fixture)
+from harness import Harness, harness
 from helpers import assert_states_close
 from torch_db import INFO, NAMES, cpu_configs, pair
 

@@ -75,13 +75,18 @@ class Adam(Optimizer):
         super().__init__(params, defaults, nonfinite=nonfinite)
 
     def rules(self, group: dict[str, Any]) -> Rules:
-        beta1, beta2 = group["betas"]
-        second = EMASq(beta2, bias_correction=True)
-        return Rules(
-            EMA(beta1, bias_correction=True),
-            AMSGrad(second) if group["amsgrad"] else second,
-            weight_decay="decoupled" if group["decoupled_weight_decay"] else "coupled",
-        )
+        return adam_rules(group["betas"], group["amsgrad"], group["decoupled_weight_decay"])
+
+
+def adam_rules(betas: tuple[float, float], amsgrad: bool = False, decoupled: bool = False) -> Rules:
+    """Adam's rules (AdamW's with ``decoupled``): both moments EMAs, bias-corrected."""
+    beta1, beta2 = betas
+    second = EMASq(beta2, bias_correction=True)
+    return Rules(
+        EMA(beta1, bias_correction=True),
+        AMSGrad(second) if amsgrad else second,
+        weight_decay="decoupled" if decoupled else "coupled",
+    )
 
 
 class AdamW(Adam):

@@ -23,7 +23,6 @@ from ..engine.optimizer import Nonfinite, ParamsT
 from ..rules import (
     EMA,
     ClipRMS,
-    EMASq,
     Factored,
     Gradient,
     One,
@@ -32,6 +31,7 @@ from ..rules import (
     ShapeScaled,
 )
 from ..rules.direction import NS_COEFFICIENTS
+from .adam import adam_rules
 
 
 class Adafactor(Optimizer):
@@ -262,8 +262,7 @@ class MuonWithAdamW(Optimizer):
     def rules(self, group: dict[str, Any]) -> Rules:
         if group["muon"]:
             return muon_rules(group)
-        beta1, beta2 = group["betas"]
-        return Rules(EMA(beta1, bias_correction=True), EMASq(beta2, bias_correction=True), weight_decay="decoupled")
+        return adam_rules(group["betas"], decoupled=True)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_adamw": self._adamw}
