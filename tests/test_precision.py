@@ -23,6 +23,7 @@ from momenta.precision import (
     step_key,
     stochastic_round_bf16,
 )
+from momenta.precision import codecs
 from momenta.precision.codecs import COMPILE_OPTIONS
 from momenta.precision.harness import (
     CodedState,
@@ -84,6 +85,25 @@ def test_every_code_round_trips_and_midpoints_round_to_nearest(bits, signed, exp
     # beyond the largest value, and inf and NaN, saturate
     big = torch.tensor([fmt.vmax * 1.5, math.inf, math.nan])
     assert fmt.code(big).tolist() == [fmt.max_code] * 3
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (4, True), (4, False)])
+@pytest.mark.parametrize("exponent", [1, 2, 3])
+def test_binades_by_comparison_are_the_bit_pattern_codes(monkeypatch, bits, signed, exponent):
+    # narrow formats find the binade by comparisons (vectorised); wide ones by float32 bits
+    fmt = Format(bits, signed, exponent)
+    y = torch.rand(1 << 16, generator=torch.Generator().manual_seed(7)) * fmt.vmax * 1.01
+    q = torch.arange(fmt.max_code + 1, dtype=torch.int32)
+    by_comparison, values = fmt.code(y), fmt.value(q)
+    monkeypatch.setattr(codecs, "_FEW", 0)
+    # equal but at exact ties (the comparison path rounds half to even, the bits half up)
+    y64 = y.double().clamp(max=fmt.vmax)
+    binade = torch.where(y64 < 1, 0.0, torch.floor(torch.log2(y64.clamp(min=1))))
+    steps = y64 / 2.0**binade * 2.0**fmt.mantissa
+    tie = (steps - steps.floor()) == 0.5
+    assert torch.equal(fmt.code(y)[~tie], by_comparison[~tie])
+    assert int(tie.sum()) < 8
+    assert torch.equal(fmt.value(q), values)
 
 
 def test_invalid_formats_and_blocks():

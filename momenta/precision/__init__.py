@@ -54,6 +54,16 @@ What the engine owns (not here):
 
 Why these maps (issue 14's accuracy measure, ``benchmarks/bench_lowbit_accuracy.py``):
 see :mod:`momenta.precision.codecs`.
+
+Speed, measured (``benchmarks/bench_lowbit_accuracy.py --no-accuracy --threads 1``: AdamW on
+16 × 2²⁰ float32 parameters, one thread, on a 2-core machine that another benchmark kept busy,
+so only ratios within one run mean anything; torch's fused AdamW on the 16 tensors is 1):
+a compiled float32 step on one flat buffer 0.83×; decode → AdamW → encode compiled, int8
+0.24×, int4 0.12–0.14× (issue 14's target for the integrated engine is 0.5×). The kernel is
+compute-bound, not memory-bound: Inductor makes one pass a block for the block max and a
+second for the codes, and each decodes and updates again; the fourth roots are 18 of int8's
+47 ms (a linear map: 0.38×). With two threads torch's fused step (16 parallel regions) suffered
+most from the other benchmark (120 ms), so two-thread ratios from that run are not quoted.
 """
 
 from __future__ import annotations
