@@ -15,8 +15,8 @@ search: ``round(a/d · 2^M)`` for a linear map, and otherwise the float32 bit pa
 ``a/d`` rounded to ``M`` mantissa bits by one integer add and shift (a carry moves it to the
 next binade). The roots are square roots; the block max is taken before them (they are
 monotone), so the reduction pass takes none, and an unsigned codec's ``√x`` is the update's
-``√V``, computed once. Decode → update → encode compiles to one pass a block (Inductor, CPU,
-with :data:`COMPILE_OPTIONS`).
+``√V``, computed once. Decode → update → encode compiles to one loop over blocks (Inductor,
+CPU, with :data:`COMPILE_OPTIONS`), two sweeps of each block: its max, then its codes.
 
 The maps chosen, by measurement (issue 14's measure: AdamW's final distance from float32
 AdamW on the same gradients, relative to how far float32 moved; 200 steps of two seeded
@@ -88,8 +88,9 @@ COMPILE_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
 """Inductor options for a kernel that decodes, updates and encodes (``torch.compile(...,
 options=COMPILE_OPTIONS)``). With Inductor's defaults the decoded-and-updated float32 buffers
 (read by the block max, the update and the encode) are written to memory and read back, two
-float32 passes that cost more than the whole float32 step; with these they stay in registers,
-and the kernel is one pass a block (measured: 2.3× faster for int8 on 16M elements)."""
+float32 passes that cost more than the whole float32 step; with these they are recomputed
+instead, and the kernel is one loop over blocks that sweeps each block twice, for its max and
+for its codes (measured: 2.3× faster for int8 on 16M elements, two threads, a busy machine)."""
 
 _FEW = 3
 """Formats with at most this many exponent bits find the binade by comparisons (vectorised by
