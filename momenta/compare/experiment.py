@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type stubs
 
 from momenta import registry
 from momenta.compare import data as datasets

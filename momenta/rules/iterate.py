@@ -109,6 +109,7 @@ class ShapeScaled(Iterate):
         self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
     ) -> tuple[Move, Updates]:
         s = self.scale(w.shape)
+        adjusted: Scalar
         if isinstance(lr, Tensor) and not isinstance(step_size, Tensor):
             # a tensor lr (the engine passed its step size on as a number): lr·s in its dtype
             adjusted = (torch.as_tensor(step_size, dtype=lr.dtype) * s).item()
