@@ -72,26 +72,19 @@ class Bucket:
         self._repointed = False
         self._views: dict[tuple[int, int], tuple[Tensor, dict[str, Tensor]]] = {}
         self._views_of: Any = None  # the state buffers the cached views are of
-        self._large: tuple[int, list[int]] = (-1, [])  # (threshold, the parameters at least that large)
-        self._small: dict[bool, tuple[list[int], list[Tensor], compat.ByteCopy]] = {}
+        self._split: dict[int | None, tuple[list[int], list[int], list[Tensor], compat.ByteCopy]] = {}
 
-    def large(self, least: int) -> list[int]:
-        """The parameters of at least ``least`` elements (their fresh gradients are used
-        where autograd put them)."""
-        if self._large[0] != least:
-            self._large = (least, [i for i, n in enumerate(self.layout.sizes) if n >= least])
-            self._small = {}
-        return self._large[1]
-
-    def small_of(self, direct: bool) -> tuple[list[int], list[Tensor], compat.ByteCopy]:
-        """The parameters whose fresh gradients are copied in when all arrive fresh (every
-        one when not ``direct``), their gradient regions, and a copier of them all."""
-        found = self._small.get(direct)
+    def split(self, least: int | None) -> tuple[list[int], list[int], list[Tensor], compat.ByteCopy]:
+        """``(large, small, small's gradient regions, a copier of them)``: the parameters of
+        at least ``least`` elements, whose fresh gradients are used where autograd put them
+        (none when ``least`` is None), and the rest, copied in when all arrive fresh."""
+        found = self._split.get(least)
         if found is None:
-            large = set(self._large[1]) if direct else set()
-            small = [i for i in self.everyone if i not in large]
+            large = [] if least is None else [i for i, n in enumerate(self.layout.sizes) if n >= least]
+            taken = set(large)
+            small = [i for i in self.everyone if i not in taken]
             targets = [self.grad_views[i] for i in small]
-            found = self._small[direct] = (small, targets, compat.ByteCopy(targets))
+            found = self._split[least] = (large, small, targets, compat.ByteCopy(targets))
         return found
 
     def views(self, start: int, stop: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -152,15 +145,13 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
         fresh = present  # every gradient new (zero_grad()'s default)
     else:
         fresh = [i for i in present if grads[i] is not views[i]]
+    large, small, targets, copy = b.split(kernels.config.direct_min_numel if direct else None)
     used: dict[int, Tensor] = {}
-    if direct:
-        large = b.large(kernels.config.direct_min_numel)
-        if large:
-            ours = large if fresh is b.everyone else sorted(set(large) & set(fresh))
-            used = {i: as_flat(grads[i]) for i in ours if grads[i].stride() == b.strides[i]}
-    if fresh is b.everyone and used.keys() == set(b.large(kernels.config.direct_min_numel) if direct else ()):
-        copied, targets, copy = b.small_of(direct)  # the usual: every small one copied
-        sources = list(map(grads.__getitem__, copied))
+    if large:
+        ours = large if fresh is b.everyone else sorted(set(large) & set(fresh))
+        used = {i: as_flat(grads[i]) for i in ours if grads[i].stride() == b.strides[i]}
+    if fresh is b.everyone and len(used) == len(large):  # the usual: every small one copied
+        copied, sources = small, list(map(grads.__getitem__, small))
         if not (native and copy(sources)):  # one C call, where it can be built
             compat.copy_all(targets, sources)
     else:
