@@ -8,10 +8,10 @@ fresh gradients, clip_grad_norm_, step, zero_grad(); nanoGPT's two param groups)
 at a time. Three variants train in lockstep (round robin, medians of the rounds):
 
 * momenta's AdamW, with its step cut into phases by wrapping the engine's own functions:
-  ``kernels`` (the compiled update, every call), ``copy`` (fresh small gradients into the
-  flat buffer) and ``host`` (everything else momenta does in Python: the checks that
-  notice ``model.to``, ``p.data = …``, edited state and schedulers; the step count; the
-  kernels' numbers);
+  ``kernels`` (the compiled update, every call), ``copy`` (the C++ call that checks every
+  gradient and copies the small fresh ones into the flat buffer) and ``host`` (everything
+  else momenta does in Python: the checks that notice ``model.to``, ``p.data = …``, edited
+  state and schedulers; the step count; the kernels' numbers);
 * torch's fused AdamW (``fused=True``);
 * an optimizer whose ``step`` does nothing: what torch's ``Optimizer.step`` wrapper
   (profiler range, hooks) costs every optimizer, momenta and torch alike.
@@ -86,7 +86,8 @@ def measure(name: str, iters: int, warmup: int) -> dict[str, float]:
     batches = [preset.batch(base, generator) for _ in range(iters + warmup)]
     phases = Phases()
     phases.wrap(flat, "execute", "kernels")
-    phases.wrap(compat.ByteCopy, "__call__", "copy")
+    compat.native(wait=True)  # the C++ checks and copies: built before the clock starts
+    phases.wrap(compat.Native, "gather", "copy")
     phases.wrap(compat, "copy_all", "copy")
     models = {k: copy.deepcopy(base) for k in ("momenta", "torch fused", "wrapper")}
     opts: dict[str, torch.optim.Optimizer] = {

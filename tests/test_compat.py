@@ -3,6 +3,10 @@ each fails safe when torch no longer offers it: slower, never wrong."""
 
 from __future__ import annotations
 
+import array
+import threading
+
+import pytest
 import torch
 
 import momenta
@@ -115,74 +119,135 @@ def test_unexpected_wrappers_fall_back_to_the_wrapped_call():
     assert compat._innermost(outer) is None
 
 
-def test_byte_copy_copies_alike_tensors_in_one_call_and_refuses_the_rest():
-    flat = torch.zeros(64 + 16 + 8)
-    shapes = [(8, 8), (16,), (2, 4)]
-    targets, start = [], 0
+def _native():
+    found = compat.native(wait=True)
+    if found is None:
+        pytest.skip("the C++ functions cannot be built here (no compiler)")
+    return found
+
+
+def _bucket(shapes, dtype=torch.float32):
+    """Parameters of ``shapes`` in one flat buffer, and their regions of a gradient buffer."""
+    params = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]
+    flat = torch.zeros(sum(torch.Size(s).numel() for s in shapes) + 16, dtype=dtype)
+    regions, start = [], 0
     for shape in shapes:
         n = torch.Size(shape).numel()
-        targets.append(flat[start : start + n].view(shape))
+        regions.append(flat[start : start + n].view(shape))
         start += n
-    copy = compat.ByteCopy(targets)
-    sources = [torch.randn(s) for s in shapes]
-    assert copy(sources)
-    for t, s in zip(targets, sources):
-        assert torch.equal(t, s)
+    return params, regions, flat
+
+
+SHAPES = [(8, 8), (16,), (2, 4), (300,)]
+FLAGS = bytes([0, 0, 0, 1])  # the last one large: used where it is, never copied
+
+
+def test_native_gather_copies_fresh_gradients_and_sees_in_place_ones():
+    native = _native()
+    params, regions, flat = _bucket(SHAPES)
+    grads = [torch.randn(s) for s in SHAPES]
+    for p, g in zip(params, grads):
+        p.grad = g
+    assert native.gather(params, regions, FLAGS) == compat.FRESH
+    for region, g, large in zip(regions, grads, FLAGS):
+        assert torch.equal(region, torch.zeros_like(g) if large else g)
+    assert all(p.grad is g for p, g in zip(params, grads))  # nothing re-pointed
+    for p, region in zip(params, regions):
+        p.grad = region
+    assert native.gather(params, regions, FLAGS) == compat.IN_PLACE
+
+
+@pytest.mark.parametrize(
+    "case", ["none", "mixed", "strides", "large-strides", "dtype", "shape", "conj", "subclass", "tuple", "length"]
+)
+def test_native_gather_refuses_the_unusual_and_copies_nothing(case):
+    native = _native()
+    shapes, dtype = (SHAPES, torch.float32) if case != "conj" else ([(4,), (3,)], torch.complex64)
+    params, regions, flat = _bucket(shapes, dtype)
+    flags = FLAGS if case != "conj" else bytes(2)
+    for p, s in zip(params, shapes):
+        p.grad = torch.randn(s, dtype=dtype)
+    if case == "none":
+        params[1].grad = None
+    elif case == "mixed":
+        params[0].grad = regions[0]
+    elif case == "strides":  # same shape, transposed memory
+        params[0].grad = torch.randn(8, 8).t()
+    elif case == "large-strides":
+        params[3].grad = torch.randn(600)[::2]
+    elif case == "dtype":  # .data swaps what the grad setter would refuse
+        params[1].grad.data = torch.randn(16, dtype=torch.float64)
+    elif case == "shape":
+        params[2].grad.data = torch.randn(4, 2)
+    elif case == "conj":  # a lazy conjugate: its bytes are not its values
+        params[0].grad = torch.randn(4, dtype=dtype).conj()
+    elif case == "subclass":
+        from torch.testing._internal.two_tensor import TwoTensor
+
+        params[1].grad = TwoTensor(torch.randn(16), torch.randn(16))
     before = flat.clone()
-    transposed = [sources[0].t().contiguous().t(), *sources[1:]]  # same shape, other strides
-    assert not copy(transposed)
-    assert not copy([torch.randn(4, 16), *sources[1:]])  # other shape (same element count)
-    assert not copy(sources[:2])
-    assert torch.equal(flat, before)  # a refused call copies nothing
+    if case == "tuple":
+        assert native.gather(tuple(params), regions, flags) == 0
+    elif case == "length":
+        assert native.gather(params, regions[:2], flags) == 0
+    else:
+        assert native.gather(params, regions, flags) == 0
+    assert torch.equal(flat, before)
 
 
-def test_byte_copy_falls_back_when_it_cannot_be_built(monkeypatch):
-    monkeypatch.setattr(compat, "_copy_function", False)
-    target = torch.zeros(4)
-    assert not compat.ByteCopy([target])([torch.ones(4)])
-    assert torch.equal(target, torch.zeros(4))
-    # the fast path then copies with copy_all, and steps the same
-    p = torch.nn.Parameter(torch.ones(4))
-    q = torch.nn.Parameter(torch.ones(4))
-    opt, twin = momenta.SGD([p], lr=0.5), torch.optim.SGD([q], lr=0.5)
-    for _ in range(2):
-        p.grad, q.grad = torch.full((4,), 2.0), torch.full((4,), 2.0)
+def test_native_holds_and_same_values():
+    native = _native()
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]
+    ptrs = array.array("q", [p.data_ptr() for p in params])
+    assert native.holds(params, ptrs)
+    assert not native.holds(tuple(params), ptrs)  # type: ignore[arg-type]
+    params[1].data = torch.randn(4)
+    assert not native.holds(params, ptrs)
+    a, b, c = torch.zeros(1), torch.zeros(1), torch.zeros(1)
+    dicts = [{"step": a, "exp_avg": b}, {"step": c}]
+    assert native.same_values(dicts, [a, b, c])
+    assert not native.same_values(dicts, [a, b])
+    assert not native.same_values(dicts, [a, c, b])
+    dicts[1]["extra"] = a
+    assert not native.same_values(dicts, [a, b, c])
+
+
+def _train(steps=4, set_to_none=True):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    opt = momenta.AdamW(model.parameters(), lr=0.1)
+    x = torch.randn(5, 8)
+    for _ in range(steps):
+        model(x).square().sum().backward()
         opt.step()
-        twin.step()
-    assert torch.equal(p.detach(), q.detach())
+        opt.zero_grad(set_to_none=set_to_none)
+    return [p.detach().clone() for p in model.parameters()]
 
 
-def test_the_fast_path_copies_fresh_gradients_with_byte_copy(monkeypatch):
-    """Where an optimizer compiles its kernels (here: any size) its fresh small gradients
-    are copied by ByteCopy, with exactly copy_all's result."""
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_the_fast_path_gathers_natively_with_the_python_paths_results(monkeypatch, set_to_none):
+    """Where an optimizer compiles its kernels (here: any size) its gradients are gathered
+    by the C++ call once it is built, with exactly the Python path's result."""
     from momenta.engine import kernels
 
+    native = _native()
     monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
-    results: list[bool] = []
-    call = compat.ByteCopy.__call__
-    monkeypatch.setattr(compat.ByteCopy, "__call__", lambda self, s: results.append(call(self, s)) or results[-1])
-
-    def train() -> list[torch.Tensor]:
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
-        opt = momenta.AdamW(model.parameters(), lr=0.1)
-        x = torch.randn(5, 8)
-        for _ in range(3):
-            model(x).square().sum().backward()
-            opt.step()
-            opt.zero_grad()
-        return [p.detach() for p in model.parameters()]
-
-    native = train()
-    assert results and all(results)
-    monkeypatch.setattr(compat, "_copy_function", False)  # copy_all instead
-    for a, b in zip(native, train()):
+    answers: list[int] = []
+    gather = native.gather
+    monkeypatch.setattr(native, "gather", lambda *a: answers.append(gather(*a)) or answers[-1])
+    fast = _train(set_to_none=set_to_none)
+    assert (compat.FRESH if set_to_none else compat.IN_PLACE) in answers
+    monkeypatch.setattr(compat, "_native", False)  # as where it cannot be built
+    assert compat.native() is None
+    for a, b in zip(fast, _train(set_to_none=set_to_none)):
         assert torch.equal(a, b)
 
 
-def test_an_optimizer_too_small_to_compile_never_builds_byte_copy(monkeypatch):
+def test_an_optimizer_too_small_to_compile_never_builds_the_native_functions(monkeypatch):
+    monkeypatch.setattr(compat, "_native", None)
+    monkeypatch.setattr(compat, "_native_done", threading.Event())
     built = []
-    monkeypatch.setattr(compat, "_copy_ranges", lambda: built.append(1) or False)
+    monkeypatch.setattr(compat, "_build_native", lambda: built.append(1))
     p = torch.nn.Parameter(torch.ones(8))
     opt = momenta.AdamW([p], lr=0.1)
     for _ in range(2):

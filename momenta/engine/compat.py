@@ -8,7 +8,7 @@ running torch no longer offers it (``tests/test_compat.py`` tests each one and i
 | :func:`fused_devices` | ``torch.utils._foreach_utils._get_fused_kernels_supported_devices`` | ``["cuda", "cpu"]`` (torch 2.13's list) |
 | :func:`version` | ``Tensor._version`` | ``None``: an in-place change cannot be seen, so callers rebuild |
 | :func:`compile_graph` | ``make_fx`` (symbolic) and ``torch._inductor.compile`` | ``None``: the caller uses ``torch.compile`` |
-| :class:`ByteCopy` | ``torch._inductor.codecache.CppCodeCache`` (builds a 10-line C function) | ``False`` from every call: the caller uses :func:`copy_all` |
+| :func:`native` | ``torch._inductor.codecache.CppCodeCache`` and torch's C++ headers (``THPVariable_Unpack``: builds ``native.cpp``) | ``None``: the caller's Python path (per-tensor checks, :func:`copy_all`) |
 
 "Safe" means: a missing API costs speed, never correctness. A storage whose users cannot be
 counted is treated as shared (the fast path leaves the parameter where it is rather than
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import array
 import ctypes
+import logging
 import threading
 from collections.abc import Callable, Sequence
-from operator import attrgetter, methodcaller
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,70 +133,79 @@ def _innermost(compiled: Any) -> Callable[..., None] | None:
     return run
 
 
-# -- many small copies at once -------------------------------------------------------------
+# -- the per-step checks and gathering in C++ -------------------------------------------------
 
-_COPY_SOURCE = r"""
-#include <cstdint>
-#include <cstring>
-// momenta: n byte ranges copied at once, src[i] -> dst[i], nbytes[i] bytes each
-extern "C" void momenta_copy_ranges(int64_t n, const int64_t* src, const int64_t* dst, const int64_t* nbytes) {
-    #pragma omp parallel for schedule(static) if (n > 64)
-    for (int64_t i = 0; i < n; ++i) {
-        std::memcpy(reinterpret_cast<void*>(dst[i]), reinterpret_cast<const void*>(src[i]),
-                    static_cast<size_t>(nbytes[i]));
-    }
-}
-"""
-_copy_function: Any = None  # the C function; False once building it failed
-_copy_lock = threading.Lock()
-_shape, _stride, _data_ptr = attrgetter("shape"), methodcaller("stride"), methodcaller("data_ptr")
+_NATIVE_SOURCE = Path(__file__).with_name("native.cpp")
 
 
-def _copy_ranges() -> Any:
-    """The C function behind :class:`ByteCopy`, built once per process (Inductor's C++
-    cache keeps it on disk); ``False`` where it cannot be built."""
-    global _copy_function
-    with _copy_lock:
-        if _copy_function is None:
-            try:
-                from torch._inductor.codecache import CppCodeCache
+class Native:
+    """The C++ functions of ``native.cpp``, one call each for what would be a Python pass
+    per tensor. Each only reads until its checks pass, and answers "not the usual case"
+    for anything it does not know (the caller's Python path then runs, with torch's errors).
+    The lists passed must be plain ``list`` objects."""
 
-                function = CppCodeCache.load(_COPY_SOURCE).momenta_copy_ranges
-                function.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-                function.restype = None
-                _copy_function = function
-            except Exception:  # no compiler, or the cache's API changed
-                _copy_function = False
-        return _copy_function
+    def __init__(self, path: str) -> None:
+        library = ctypes.PyDLL(path)  # PyDLL: the GIL stays held (the functions read Python objects)
+        self._holds = library.momenta_holds
+        self._holds.argtypes, self._holds.restype = [ctypes.py_object, ctypes.c_void_p], ctypes.c_int64
+        self._same = library.momenta_same_values
+        self._same.argtypes, self._same.restype = [ctypes.py_object, ctypes.py_object], ctypes.c_int64
+        self._gather = library.momenta_gather
+        self._gather.argtypes, self._gather.restype = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p], ctypes.c_int64
+
+    def holds(self, params: list[Tensor], ptrs: array.array[int]) -> bool:
+        """Every ``params[i].data_ptr() == ptrs[i]``."""
+        return bool(self._holds(params, ptrs.buffer_info()[0]))
+
+    def same_values(self, dicts: list[dict[str, Any]], held: list[Any]) -> bool:
+        """The values of ``dicts``, in order, are the objects of ``held``."""
+        return bool(self._same(dicts, held))
+
+    def gather(self, params: list[Tensor], regions: list[Tensor], large: bytes) -> int:
+        """:data:`IN_PLACE` when every ``params[i].grad is regions[i]``; :data:`FRESH` when
+        every gradient is a fresh plain tensor of its region's dtype, device and shape (the
+        large ones, ``large[i]``, strided like their parameter, to be used where they are;
+        the others like their region): those others are then copied into their regions;
+        else ``0``, nothing copied."""
+        return int(self._gather(params, regions, large))
 
 
-class ByteCopy:
-    """``targets[i].copy_(sources[i])`` for every ``i`` in one C call, for CPU tensors laid
-    out alike: ``torch._foreach_copy_`` on a CPU dispatches each copy on its own (about a µs
-    each: 600 small gradients cost more than the optimizer's update of them), this copies
-    the byte ranges in one loop. A call returns ``False``, having copied nothing, unless
-    every source has its target's shape and strides (then both are the same dense bytes;
-    the targets are regions of a flat buffer, dense by construction) and the C function
-    could be built; the caller then copies with :func:`copy_all`. Same dtype and device are
-    the caller's to check."""
+IN_PLACE, FRESH = 1, 2
+_native: Native | None | bool = None  # None: not built yet; False: cannot be built
+_native_lock = threading.Lock()
 
-    def __init__(self, targets: Sequence[Tensor]) -> None:
-        self.targets = list(targets)
-        self.shapes = list(map(_shape, targets))
-        self.strides = [t.stride() for t in targets]
-        self._dst = array.array("q", map(_data_ptr, targets))
-        self._nbytes = array.array("q", (t.numel() * t.element_size() for t in targets))
-        self._usable = all(t.device.type == "cpu" for t in targets)
 
-    def __call__(self, sources: Sequence[Tensor]) -> bool:
-        if not self._usable or len(sources) != len(self.targets):
-            return False
-        if list(map(_shape, sources)) != self.shapes or list(map(_stride, sources)) != self.strides:
-            return False
-        function = _copy_ranges()
-        if function is False:
-            self._usable = False
-            return False
-        src = array.array("q", map(_data_ptr, sources))
-        function(len(src), src.buffer_info()[0], self._dst.buffer_info()[0], self._nbytes.buffer_info()[0])
-        return True
+def native(wait: bool = False) -> Native | None:
+    """The C++ functions (:class:`Native`), built once per machine by Inductor's C++ code
+    cache (about 15 s cold, a second from its disk cache). The first call starts the build
+    in a background thread and returns ``None`` (the caller takes its Python path, with the
+    same results) until it is done; ``wait`` waits for it. ``None`` for good where it cannot
+    be built (no compiler, a torch whose headers or cache API differ) or off the CPU build
+    of a machine without one."""
+    global _native
+    if isinstance(_native, Native):
+        return _native
+    with _native_lock:
+        if _native is None:
+            _native = True  # being built
+            threading.Thread(target=_build_native, name="momenta-native", daemon=True).start()
+    if wait:
+        _native_done.wait()
+    return _native if isinstance(_native, Native) else None
+
+
+_native_done = threading.Event()
+
+
+def _build_native() -> None:
+    global _native
+    try:
+        from torch._inductor.codecache import CppCodeCache
+
+        library = CppCodeCache.load(_NATIVE_SOURCE.read_text())
+        _native = Native(library._name)
+    except Exception as error:  # no compiler, or torch's headers or cache API changed
+        logging.getLogger("momenta").debug("momenta's C++ gather cannot be built (%s); Python path", error)
+        _native = False
+    finally:
+        _native_done.set()

@@ -48,7 +48,7 @@ from .composition import Rules
 from .flatstate import FlatState, NewState, TrackedState
 from .layout import Layout, as_flat, flattenable, movable
 
-__all__ = ["Bucket", "FlatGroup", "Gathered", "TrackedState", "execute", "flattenable", "gather", "prepare"]
+__all__ = ["Bucket", "FlatGroup", "Gathered", "Split", "TrackedState", "execute", "flattenable", "gather", "prepare"]
 
 _grad = attrgetter("grad")
 _kind = attrgetter("layout", "dtype", "device")
@@ -72,19 +72,18 @@ class Bucket:
         self._repointed = False
         self._views: dict[tuple[int, int], tuple[Tensor, dict[str, Tensor]]] = {}
         self._views_of: Any = None  # the state buffers the cached views are of
-        self._split: dict[int | None, tuple[list[int], list[int], list[Tensor], compat.ByteCopy]] = {}
+        self._split: dict[int | None, Split] = {}
 
-    def split(self, least: int | None) -> tuple[list[int], list[int], list[Tensor], compat.ByteCopy]:
-        """``(large, small, small's gradient regions, a copier of them)``: the parameters of
-        at least ``least`` elements, whose fresh gradients are used where autograd put them
-        (none when ``least`` is None), and the rest, copied in when all arrive fresh."""
+    def split(self, least: int | None) -> Split:
+        """The parameters of at least ``least`` elements, whose fresh gradients are used
+        where autograd put them (none when ``least`` is None), and the rest, copied in."""
         found = self._split.get(least)
         if found is None:
             large = [] if least is None else [i for i, n in enumerate(self.layout.sizes) if n >= least]
             taken = set(large)
             small = [i for i in self.everyone if i not in taken]
-            targets = [self.grad_views[i] for i in small]
-            found = self._split[least] = (large, small, targets, compat.ByteCopy(targets))
+            flags = bytes(i in taken for i in self.everyone)
+            found = self._split[least] = Split(large, small, [self.grad_views[i] for i in small], flags)
         return found
 
     def views(self, start: int, stop: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -98,6 +97,16 @@ class Bucket:
             buffers = {k: real(v.narrow(0, start, n)) for k, v in self.state.buffers.items()}
             found = self._views[(start, stop)] = (real(self.grad.narrow(0, start, n)), buffers)
         return (self.layout.span(start, stop), *found)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A bucket's parameters split by size (:meth:`Bucket.split`)."""
+
+    large: list[int]  # fresh gradients used where they are
+    small: list[int]  # fresh gradients copied into the flat buffer
+    targets: list[Tensor]  # the small ones' regions of it
+    flags: bytes  # 1 for each large parameter, 0 for each small one, in order
 
 
 @dataclass
@@ -118,15 +127,24 @@ class Gathered:
 
 def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | None, list[Tensor]]:
     """Find every gradient of bucket ``b`` (copying small fresh ones into the flat buffer;
-    with ``direct``, large fresh ones stay where they are; with ``native``, small ones are
-    copied by one C call, :class:`~.compat.ByteCopy`, built at the first such step: an
-    optimizer large enough to compile its kernels). Returns what the flat step
+    with ``direct``, large fresh ones stay where they are). Returns what the flat step
     needs and the parameters whose gradients the flat buffers cannot hold (sparse, or of
     another dtype or device), which take the reference path.
 
-    The usual cases, every gradient in place or every one fresh, take a few passes over
-    the gradients in C (``map``), none in Python: with hundreds of small parameters, each
-    pass costs tens of µs."""
+    The usual cases, every gradient in place or every one fresh, are one C++ call with
+    ``native`` (an optimizer large enough to compile its kernels, :func:`~.compat.native`),
+    else a few passes over the gradients in C (``map``), none in Python: with hundreds of
+    small parameters, each pass costs tens of µs."""
+    split = b.split(kernels.config.direct_min_numel if direct else None)
+    fast = compat.native() if native else None
+    if fast is not None:
+        found = fast.gather(b.params, b.grad_views, split.flags)
+        if found == compat.IN_PLACE:
+            return Gathered(b, b.everyone), []
+        if found == compat.FRESH:
+            if b.repoint or b._repointed:
+                _repoint(b, list(map(_grad, b.params)), split.small)
+            return Gathered(b, b.everyone, {i: as_flat(b.params[i].grad) for i in split.large}), []  # type: ignore[arg-type]
     params, views = b.params, b.grad_views
     grads = list(map(_grad, params))
     if all(map(is_, grads, views)):  # accumulated in place: nothing to do
@@ -145,15 +163,13 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
         fresh = present  # every gradient new (zero_grad()'s default)
     else:
         fresh = [i for i in present if grads[i] is not views[i]]
-    large, small, targets, copy = b.split(kernels.config.direct_min_numel if direct else None)
     used: dict[int, Tensor] = {}
-    if large:
-        ours = large if fresh is b.everyone else sorted(set(large) & set(fresh))
+    if split.large:
+        ours = split.large if fresh is b.everyone else sorted(set(split.large) & set(fresh))
         used = {i: as_flat(grads[i]) for i in ours if grads[i].stride() == b.strides[i]}
-    if fresh is b.everyone and len(used) == len(large):  # the usual: every small one copied
-        copied, sources = small, list(map(grads.__getitem__, small))
-        if not (native and copy(sources)):  # one C call, where it can be built
-            compat.copy_all(targets, sources)
+    if fresh is b.everyone and len(used) == len(split.large):  # the usual: every small one copied
+        copied = split.small
+        compat.copy_all(split.targets, list(map(grads.__getitem__, copied)))
     else:
         copied = [i for i in fresh if i not in used] if used else fresh
         compat.copy_all(list(map(views.__getitem__, copied)), list(map(grads.__getitem__, copied)))
@@ -277,7 +293,7 @@ def prepare(
     segmented = not rules.elementwise
     if segmented and (b.layout.dtype.is_complex or len(g.present) != len(b.params) or g.direct):
         return [], [b.params[i] for i in g.present]  # norms must see each whole parameter
-    if not b.state.adopt(state, new_state, rules.scalar_names(), g.present):
+    if not b.state.adopt(state, new_state, rules.scalar_names(), g.present, native=compiled and kernels.config.compile):
         return [], [b.params[i] for i in g.present]
     layout = b.layout
     norm = layout.segments().norm if segmented else None
@@ -360,12 +376,13 @@ class FlatGroup:
         self.others = [p for p in self.params if id(p) not in bucketed]
         self.numel = sum(b.layout.numel for b in self.buckets)
 
-    def current(self, params: list[Tensor]) -> bool:
-        """Same parameters, in place, and none left out that could now join a bucket."""
+    def current(self, params: list[Tensor], native: bool = False) -> bool:
+        """Same parameters, in place, and none left out that could now join a bucket (with
+        ``native``, checked by a C++ call where it is built)."""
         return (
             len(params) == len(self.params)
             and all(map(is_, params, self.params))
-            and all(b.layout.holds() for b in self.buckets)
+            and all(b.layout.holds(native) for b in self.buckets)
             and not any(movable([p for p in self.others if p.requires_grad]))
         )
 

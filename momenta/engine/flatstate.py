@@ -107,14 +107,18 @@ class FlatState:
         exact = t < 2**24 and None not in versions
         self._uniform = (tensors, versions, t) if exact else None  # type: ignore[assignment]
 
-    def current(self, state: TrackedState, present: Sequence[int]) -> bool:
+    def current(self, state: TrackedState, present: Sequence[int], native: bool = False) -> bool:
         """Our views are still what ``optimizer.state`` holds, and every parameter with a
-        gradient this step has a state."""
+        gradient this step has a state (with ``native``, checked by a C++ call where it is
+        built, :func:`~.compat.native`)."""
         seen_state, seen_version = self._seen
         if seen_state is not state or seen_version != state.version:
             return False
         if len(self.owners) != len(self.layout.params) and not set(present) <= set(self.owners):
             return False
+        fast = compat.native() if native and self._held is not None else None
+        if fast is not None:
+            return fast.same_values(self._dicts, self._held)  # type: ignore[arg-type]
         held = list(chain.from_iterable(map(dict.values, self._dicts)))
         if self._held is not None:  # one pass: every value is the view it was
             return len(held) == len(self._held) and all(map(is_, held, self._held))
@@ -126,11 +130,19 @@ class FlatState:
             return True
         return False
 
-    def adopt(self, state: TrackedState, new_state: NewState, scalar_names: tuple[str, ...], present: Sequence[int]) -> bool:
+    def adopt(
+        self,
+        state: TrackedState,
+        new_state: NewState,
+        scalar_names: tuple[str, ...],
+        present: Sequence[int],
+        native: bool = False,
+    ) -> bool:
         """Make the flat buffers hold the parameters' states: copy them in, create the states
         of parameters with a gradient and none yet. ``False`` if the states do not fit one
-        layout (different keys, shapes or dtypes): the reference path steps them instead."""
-        if self.current(state, present):
+        layout (different keys, shapes or dtypes): the reference path steps them instead.
+        ``native``: check with C++ (:meth:`current`)."""
+        if self.current(state, present, native):
             return True
         params, layout = self.layout.params, self.layout
         wanted = set(present)

@@ -9,6 +9,7 @@ state buffer) has this same layout, so region ``i`` of any of them belongs to pa
 
 from __future__ import annotations
 
+import array
 import weakref
 from operator import methodcaller
 
@@ -99,6 +100,7 @@ class Layout:
             view.copy_(p.detach())
             p.data = view
         self.ptrs = list(map(_data_ptr, params))
+        self._ptrs = array.array("q", self.ptrs)
         self._segments: base.Segments | None = None
         self._spans: dict[tuple[int, int], Tensor] = {}
         _layouts[_storage(self.data)] = weakref.ref(self)
@@ -134,8 +136,12 @@ class Layout:
         storage when another layout asks whether it may take the parameters over)."""
         self._spans = {}
 
-    def holds(self) -> bool:
-        """The parameters are still in our buffer (``model.to``, ``p.data = …`` move them)."""
+    def holds(self, native: bool = False) -> bool:
+        """The parameters are still in our buffer (``model.to``, ``p.data = …`` move them);
+        with ``native``, checked by one C++ call where it is built (:func:`~.compat.native`)."""
+        fast = compat.native() if native else None
+        if fast is not None:
+            return fast.holds(self.params, self._ptrs)
         return list(map(_data_ptr, self.params)) == self.ptrs
 
     def segments(self) -> base.Segments:

@@ -338,7 +338,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         """The group's flat buffers, rebuilt when its parameters changed or moved."""
         cache: dict[int, flat.FlatGroup] = self.__dict__.setdefault("_flat_groups", {})
         group = cache.get(index)
-        if group is None or not group.current(params):
+        # the C++ checks where the optimizer compiles its kernels (as of its last step: this
+        # only chooses how to check, never what the step computes)
+        if group is None or not group.current(params, native=self.__dict__.get("_compiled", False) and kernels.config.compile):
             group = cache[index] = flat.FlatGroup(params, previous=group)
         return group
 
