@@ -9,10 +9,12 @@ second-moment rule, run by one engine.
   :class:`Composed`, any :class:`Rules` value as an optimizer;
 * :mod:`momenta.seed` — the seed's five textbook optimizers;
 * :mod:`momenta.registry` — optimizers by name;
+* :mod:`momenta.integrations` — param groups by rules, the step inside backward;
 * :func:`momenta.compare` — the comparison experiment (``momenta compare``).
 """
 
 from . import registry, rules, seed
+from . import integrations
 from .compare import compare
 from .engine import Optimizer, Rules
 from .optimizers import (
@@ -72,6 +74,7 @@ __all__ = [
     "SparseAdam",
     "Yogi",
     "compare",
+    "integrations",
     "registry",
     "rules",
     "seed",

@@ -15,14 +15,20 @@ Names:
   implementation side by side.
 
 Later optimizers register themselves with :func:`register`.
+
+For configuration files and CLIs, :func:`resolve` turns any of these names, a momenta class
+name (``"AdamW"``) or an import path (``"momenta.optimizers.Lion"``) into the class, and
+:func:`create` builds it with keyword options, refusing an unknown option by name.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -185,3 +191,76 @@ def every() -> list[str]:
     lower-case names; the ``momenta.NAME`` spellings are left out (the same classes, or
     torch's variant of a seed rule)."""
     return [*_SEED, *SHORT]
+
+
+# -- names a framework can type ------------------------------------------------------------------
+
+
+def resolve(name: str) -> OptimizerFactory:
+    """The optimizer class ``name`` stands for, as a configuration file or a CLI writes it.
+
+    In this order: a registered name (``"lion"``, ``"momenta.AdamW"``, ``"torch:AdamW"``);
+    a momenta class by its bare name (``"AdamW"`` is ``"momenta.AdamW"``); a registered name
+    in any case (``"Lion"``, ``"LAMB"``); ``"torch.optim.NAME"``; an import path to a
+    ``torch.optim.Optimizer`` subclass (``"momenta.optimizers.Lion"``, ``"pkg.mod:Class"``,
+    the ``class_path`` LightningCLI and Hydra's ``_target_`` write).
+
+    Raises:
+        UnknownOptimizerError: (a ``KeyError``) nothing by that name; the message suggests
+            the closest known name and lists them all.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"an optimizer name must be a non-empty str, got {name!r}")
+    if name in _REGISTRY or name.startswith("torch:"):
+        return get(name).factory
+    if f"momenta.{name}" in _REGISTRY:
+        return _REGISTRY[f"momenta.{name}"].factory
+    folded = [n for n in _REGISTRY if n.lower() == name.lower()]
+    if len(folded) == 1:
+        return _REGISTRY[folded[0]].factory
+    if name.startswith("torch.optim.") and "." not in name.removeprefix("torch.optim."):
+        return get("torch:" + name.removeprefix("torch.optim.")).factory
+    found = _imported(name)
+    if found is not None:
+        return found
+    raise UnknownOptimizerError(name, names())
+
+
+def _imported(path: str) -> OptimizerFactory | None:
+    """The ``torch.optim.Optimizer`` subclass at import path ``path`` (``a.b.C`` or
+    ``a.b:C``), or ``None`` if there is none."""
+    module, sep, attribute = path.partition(":") if ":" in path else path.rpartition(".")
+    if not (sep and module and attribute):
+        return None
+    try:
+        found = getattr(importlib.import_module(module), attribute, None)
+    except ImportError:
+        return None
+    if isinstance(found, type) and issubclass(found, torch.optim.Optimizer):
+        return found
+    return None
+
+
+def create(name: str, params: Any, **options: Any) -> torch.optim.Optimizer:
+    """``resolve(name)(params, **options)``: the optimizer ``name`` over ``params``.
+
+    ``momenta.registry.create("lion", model.parameters(), lr=1e-4, weight_decay=0.1)``.
+    An option the optimizer does not take is refused before anything is built, by name,
+    with the closest option it does take and the list of them (a ``TypeError``)."""
+    factory = resolve(name)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to check against: let the call say
+        return factory(params, **options)
+    taken = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        unknown = [k for k in options if k not in taken]
+        if unknown:
+            label = getattr(factory, "__qualname__", name)
+            close = difflib.get_close_matches(unknown[0], taken, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"{label} ({name!r}) has no option {unknown[0]!r}.{hint} Its options: "
+                + ", ".join(t for t in taken if t != "params")
+            )
+    return factory(params, **options)
