@@ -195,6 +195,15 @@ def test_native_gather_refuses_the_unusual_and_copies_nothing(case):
     assert torch.equal(flat, before)
 
 
+def test_native_gather_copies_only_on_the_cpu():
+    native = _native()
+    params = [torch.nn.Parameter(torch.empty(4, device="meta")) for _ in range(2)]
+    regions = list(torch.empty(8, device="meta").view(2, 4).unbind())
+    for p in params:
+        p.grad = torch.empty(4, device="meta")
+    assert native.gather(params, regions, bytes(2)) == 0
+
+
 def test_native_holds_and_same_values():
     native = _native()
     params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]

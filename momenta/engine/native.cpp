@@ -70,7 +70,8 @@ extern "C" int64_t momenta_same_values(PyObject* dicts, PyObject* held) {
 //   2: every gradient is fresh, a plain tensor of its region's dtype, device and shape, the
 //      large ones strided like their parameter, the others like their region (or both
 //      contiguous): the others have been copied into their regions;
-//   0: anything else; nothing was copied.
+//   0: anything else (a region off the CPU too: its bytes are not ours to memcpy); nothing
+//      was copied.
 extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uint8_t* large) {
     if (!PyList_CheckExact(params) || !PyList_CheckExact(regions)) return 0;
     const Py_ssize_t n = PyList_GET_SIZE(params);
@@ -88,7 +89,7 @@ extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uin
             ++in_place;
             continue;
         }
-        if (!plain(g) || !same_kind(g, region) || g.sizes() != region.sizes()) return 0;
+        if (!region.is_cpu() || !plain(g) || !same_kind(g, region) || g.sizes() != region.sizes()) return 0;
         const at::Tensor& param = THPVariable_Unpack(p);
         const bool strided_alike = large[i] ? g.strides() == param.strides()
                                             : g.strides() == region.strides() ||
