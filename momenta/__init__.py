@@ -10,13 +10,16 @@ second-moment rule, run by one engine.
 * :mod:`momenta.seed` — the seed's five textbook optimizers;
 * :mod:`momenta.registry` — optimizers by name;
 * :mod:`momenta.integrations` — param groups by rules, the step inside backward;
-* :func:`momenta.compare` — the comparison experiment (``momenta compare``).
+* :func:`momenta.compare` — the comparison experiment (``momenta compare``);
+* :func:`momenta.inspect`, :class:`momenta.Inspector` — m, V and the step of any momenta
+  optimizer, read from its state (:mod:`momenta.introspect`).
 """
 
 from . import registry, rules, seed
 from . import integrations
 from .compare import compare
 from .engine import Optimizer, Rules
+from .introspect import Inspector, inspect
 from .optimizers import (
     ASGD,
     LAMB,
@@ -61,6 +64,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Composed",
+    "Inspector",
     "Lion",
     "Muon",
     "MuonWithAdamW",
@@ -74,6 +78,7 @@ __all__ = [
     "SparseAdam",
     "Yogi",
     "compare",
+    "inspect",
     "integrations",
     "registry",
     "rules",

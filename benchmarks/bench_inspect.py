@@ -1,0 +1,85 @@
+"""What reading an optimizer costs: ``momenta.inspect`` against the step it reads.
+
+    python benchmarks/bench_inspect.py [--models gpt-2x64,gpt-6x384,resmlp-150] [--optimizer AdamW]
+                                       [--rounds 20] [--threads 1]
+
+For each model (momenta.bench.models.PRESETS) one momenta optimizer, its gradients drawn once
+and kept, timed round-robin (momenta.bench.timing: every variant once a round, the median of
+the rounds after warm-up):
+
+    step           optimizer.step()
+    step + hook    optimizer.step() with an Inspector attached (its pre-hook copies the weights)
+    read           inspector.read()            (flat buffers on the fast path, one host read)
+    read per param inspector.read(per_parameter=True)
+
+and prints a table: milliseconds, and each as a multiple of the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import torch
+
+import momenta
+from momenta.bench.models import PRESETS
+from momenta.bench.timing import Variant, round_robin, timed
+
+
+def measure(preset: str, optimizer: str, rounds: int) -> dict[str, float]:
+    p = PRESETS[preset]
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, float] = {}
+    variants = []
+    for label in ("step", "step + hook", "read", "read per param"):
+        torch.manual_seed(0)
+        model = p.build()
+        x, y = p.batch(model, generator)
+        opt = getattr(momenta, optimizer)(model.parameters(), lr=1e-3)
+        model(x, y).backward()
+        opt.step()  # state, layout, compiled kernels: before the clock
+        if label == "step":
+            variants.append(Variant(label, timed(opt.step)))
+            continue
+        inspector = momenta.Inspector(opt)
+        opt.step()
+        if label == "step + hook":
+            variants.append(Variant(label, timed(opt.step)))
+        elif label == "read":
+            variants.append(Variant(label, timed(inspector.read)))
+        else:
+            variants.append(Variant(label, timed(lambda i=inspector: i.read(per_parameter=True))))
+    round_robin(variants, rounds, warmup=3)
+    for v in variants:
+        times[v.label] = statistics.median(v.times["step"]) * 1e3
+    n = sum(q.numel() for q in p.build().parameters())
+    tensors = len(list(p.build().parameters()))
+    times["params"] = n
+    times["tensors"] = tensors
+    return times
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--models", default="gpt-2x64,gpt-6x384,resmlp-150")
+    parser.add_argument("--optimizer", default="AdamW")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"{args.optimizer}, {args.threads} thread(s), torch {torch.__version__}; median ms over {args.rounds} rounds")
+    print(f"{'model':12} {'params':>10} {'tensors':>7} {'step':>8} {'+hook':>8} {'read':>8} {'read/step':>9} "
+          f"{'per-param':>9}")  # fmt: skip
+    for name in args.models.split(","):
+        t = measure(name, args.optimizer, args.rounds)
+        print(
+            f"{name:12} {int(t['params']):>10} {int(t['tensors']):>7} {t['step']:>8.3f} {t['step + hook']:>8.3f} "
+            f"{t['read']:>8.3f} {t['read'] / t['step']:>8.2f}x {t['read per param']:>9.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,191 @@
+"""``momenta.inspect`` / ``momenta.Inspector``: the numbers equal the ones computed by hand
+from ``optimizer.state``, on the fast path (flat buffers, compiled kernels) and the
+reference path; which buffers are m and V comes from the rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import momenta
+from momenta import registry
+from momenta.engine import kernels
+from momenta import introspect
+from momenta.introspect import GRADIENT, Inspector, inspect, moments
+
+
+def _model(big: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    n = 300 if big else 7  # 300² + 300 elements: above the compile threshold
+    return [torch.randn(n, n, generator=g).requires_grad_(), torch.randn(n, generator=g).requires_grad_()]
+
+
+def _loss(params: list[torch.Tensor], k: int) -> torch.Tensor:
+    w, b, *rest = params
+    x = torch.linspace(-1, 1, w.shape[0]) * (1 + k)
+    extra = sum(((r - 0.5) ** 2).sum() for r in rest)  # rest start at 0: w = 0 there at first
+    return ((w @ x + b).tanh() - 0.3).square().sum() + 0.01 * (w * w).sum() + extra
+
+
+def _train(make, params, steps=3):
+    opt = make(params)
+    inspector = Inspector(opt)
+    before = None
+    for k in range(steps):
+        before = [p.detach().clone() for p in params]
+        opt.zero_grad()
+        _loss(params, k).backward()
+        opt.step()
+    return opt, inspector, before
+
+
+def _by_hand(opt, params, before, m_name, v_name, lr, c1, c2, eps):
+    m = torch.cat([opt.state[p][m_name].double().flatten() for p in params])
+    w = torch.cat([p.detach().double().flatten() for p in params])
+    if v_name is None:
+        root = torch.ones_like(m)
+    else:
+        root = torch.cat([(opt.state[p][v_name].double() / c2).sqrt().flatten() for p in params])
+    ratio = (lr * m.abs() / c1 / (root + eps)) / w.abs()
+    ratio = ratio[w != 0]
+    delta = torch.cat([(p.detach().double() - b.double()).flatten() for p, b in zip(params, before)])
+    return {
+        "m_norm": m.norm().item(),
+        "m_rms": (m.norm() / math.sqrt(m.numel())).item(),
+        "sqrt_v_mean": root.mean().item(),
+        "ratio_min": ratio.min().item(),
+        "ratio_median": ratio.median().item(),
+        "ratio_max": ratio.max().item(),
+        "update_rms": (delta.norm() / math.sqrt(delta.numel())).item(),
+    }
+
+
+CASES = {
+    "Adam": (
+        lambda ps, **kw: momenta.Adam(ps, lr=0.01, eps=1e-8, **kw),
+        "exp_avg", "exp_avg_sq", 0.01, lambda t: 1 - 0.9**t, lambda t: 1 - 0.999**t, 1e-8,
+    ),
+    "SGD momentum": (
+        lambda ps, **kw: momenta.SGD(ps, lr=0.05, momentum=0.9, **kw),
+        "momentum_buffer", None, 0.05, lambda t: 1.0, lambda t: 1.0, 0.0,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_numbers_equal_the_state_by_hand(case, path, monkeypatch):
+    make, m_name, v_name, lr, c1, c2, eps = CASES[case]
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    params = _model(big=path == "fast")
+    kwargs = {"foreach": False} if path == "reference" else {}  # foreach=False: the for-loop
+    opt, inspector, before = _train(lambda ps: make(ps, **kwargs), params)
+    if path == "fast":
+        assert opt._compiled and sum(p.numel() for p in params) >= kernels.config.compile_min_numel
+        bucket = opt._flat_groups[0].buckets[0]
+        assert m_name in bucket.state.buffers  # the reading is over these flat buffers
+    else:
+        assert not getattr(opt, "_flat_groups", {})
+    t = 3
+    want = _by_hand(opt, params, before, m_name, v_name, lr, c1(t), c2(t), eps)
+    sampled = inspector.read()  # 90 300 coordinates: √V̂ and the ratios on a strided sample
+    assert sampled.total.m_norm == pytest.approx(want["m_norm"], rel=2e-5)  # ‖m‖: every one
+    for key in ["sqrt_v_mean", "ratio_median"]:
+        assert getattr(sampled.total, key) == pytest.approx(want[key], rel=0.05), key
+    monkeypatch.setattr(introspect, "SAMPLE", 10**9)  # every coordinate: equal to the state by hand
+    reading = inspector.read()
+    got = reading.total.as_dict()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=2e-5), key
+    assert reading.groups[0].stats == reading.total
+    assert reading.groups[0].step == (t if case == "Adam" else None)  # torch's SGD counts no steps
+    assert reading.total.numel == sum(p.numel() for p in params)
+    # without an Inspector's hook, no last update; the rest the same
+    plain = inspect(opt).total
+    assert plain.update_rms is not None  # this optimizer is watched: inspect() uses the hook
+    inspector.close()
+    assert inspect(opt).total.update_rms is None
+    assert inspect(opt).total.m_norm == pytest.approx(want["m_norm"], rel=2e-5)
+
+
+def test_per_parameter_readings_add_up_to_the_group():
+    params = _model(big=False) + [torch.zeros(3, requires_grad=True)]
+    opt, inspector, _ = _train(lambda ps: momenta.AdamW(ps, lr=0.01), params)
+    opt.add_param_group({"params": [torch.zeros(4, requires_grad=True)]})  # never stepped: no state
+    reading = inspector.read(per_parameter=True)
+    late = reading.groups[1]
+    assert late.params is not None and late.params[0] is None and late.stats.m_norm is None
+    group = reading.groups[0]
+    each = group.params
+    assert each is not None and len(each) == 3
+    assert math.sqrt(sum(s.m_norm**2 for s in each)) == pytest.approx(group.m_norm, rel=1e-6)
+    assert sum(s.sqrt_v_mean * s.numel for s in each) / group.numel == pytest.approx(group.sqrt_v_mean, rel=1e-6)
+    assert min(s.ratio_min for s in each) == pytest.approx(group.ratio_min)
+    assert max(s.ratio_max for s in each) == pytest.approx(group.ratio_max)
+    assert each[0].m_norm == pytest.approx(opt.state[params[0]]["exp_avg"].norm().item(), rel=1e-6)
+    assert each[0].update_rms is None  # Δw is per group
+    assert reading.total.numel == group.numel  # the coordinates read: parameters with a state
+
+
+def test_gradient_as_m_and_the_seed_rmsprop():
+    """m = g (the seed's RMSProp): m is the gradient in p.grad; √V̂ = √V (no correction)."""
+    params = _model(big=False)
+    opt, inspector, _ = _train(lambda ps: momenta.seed.RMSProp(ps, lr=0.01), params)
+    g = torch.cat([p.grad.flatten() for p in params])
+    v = torch.cat([opt.state[p]["square_avg"].flatten() for p in params])
+    reading = inspector.read().total
+    assert reading.m_norm == pytest.approx(g.norm().item(), rel=1e-6)
+    assert reading.sqrt_v_mean == pytest.approx(v.sqrt().mean().item(), rel=1e-6)
+
+
+def test_which_buffers_are_m_and_v_comes_from_the_rules():
+    expected = {
+        "sgd": (GRADIENT, "1"),
+        "sgdm": ("exp_avg", "1"),
+        "adagrad": (GRADIENT, "sum"),
+        "rmsprop": (GRADIENT, "square_avg"),
+        "adam": ("exp_avg", "exp_avg_sq"),
+        "adamax": ("exp_avg", "exp_inf"),
+        "adadelta": (None, "square_avg"),  # Δ averages squared steps: no buffer is m
+        "rprop": (None, "1"),
+        "lion": ("exp_avg", "1"),
+        "lamb": ("exp_avg", "exp_avg_sq"),  # through Corrected
+        "yogi": ("exp_avg", "exp_avg_sq"),  # through Initialized
+        "radam": ("exp_avg", "exp_avg_sq"),  # through Rectified
+        "ademamix": ("exp_avg_fast", "exp_avg_sq"),
+        "adafactor": (GRADIENT, None),  # factored: no V per coordinate
+    }
+    for name, (m, v) in expected.items():
+        opt = registry.get(name).factory([torch.zeros(2, 2, requires_grad=True)], lr=0.1)
+        found = moments(opt.rules(opt.param_groups[0]))
+        assert (found.m, found.V) == (m, v), name
+    amsgrad = momenta.Adam([torch.zeros(2, requires_grad=True)], amsgrad=True)
+    assert moments(amsgrad.rules(amsgrad.param_groups[0])).V == "max_exp_avg_sq"  # the running max
+    muon = momenta.MuonWithAdamW([torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)])
+    assert [moments(muon.rules(g)).m for g in muon.param_groups] == ["momentum_buffer", "exp_avg"]
+
+
+@pytest.mark.parametrize("name", [n for n in registry.every() if n != "sparseadam"])
+def test_every_optimizer_can_be_read(name):
+    params = _model(big=False)
+    opt, inspector, _ = _train(lambda ps: registry.get(name).factory(ps, lr=registry.get(name).lr), params, steps=2)
+    reading = inspector.read(per_parameter=True)
+    total = reading.total
+    assert total.update_rms is not None and total.update_rms > 0
+    assert total.numel == sum(p.numel() for p in params)
+    for value in total.as_dict().values():
+        assert value is None or math.isfinite(value)
+    assert set(reading.as_dict()) == {"total", "groups"}
+
+
+def test_not_a_momenta_optimizer():
+    with pytest.raises(TypeError, match="not a momenta optimizer"):
+        inspect(torch.optim.Adam([torch.zeros(2, requires_grad=True)]))
+
+
+def test_before_any_step_nothing_is_defined():
+    opt = momenta.Adam([torch.ones(3, requires_grad=True)], lr=0.1)
+    total = inspect(opt).total
+    assert total.m_norm is None and total.ratio_median is None and total.update_rms is None
