@@ -148,13 +148,16 @@ def test_native_gather_copies_fresh_gradients_and_sees_in_place_ones():
     grads = [torch.randn(s) for s in SHAPES]
     for p, g in zip(params, grads):
         p.grad = g
-    assert native.gather(params, regions, FLAGS) == compat.FRESH
+    found, used = native.gather(params, regions, FLAGS)
+    assert found == compat.FRESH
     for region, g, large in zip(regions, grads, FLAGS):
         assert torch.equal(region, torch.zeros_like(g) if large else g)
     assert all(p.grad is g for p, g in zip(params, grads))  # nothing re-pointed
+    (view,) = used  # the large one, flat, on autograd's memory
+    assert view.shape == (300,) and view.data_ptr() == grads[3].data_ptr() and torch.equal(view, grads[3])
     for p, region in zip(params, regions):
         p.grad = region
-    assert native.gather(params, regions, FLAGS) == compat.IN_PLACE
+    assert native.gather(params, regions, FLAGS) == (compat.IN_PLACE, [])
 
 
 @pytest.mark.parametrize(
@@ -187,11 +190,11 @@ def test_native_gather_refuses_the_unusual_and_copies_nothing(case):
         params[1].grad = TwoTensor(torch.randn(16), torch.randn(16))
     before = flat.clone()
     if case == "tuple":
-        assert native.gather(tuple(params), regions, flags) == 0
+        assert native.gather(tuple(params), regions, flags) == (0, [])
     elif case == "length":
-        assert native.gather(params, regions[:2], flags) == 0
+        assert native.gather(params, regions[:2], flags) == (0, [])
     else:
-        assert native.gather(params, regions, flags) == 0
+        assert native.gather(params, regions, flags) == (0, [])
     assert torch.equal(flat, before)
 
 
@@ -201,7 +204,7 @@ def test_native_gather_copies_only_on_the_cpu():
     regions = list(torch.empty(8, device="meta").view(2, 4).unbind())
     for p in params:
         p.grad = torch.empty(4, device="meta")
-    assert native.gather(params, regions, bytes(2)) == 0
+    assert native.gather(params, regions, bytes(2)) == (0, [])
 
 
 def test_native_holds_and_same_values():
@@ -243,7 +246,13 @@ def test_the_fast_path_gathers_natively_with_the_python_paths_results(monkeypatc
     monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
     answers: list[int] = []
     gather = native.gather
-    monkeypatch.setattr(native, "gather", lambda *a: answers.append(gather(*a)) or answers[-1])
+
+    def recorded(*args):
+        found = gather(*args)
+        answers.append(found[0])
+        return found
+
+    monkeypatch.setattr(native, "gather", recorded)
     fast = _train(set_to_none=set_to_none)
     assert (compat.FRESH if set_to_none else compat.IN_PLACE) in answers
     monkeypatch.setattr(compat, "_native", False)  # as where it cannot be built

@@ -151,7 +151,8 @@ class Native:
         self._same = library.momenta_same_values
         self._same.argtypes, self._same.restype = [ctypes.py_object, ctypes.py_object], ctypes.c_int64
         self._gather = library.momenta_gather
-        self._gather.argtypes, self._gather.restype = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p], ctypes.c_int64
+        self._gather.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p, ctypes.py_object]
+        self._gather.restype = ctypes.c_int64
 
     def holds(self, params: list[Tensor], ptrs: array.array[int]) -> bool:
         """Every ``params[i].data_ptr() == ptrs[i]``."""
@@ -161,13 +162,16 @@ class Native:
         """The values of ``dicts``, in order, are the objects of ``held``."""
         return bool(self._same(dicts, held))
 
-    def gather(self, params: list[Tensor], regions: list[Tensor], large: bytes) -> int:
-        """:data:`IN_PLACE` when every ``params[i].grad is regions[i]``; :data:`FRESH` when
-        every gradient is a fresh plain tensor of its region's dtype, device and shape (the
-        large ones, ``large[i]``, strided like their parameter, to be used where they are;
-        the others like their region): those others are then copied into their regions;
-        else ``0``, nothing copied."""
-        return int(self._gather(params, regions, large))
+    def gather(self, params: list[Tensor], regions: list[Tensor], large: bytes) -> tuple[int, list[Tensor]]:
+        """``(IN_PLACE, [])`` when every ``params[i].grad is regions[i]``; ``(FRESH, used)``
+        when every gradient is a fresh plain tensor of its region's dtype, device and shape,
+        on the CPU (the large ones, ``large[i]``, strided like their parameter; the others
+        like their region): the others are then copied into their regions, and ``used``
+        holds the large ones, in order, as 1-D views (:func:`~.layout.as_flat`); else
+        ``(0, [])``, nothing copied."""
+        used: list[Tensor] = []
+        found = int(self._gather(params, regions, large, used))
+        return found, used if found == FRESH else []
 
 
 IN_PLACE, FRESH = 1, 2

@@ -65,15 +65,16 @@ extern "C" int64_t momenta_same_values(PyObject* dicts, PyObject* held) {
 
 // The gradients of params (a list of parameters) against their regions of a flat gradient
 // buffer (regions[i], shaped and strided like params[i]); large[i] != 0 where a fresh
-// gradient is used where autograd put it. Returns
+// gradient is used where autograd put it: those are appended to the list used, in order, as
+// 1-D views of their elements in memory order. Returns
 //   1: every gradient is its region (accumulated in place): nothing to do;
 //   2: every gradient is fresh, a plain tensor of its region's dtype, device and shape, the
 //      large ones strided like their parameter, the others like their region (or both
 //      contiguous): the others have been copied into their regions;
 //   0: anything else (a region off the CPU too: its bytes are not ours to memcpy); nothing
 //      was copied.
-extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uint8_t* large) {
-    if (!PyList_CheckExact(params) || !PyList_CheckExact(regions)) return 0;
+extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uint8_t* large, PyObject* used) {
+    if (!PyList_CheckExact(params) || !PyList_CheckExact(regions) || !PyList_CheckExact(used)) return 0;
     const Py_ssize_t n = PyList_GET_SIZE(params);
     if (n == 0 || PyList_GET_SIZE(regions) != n) return 0;
     std::vector<const at::Tensor*> grads(n);
@@ -110,6 +111,17 @@ extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uin
         src.push_back(static_cast<const char*>(grads[i]->const_data_ptr()));
         nbytes.push_back(region.numel() * static_cast<int64_t>(region.element_size()));
         total += nbytes.back();
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (!large[i]) continue;
+        const at::Tensor& g = *grads[i];
+        PyObject* view = THPVariable_Wrap(g.as_strided({g.numel()}, {1}, g.storage_offset()));
+        if (view == nullptr || PyList_Append(used, view) != 0) {
+            Py_XDECREF(view);
+            PyErr_Clear();
+            return 0;
+        }
+        Py_DECREF(view);
     }
     const int64_t count = static_cast<int64_t>(dst.size());
     const int64_t grain = total > (int64_t{1} << 20) ? std::max<int64_t>(1, count * (int64_t{1} << 18) / total) : count;
