@@ -138,13 +138,13 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
     split = b.split(kernels.config.direct_min_numel if direct else None)
     fast = compat.native() if native else None
     if fast is not None:
-        found, used = fast.gather(b.params, b.grad_views, split.flags)
+        found, flat_large = fast.gather(b.params, b.grad_views, split.flags)
         if found == compat.IN_PLACE:
             return Gathered(b, b.everyone), []
         if found == compat.FRESH:
             if b.repoint or b._repointed:
                 _repoint(b, list(map(_grad, b.params)), split.small)
-            return Gathered(b, b.everyone, dict(zip(split.large, used))), []
+            return Gathered(b, b.everyone, dict(zip(split.large, flat_large))), []
     params, views = b.params, b.grad_views
     grads = list(map(_grad, params))
     if all(map(is_, grads, views)):  # accumulated in place: nothing to do
