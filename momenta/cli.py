@@ -2,6 +2,8 @@
 
     momenta compare                          the classic iris setup, the seed's five
     momenta compare --optimizers adam,torch:Adam --set adam.lr=0.01 --epochs 100
+    momenta compare --sweep lr=1e-3:1:5 --repeats 3 --inspect   tuned on held-out rows; m and V
+    momenta compare --data text --optimizers adamw,muon,lion     a character-level GPT
     momenta landscape --function beale --gif
     momenta bench --sets 2000x4096           step time against torch.optim, and the roofline
     momenta bench --loop --models gpt-2x64   a real training loop's step and iteration times
@@ -22,6 +24,7 @@ from typing import Any
 from momenta import registry
 from momenta.compare import data as datasets
 from momenta.compare import experiment, options, report
+from momenta.compare import text as text_task
 from momenta.compare.errors import UsageError
 from momenta.compare.landscape import FUNCTIONS, LandscapeResult, landscape
 
@@ -162,7 +165,12 @@ def add_compare(commands: Any) -> argparse.ArgumentParser:
         help="learning rate of every optimizer (default: each optimizer's own for this task, "
         "0.1 for the seed's five and most others; --set NAME.lr=… for one)",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs, help="default: %(default)s")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default: {d.epochs} ({text_task.EPOCHS} of {text_task.STEPS_PER_EPOCH} steps for --data text)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
     p.add_argument(
         "--seed", type=int, default=d.seed, help="weight-init seed (default: %(default)s)"
@@ -183,20 +191,22 @@ def add_compare(commands: Any) -> argparse.ArgumentParser:
         "--data",
         default=d.data,
         metavar="NAME",
-        help=f"{' | '.join(datasets.known())} (default: %(default)s)",
+        help=f"{' | '.join(datasets.known())} | text | text:PATH (default: %(default)s); text: "
+        "a character-level GPT on the shipped public-domain Shakespeare, or on a UTF-8 file",
     )
     p.add_argument("--target", metavar="COLUMN", help="label column of a CSV data set")
     p.add_argument(
         "--model",
-        default=d.model,
-        metavar="linear|mlp:H1,H2",
-        help="linear softmax layer, or an MLP with ReLU hidden layers",
+        default=None,
+        metavar="linear|mlp:H1,H2|gpt:L,W",
+        help=f"linear softmax layer (default), an MLP with ReLU hidden layers, or for --data text "
+        f"a GPT of L layers W wide (default {text_task.DEFAULT_MODEL})",
     )
     p.add_argument(
         "--loss",
         choices=experiment.LOSSES,
-        default=d.loss,
-        help="mse: mean (softmax − onehot)² (classic); ce: cross-entropy",
+        default=None,
+        help="mse: mean (softmax − onehot)² (classic, the default); ce: cross-entropy (text: always)",
     )
     p.add_argument(
         "--scale",
@@ -206,26 +216,64 @@ def add_compare(commands: Any) -> argparse.ArgumentParser:
         "(advisable for wine, breast_cancer, digits)",
     )
     p.add_argument("--dtype", choices=tuple(experiment.DTYPES), default=d.dtype)
+    p.add_argument(
+        "--sweep",
+        metavar="PARAM=LOW:HIGH:N",
+        help="tune PARAM for each optimizer: N values from LOW to HIGH, log-spaced when "
+        "0 < LOW and HIGH ≥ 10·LOW, else linear (force with PARAM=log:… or PARAM=lin:…); "
+        "PARAM is any hyperparameter (lr, momentum, beta1) or a tuple's element (betas.0). "
+        "Each value runs --repeats seeds on the training rows less a validation split; the "
+        "value with the lowest mean validation loss is chosen and only its test numbers are "
+        "reported; same N, seeds and epochs for every optimizer. Writes sweep.csv and "
+        "sensitivity.png",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="share of the training rows held out (stratified by class) for --sweep's choice, "
+        "in (0, 0.5] (default: %(default)s)",
+    )
+    p.add_argument(
+        "--inspect",
+        action="store_true",
+        help="record m, V, the update-to-weight ratio and the last update of each momenta "
+        "optimizer after every epoch (inspect.csv, inspect.png; momenta.inspect)",
+    )
+    p.add_argument(
+        "--target-loss",
+        type=float,
+        metavar="LOSS",
+        help="the loss of the time-to-target column (validation loss when measured, else "
+        "training loss; default: the task's, 0.05 for mse, 0.3 for ce, "
+        f"{text_task.TARGET} for text)",
+    )
     p.set_defaults(run=run_compare)
     return p
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    is_text = args.data == "text" or args.data.startswith("text:")
+    d = experiment.CompareConfig()
     config = experiment.CompareConfig(
         optimizers=_names(args.optimizers),
         lr=args.lr,
         hyper=_overrides(args.assignments),
-        epochs=args.epochs,
+        epochs=args.epochs if args.epochs is not None else (text_task.EPOCHS if is_text else d.epochs),
         batch_size=args.batch_size,
         seed=args.seed,
         split_seed=args.split_seed,
         repeats=args.repeats,
         data=args.data,
         target=args.target,
-        model=args.model,
-        loss=args.loss,
+        model=args.model if args.model is not None else (text_task.DEFAULT_MODEL if is_text else d.model),
+        loss=args.loss if args.loss is not None else ("ce" if is_text else d.loss),
         scale=args.scale,
         dtype=args.dtype,
+        inspect=args.inspect,
+        sweep=args.sweep,
+        val_fraction=args.val_fraction,
+        target_loss=args.target_loss,
     )
     out = args.out if args.out is not None else report.default_out(_run_name(args.data))
     result = experiment.run_compare(
@@ -241,6 +289,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _run_name(data: str) -> str:
     """compare-iris, compare-csv-<file stem>."""
+    if data.startswith("text:"):
+        return f"compare-text-{Path(data[5:]).stem}"
     return "compare-" + (f"csv-{Path(data[4:]).stem}" if data.startswith("csv:") else data)
 
 

@@ -4,6 +4,9 @@
     π = RandomState(split_seed).permutation(n)            rows shuffled once
     train = X[π][: n − n_test],   test = X[π][n − n_test :],   n_test = ⌊n / 5⌋
 
+    val = holdout(train): per class, round(c · val_fraction) of its c training rows (a sweep's
+          validation split, drawn once by RandomState(split_seed); the test rows untouched)
+
 For iris (n = 150, split_seed = 116) that is the classic experiment's split: first 120 rows
 for training, last 30 for testing. ``np.random.RandomState`` (not ``default_rng``) on purpose:
 it equals the classic ``np.random.seed(116); np.random.shuffle(x)``, and NumPy freezes the
@@ -64,6 +67,8 @@ class Split:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    x_val: np.ndarray | None = None  # held out of the training rows (:func:`holdout`)
+    y_val: np.ndarray | None = None
 
 
 def known() -> list[str]:
@@ -95,13 +100,36 @@ def split(data: Dataset, seed: int = 116, test_fraction: float = TEST_FRACTION) 
     return Split(x[: n - n_test], y[: n - n_test], x[n - n_test :], y[n - n_test :], data.n_classes)
 
 
+def holdout(s: Split, fraction: float, seed: int) -> Split:
+    """A validation set held out of the training rows, stratified: of each class's c rows,
+    round(c·fraction) (at least 1 when c ≥ 2, never all), drawn by ``RandomState(seed)``;
+    the rest stay training rows, in their order. The test rows are untouched."""
+    if not 0 < fraction <= 0.5:
+        raise DataError(f"val_fraction must be in (0, 0.5], got {fraction!r}")
+    rng = np.random.RandomState(seed)
+    val: list[int] = []
+    for c in range(s.n_classes):
+        rows = np.flatnonzero(s.y_train == c)
+        k = min(len(rows) - 1, max(1 if len(rows) >= 2 else 0, int(round(len(rows) * fraction))))
+        val += sorted(rng.choice(rows, size=k, replace=False).tolist()) if k > 0 else []
+    if not val:
+        raise DataError(f"training rows ({len(s.y_train)}) too few to hold out a validation set")
+    taken = np.zeros(len(s.y_train), dtype=bool)
+    taken[val] = True
+    order = np.sort(np.array(val))
+    return Split(
+        s.x_train[~taken], s.y_train[~taken], s.x_test, s.y_test, s.n_classes, s.x_train[order], s.y_train[order]
+    )
+
+
 def standardize(s: Split) -> Split:
     """x ← (x − μ) / σ with μ, σ of the training rows (σ = 0 columns are only centred)."""
     mu = s.x_train.mean(axis=0)
     sigma = s.x_train.std(axis=0)
     sigma = np.where(sigma > 0, sigma, 1.0)
     x_train, x_test = (s.x_train - mu) / sigma, (s.x_test - mu) / sigma
-    return Split(x_train, s.y_train, x_test, s.y_test, s.n_classes)
+    x_val = (s.x_val - mu) / sigma if s.x_val is not None else None
+    return Split(x_train, s.y_train, x_test, s.y_test, s.n_classes, x_val, s.y_val)
 
 
 def _load_builtin(name: str) -> Dataset:

@@ -22,6 +22,12 @@ Without an ``lr`` each optimizer gets its registry entry's (:data:`momenta.regis
 
 A run whose loss becomes NaN or ±inf stops there and is recorded as "diverged at epoch k"; the
 other optimizers still run. Ctrl-C (KeyboardInterrupt) keeps every finished epoch.
+
+Beyond the classic run (each its own module): ``sweep`` tunes one hyperparameter per optimizer
+on a validation split (:mod:`.sweep`); ``inspect`` records m, V and the step per epoch
+(:mod:`momenta.introspect`, :mod:`.inspection`); every run times the optimizers' steps
+interleaved and finds the time to a target loss (:mod:`.timing`); ``data="text"`` trains a
+character-level GPT (:mod:`.text`) instead of the table's classifier.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,7 +48,10 @@ from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type stub
 
 from momenta import registry
 from momenta.compare import data as datasets
+from momenta.engine import Optimizer
+from momenta.introspect import Inspector, Stats
 from momenta.compare.errors import UsageError
+from momenta.compare.tasks import Batch, Model, Task
 from momenta.compare.options import (
     FORMATS,
     SEED_OPTIMIZERS,
@@ -54,6 +63,9 @@ from momenta.compare.options import (
     resolve_optimizers,
     takes_sparse_gradients,
 )
+
+if TYPE_CHECKING:  # .sweep imports this module
+    from momenta.compare.sweep import SweepResult
 
 LOSSES = ("mse", "ce")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -81,6 +93,15 @@ class CompareConfig:
     loss: str = "mse"
     scale: str = "none"
     dtype: str = "float32"
+    inspect: bool = False  # record m, V and the step every epoch (inspect.csv)
+    sweep: str | None = None  # "PARAM=LOW:HIGH:N" (see .sweep)
+    val_fraction: float = 0.2  # held out of the training rows for a sweep's choice
+    target_loss: float | None = None  # None: the task's own (time to target)
+
+    @property
+    def text(self) -> bool:
+        """The character-level GPT task (``data="text"`` or ``"text:PATH"``)."""
+        return self.data == "text" or self.data.startswith("text:")
 
     def validated(self) -> CompareConfig:
         """This config with optimizer names resolved; raises :class:`UsageError` if invalid."""
@@ -97,13 +118,29 @@ class CompareConfig:
         choice("loss", self.loss, LOSSES)
         choice("scale", self.scale, datasets.SCALES)
         choice("dtype", self.dtype, tuple(DTYPES))
-        hidden_sizes(self.model)
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not (
+            0 < self.val_fraction <= 0.5
+        ):
+            raise UsageError(f"val_fraction must be a number in (0, 0.5], got {self.val_fraction!r}")
+        if self.target_loss is not None:
+            positive("target_loss", self.target_loss)
+        if self.text:
+            from momenta.compare import text
+
+            text.model_shape(self.model)
+        else:
+            hidden_sizes(self.model)
         optimizers, hyper = resolve_optimizers(self.optimizers, self.hyper)
-        return replace(self, optimizers=optimizers, hyper=hyper)
+        config = replace(self, optimizers=optimizers, hyper=hyper)
+        if config.sweep is not None:
+            from momenta.compare import sweep
+
+            sweep.parse(config.sweep).check(config)
+        return config
 
     def hyperparameters(self, optimizer: str) -> dict[str, Any]:
         """Keyword arguments for ``registry.get(optimizer).factory``: lr, then overrides."""
-        lr = self.lr if self.lr is not None else default_lr(optimizer)
+        lr = self.lr if self.lr is not None else default_lr(optimizer, self.text)
         return {"lr": lr, **self.hyper.get(optimizer, {})}
 
     def argv(self) -> list[str]:
@@ -116,6 +153,9 @@ class CompareConfig:
         argv += ["--data", self.data] + (["--target", self.target] if self.target else [])
         argv += ["--model", self.model, "--loss", self.loss, "--scale", self.scale]
         argv += ["--dtype", self.dtype]
+        argv += ["--inspect"] if self.inspect else []
+        argv += ["--sweep", self.sweep, "--val-fraction", repr(self.val_fraction)] if self.sweep else []
+        argv += ["--target-loss", repr(self.target_loss)] if self.target_loss is not None else []
         for name, overrides in self.hyper.items():
             for key, value in overrides.items():
                 argv += ["--set", f"{name}.{key}={value!r}"]
@@ -197,6 +237,8 @@ class Run:
     train_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     elapsed_s: list[float] = field(default_factory=list)  # cumulative, per epoch
+    val_loss: list[float] = field(default_factory=list)  # per epoch, when the task has one
+    inspection: list[Stats] = field(default_factory=list)  # per epoch, with inspect
     steps: int = 0
     status: str = "ok"  # "ok" | "diverged at epoch k" | "interrupted at epoch k" | "failed …"
     diverged_at: int | None = None
@@ -218,6 +260,10 @@ class Run:
         return self.train_loss[-1] if self.train_loss else None
 
     @property
+    def final_val_loss(self) -> float | None:
+        return self.val_loss[-1] if self.val_loss else None
+
+    @property
     def final_test_acc(self) -> float | None:
         return self.test_acc[-1] if self.test_acc else None
 
@@ -237,6 +283,7 @@ class Run:
             "epochs_done": self.epochs_done,
             "diverged_at_epoch": self.diverged_at,
             "final_train_loss": self.final_train_loss,
+            "final_val_loss": self.final_val_loss,
             "final_test_acc": self.final_test_acc,
             "best_test_acc": self.best_test_acc,
             "best_epoch": self.best_epoch,
@@ -274,7 +321,7 @@ class OptimizerResult:
         runs = [r.summary() for r in self.runs]
         first = self.runs[0]
         out: dict[str, Any] = {"status": self.status}
-        for key in ["final_train_loss", "final_test_acc", "best_test_acc", "best_epoch",
+        for key in ["final_train_loss", "final_val_loss", "final_test_acc", "best_test_acc", "best_epoch",
                     "total_time_s", "time_per_step_s"]:  # fmt: skip
             values = [r[key] for r in runs if r[key] is not None and math.isfinite(r[key])]
             out[key] = float(np.mean(values)) if values else None
@@ -290,13 +337,19 @@ class OptimizerResult:
 
 @dataclass
 class CompareResult:
-    """What :func:`compare` returns: the config, one :class:`OptimizerResult` per optimizer."""
+    """What :func:`compare` returns: the config, one :class:`OptimizerResult` per optimizer
+    (with a sweep: the runs of each optimizer's best value), and what the options added:
+    ``sweep`` (every point, the choice), ``step_time`` (median seconds of one step,
+    interleaved across optimizers), ``target_loss`` (of the times to target)."""
 
     config: CompareConfig
     results: dict[str, OptimizerResult]
     dataset: dict[str, Any]
     interrupted: bool = False
     out: Path | None = None
+    sweep: SweepResult | None = None
+    step_time: dict[str, float] = field(default_factory=dict)
+    target_loss: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -304,74 +357,178 @@ class CompareResult:
             len(r.runs) == self.config.repeats for r in self.results.values()
         )
 
+    def time_to_target(self, name: str) -> dict[str, Any]:
+        """The first epoch at which ``name``'s loss (validation loss when measured, else
+        training loss; the mean over seeds) is ≤ :attr:`target_loss`, and the training
+        seconds up to it (wall time of the steps, mean over seeds); ``None`` if never."""
+        from momenta.compare import timing
+
+        return timing.time_to_target(self.results[name], self.target_loss)
+
     def summary(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
         config = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
         config["optimizers"] = list(self.config.optimizers)
         config["hyper"] = {k: dict(v) for k, v in self.config.hyper.items()}
-        return {
+        optimizers = {name: r.summary() for name, r in self.results.items()}
+        for name, s in optimizers.items():
+            s["step_time_median_s"] = self.step_time.get(name)
+            s["time_to_target"] = self.time_to_target(name)
+        out = {
             "experiment": "compare",
             "command": self.config.command(),
             "config": config,
             "dataset": self.dataset,
             "interrupted": self.interrupted,
             "environment": environment(),
-            "optimizers": {name: r.summary() for name, r in self.results.items()},
+            "timing": {
+                "step_time": "median of one optimizer.step() over rounds interleaved across "
+                "optimizers (fixed gradients, after warm-up); total_time_s: wall time of training",
+                "target_loss": self.target_loss,
+            },
+            "optimizers": optimizers,
         }
+        if self.sweep is not None:
+            out["sweep"] = self.sweep.summary()
+        return out
+
+
+# ---------------------------------------------------------------- the tabular task
+
+
+class TabularTask(Task):
+    """The classifier of the module docstring on a table's split (with a validation split
+    when one is held out)."""
+
+    def __init__(self, split: datasets.Split, config: CompareConfig, info: dict[str, Any]) -> None:
+        dtype = DTYPES[config.dtype]
+        self.config, self._info = config, info
+        self.x_train = torch.as_tensor(split.x_train, dtype=dtype)
+        self.y_train = torch.as_tensor(split.y_train, dtype=torch.int64)
+        self.x_test = torch.as_tensor(split.x_test, dtype=dtype)
+        self.y_test = torch.as_tensor(split.y_test, dtype=torch.int64)
+        self.has_val = split.x_val is not None
+        self.x_val = torch.as_tensor(split.x_val, dtype=dtype) if split.x_val is not None else None
+        self.y_val = torch.as_tensor(split.y_val, dtype=torch.int64) if split.y_val is not None else None
+        self.sizes = [self.x_train.shape[1], *hidden_sizes(config.model), split.n_classes]
+        b = config.batch_size
+        self._batches = [
+            (self.x_train[i : i + b], self.y_train[i : i + b]) for i in range(0, len(self.y_train), b)
+        ]
+        self.loss_fn = LOSS_FUNCTIONS[config.loss]
+
+    def build(self, seed: int) -> Model:
+        params = init_params(self.sizes, seed, DTYPES[self.config.dtype])
+
+        def evaluate() -> tuple[float | None, float]:
+            with torch.no_grad():
+                correct = forward(params, self.x_test).argmax(dim=1) == self.y_test
+                val = None
+                if self.x_val is not None and self.y_val is not None:
+                    val = float(self.loss_fn(forward(params, self.x_val), self.y_val))
+            return val, float(correct.to(torch.float64).mean())
+
+        return Model(params, lambda x, y: self.loss_fn(forward(params, x), y), evaluate)
+
+    def batches(self, epoch: int) -> list[Batch]:
+        return self._batches
+
+    def info(self) -> dict[str, Any]:
+        return self._info
+
+    @property
+    def default_target(self) -> float:
+        """MSE 0.05 (every seed optimizer gets there on iris at lr 0.1; the start is 0.22 for
+        three classes), cross-entropy 0.3."""
+        return 0.05 if self.config.loss == "mse" else 0.3
+
+
+def make_task(config: CompareConfig) -> Task:
+    """The task ``config`` describes: the table's split (a validation split held out for a
+    sweep, features scaled after), or the text."""
+    if config.text:
+        from momenta.compare import text
+
+        return text.TextTask(config)
+    dataset = datasets.load(config.data, config.target)
+    split = datasets.split(dataset, config.split_seed)
+    if config.sweep is not None:
+        split = datasets.holdout(split, config.val_fraction, config.split_seed)
+    if config.scale == "standard":
+        split = datasets.standardize(split)
+    info = {
+        "name": dataset.name,
+        "rows": len(dataset.labels),
+        "features": dataset.n_features,
+        "classes": list(dataset.class_names),
+        "train_rows": len(split.y_train),
+        "test_rows": len(split.y_test),
+    }
+    if split.y_val is not None:
+        info["val_rows"] = len(split.y_val)
+        info["val_fraction"] = config.val_fraction
+    return TabularTask(split, config, info)
 
 
 # ---------------------------------------------------------------- training
 
 
-def default_lr(optimizer: str) -> float:
+def default_lr(optimizer: str, text: bool = False) -> float:
     """The learning rate an optimizer gets without ``--lr``: its registry entry's (0.1, the
-    classic comparison's, unless the method means something else by lr), 0.1 for torch's."""
+    classic comparison's, unless the method means something else by lr), 0.1 for torch's;
+    on the text task, :data:`momenta.compare.text.LR`'s."""
+    if text:
+        from momenta.compare import text as text_task
+
+        return text_task.default_lr(optimizer)
     return 0.1 if optimizer.startswith("torch:") else registry.get(optimizer).lr
+
+
+def build_optimizer(name: str, hyper: Mapping[str, Any], params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    return registry.get(name).factory(params, **hyper)
 
 
 def train(
     name: str,
     hyper: Mapping[str, Any],
-    split: datasets.Split,
+    task: Task,
     config: CompareConfig,
     seed: int,
     run: Run | None = None,
     progress: bool = False,
 ) -> Run:
-    """Train a fresh model with optimizer ``name`` for ``config.epochs`` epochs.
+    """Train a fresh model of ``task`` with optimizer ``name`` for ``config.epochs`` epochs.
 
     Fills ``run`` (created if None) epoch by epoch, so an interrupt keeps finished epochs.
+    With ``config.inspect`` (and a momenta optimizer) an :class:`~momenta.introspect.Inspector`
+    reads the optimizer after each epoch's last step (outside the timed steps; its hook's
+    copy of the weights before each step is inside them).
     """
-    dtype = DTYPES[config.dtype]
-    x_train, x_test = (torch.as_tensor(a, dtype=dtype) for a in (split.x_train, split.x_test))
-    y_train, y_test = (torch.as_tensor(a, dtype=torch.int64) for a in (split.y_train, split.y_test))
-    sizes = [x_train.shape[1], *hidden_sizes(config.model), split.n_classes]
-    params = init_params(sizes, seed, dtype)
-    optimizer = registry.get(name).factory(params, **hyper)
+    model = task.build(seed)
+    params = model.params
+    optimizer = build_optimizer(name, hyper, params)
     formulas = getattr(optimizer, "formulas", None)
     if run is None:
         run = Run(name, seed, {}, {})
     run.hyperparameters = json_safe(dict(optimizer.defaults))
     run.formulas = dict(formulas()) if callable(formulas) else {}
-    loss_fn = LOSS_FUNCTIONS[config.loss]
+    inspector = None
+    if config.inspect and isinstance(optimizer, Optimizer):
+        inspector = Inspector(optimizer)
 
     sparse = takes_sparse_gradients(optimizer)
 
     def batch_loss(xb: torch.Tensor, yb: torch.Tensor) -> float:
         """The closure of ``optimizer.step``: loss and gradients at the current weights."""
         optimizer.zero_grad()
-        loss = loss_fn(forward(params, xb), yb)
+        loss = model.loss(xb, yb)
         loss.backward()
         if sparse:  # the same gradient, in the only form SparseAdam takes
             for p in params:
-                assert p.grad is not None
-                p.grad = p.grad.to_sparse()
+                if p.grad is not None:
+                    p.grad = p.grad.to_sparse()
         return loss.item()
 
-    batches = [
-        (x_train[i : i + config.batch_size], y_train[i : i + config.batch_size])
-        for i in range(0, len(y_train), config.batch_size)
-    ]
     elapsed = 0.0
     bar = tqdm(
         range(1, config.epochs + 1),
@@ -385,17 +542,21 @@ def train(
     try:
         for epoch in bar:
             losses = []
+            batches = task.batches(epoch)
             start = time.perf_counter()
             for xb, yb in batches:
                 loss = optimizer.step(functools.partial(batch_loss, xb, yb))
                 losses.append(float(loss))
             elapsed += time.perf_counter() - start
-            with torch.no_grad():
-                correct = forward(params, x_test).argmax(dim=1) == y_test
+            val_loss, test_acc = model.evaluate()
             run.train_loss.append(sum(losses) / len(losses))
-            run.test_acc.append(float(correct.to(torch.float64).mean()))
+            run.test_acc.append(test_acc)
+            if val_loss is not None:
+                run.val_loss.append(val_loss if math.isfinite(val_loss) else math.inf)
             run.elapsed_s.append(elapsed)
             run.steps += len(batches)
+            if inspector is not None:
+                run.inspection.append(inspector.read().total)
             if not math.isfinite(run.train_loss[-1]):
                 run.status, run.diverged_at = f"diverged at epoch {epoch}", epoch
                 break
@@ -408,6 +569,8 @@ def train(
         run.status = f"failed at epoch {run.epochs_done + 1}: {type(e).__name__}: {e}"
     finally:
         bar.close()
+        if inspector is not None:
+            inspector.close()
     return run
 
 
@@ -416,17 +579,21 @@ def compare(
     *,
     lr: float | None = None,
     hyper: Mapping[str, Mapping[str, Any]] | None = None,
-    epochs: int = 500,
+    epochs: int | None = None,
     batch_size: int = 32,
     seed: int = 1,
     split_seed: int = 116,
     repeats: int = 1,
     data: str = "iris",
     target: str | None = None,
-    model: str = "linear",
-    loss: str = "mse",
+    model: str | None = None,
+    loss: str | None = None,
     scale: str = "none",
     dtype: str = "float32",
+    inspect: bool = False,
+    sweep: str | None = None,
+    val_fraction: float = 0.2,
+    target_loss: float | None = None,
     out: str | Path | None = None,
     format: str = "png",
     progress: bool = False,
@@ -439,22 +606,40 @@ def compare(
     ``momenta compare`` are written there (``loss.<format>``, ``accuracy.<format>``,
     ``metrics.csv``, ``summary.json``, ``report.html``). On Ctrl-C the finished epochs are kept
     and written; ``on_interrupt="raise"`` re-raises KeyboardInterrupt afterwards.
+
+    ``inspect=True`` records m, V and the step of every optimizer each epoch
+    (``run.inspection``, ``inspect.csv``, ``inspect.<format>``). ``sweep="lr=1e-3:1:5"``
+    tunes one hyperparameter per optimizer on a validation split of ``val_fraction`` of the
+    training rows (:mod:`momenta.compare.sweep`; ``result.sweep``). ``data="text"`` (or
+    ``"text:PATH"``) trains a character-level GPT, ``model="gpt:LAYERS,WIDTH"``; its
+    defaults (epochs, model, loss) are the text task's when not given.
     """
+    text_task = data == "text" or data.startswith("text:")
+    if text_task:
+        from momenta.compare import text
+
+        epochs = text.EPOCHS if epochs is None else epochs
+        model = text.DEFAULT_MODEL if model is None else model
+        loss = "ce" if loss is None else loss
     config = CompareConfig(
         tuple([optimizers] if isinstance(optimizers, str) else optimizers),
         lr,
         hyper or {},
-        epochs,
+        500 if epochs is None else epochs,
         batch_size,
         seed,
         split_seed,
         repeats,
         data,
         target,
-        model,
-        loss,
+        "linear" if model is None else model,
+        "mse" if loss is None else loss,
         scale,
         dtype,
+        inspect,
+        sweep,
+        val_fraction,
+        target_loss,
     )
     return run_compare(config, out=out, format=format, progress=progress, on_interrupt=on_interrupt)
 
@@ -469,42 +654,46 @@ def run_compare(
     log: Callable[[str], None] | None = None,
 ) -> CompareResult:
     """:func:`compare` for a ready :class:`CompareConfig` (the command line's entry)."""
-    from momenta.compare import report
+    from momenta.compare import report, timing
 
     choice("format", format, FORMATS)
     choice("on_interrupt", on_interrupt, ("keep", "raise"))
     config = config.validated()
-    dataset = datasets.load(config.data, config.target)
-    split = datasets.split(dataset, config.split_seed)
-    if config.scale == "standard":
-        split = datasets.standardize(split)
+    task = make_task(config)
     out_dir = report.prepare_out(out) if out is not None else None
     if log and out_dir:
         log(f"writing to {out_dir}")
-    info = {
-        "name": dataset.name,
-        "rows": len(dataset.labels),
-        "features": dataset.n_features,
-        "classes": list(dataset.class_names),
-        "train_rows": len(split.y_train),
-        "test_rows": len(split.y_test),
-    }
-    result = CompareResult(config, {}, info, out=out_dir)
+    result = CompareResult(config, {}, task.info(), out=out_dir)
+    result.target_loss = config.target_loss if config.target_loss is not None else task.default_target
     try:
         with one_thread():
-            for name in config.optimizers:
-                result.results[name] = OptimizerResult(name, [])
-                for seed in range(config.seed, config.seed + config.repeats):
-                    run = Run(name, seed, {}, {})
-                    result.results[name].runs.append(run)
-                    train(name, config.hyperparameters(name), split, config, seed, run, progress)
+            if config.sweep is not None:
+                from momenta.compare import sweep
+
+                result.sweep = sweep.start(config)
+                sweep.run(result.sweep, task, result.results, out_dir, progress)
+            else:
+                for name in config.optimizers:
+                    result.results[name] = OptimizerResult(name, [])
+                    for seed in range(config.seed, config.seed + config.repeats):
+                        run = Run(name, seed, {}, {})
+                        result.results[name].runs.append(run)
+                        train(name, config.hyperparameters(name), task, config, seed, run, progress)
     except KeyboardInterrupt:
         result.interrupted = True
         for r in result.results.values():
             r.runs = [run for run in r.runs if run.epochs_done]
         result.results = {k: r for k, r in result.results.items() if r.runs}
+    if not result.interrupted:
+        with one_thread():
+            kwargs = {
+                n: result.sweep.kwargs(n) if result.sweep is not None else config.hyperparameters(n)
+                for n in result.results
+            }
+            result.step_time = timing.interleaved(task, config.seed, kwargs)
     if out_dir is not None:
         report.write_compare(result, out_dir, format)
     if result.interrupted and on_interrupt == "raise":
         raise KeyboardInterrupt
     return result
+

@@ -6,6 +6,11 @@
                                  adds a seed column)
     summary.json                 CompareResult.summary()
     report.html                  one self-contained page: plots inlined, every user string escaped
+    with --inspect:  inspect.csv, inspect.<fmt> (:mod:`.inspection`)
+    with --sweep:    sweep.csv (:mod:`.sweep`, written as points finish), sensitivity.<fmt>,
+                     val_loss.<fmt> (the chosen values' validation curves; loss and accuracy
+                     plots show the chosen values' runs too) (:mod:`.sweep_report`)
+    text task:       val_loss.<fmt> as well
 
 Plots use ``matplotlib.figure.Figure`` directly (no pyplot, no global backend): 800×500 px.
 """
@@ -234,16 +239,30 @@ def images_html(paths: Sequence[Path]) -> str:
 
 def write_compare(result: CompareResult, out: Path, format: str = "png") -> list[Path]:
     """Every file of a comparison run, in ``out``; returns their paths."""
-    files = [
+    from momenta.compare import inspection, sweep_report
+
+    accuracy = "test accuracy" if not result.config.text else "test next-character accuracy"
+    plots = [
         plot_metric(result, "train_loss", "mean training loss", out / f"loss.{format}"),
-        plot_metric(result, "test_acc", "test accuracy", out / f"accuracy.{format}"),
-        write_metrics(result, out / "metrics.csv"),
+        plot_metric(result, "test_acc", accuracy, out / f"accuracy.{format}"),
     ]
+    if any(run.val_loss for r in result.results.values() for run in r.runs):
+        plots.append(plot_metric(result, "val_loss", "validation loss", out / f"val_loss.{format}"))
+    files = [*plots, write_metrics(result, out / "metrics.csv")]
     if result.config.repeats > 1:
         files.append(write_metrics_by_seed(result, out / "metrics_by_seed.csv"))
+    extra: dict[str, Path] = {}
+    if result.sweep is not None and result.sweep.points:
+        title = f"{result.dataset['name']}, {result.config.model}"
+        extra["sensitivity"] = sweep_report.plot_sensitivity(result.sweep, title, out / f"sensitivity.{format}")
+        files += [extra["sensitivity"], out / "sweep.csv"]
+    if inspection.inspected(result):
+        write_csv(out / "inspect.csv", inspection.HEADER, inspection.rows(result))
+        extra["inspect"] = inspection.plot(result, out / f"inspect.{format}")
+        files += [out / "inspect.csv", extra["inspect"]]
     write_json(out / "summary.json", result.summary())
     files.append(out / "summary.json")
-    (out / "report.html").write_text(compare_html(result, files[:2]), encoding="utf-8")
+    (out / "report.html").write_text(compare_html(result, plots, extra), encoding="utf-8")
     files.append(out / "report.html")
     return files
 
@@ -258,12 +277,17 @@ def plot_metric(result: CompareResult, metric: str, ylabel: str, path: Path) -> 
     fig, ax = new_figure(len(result.results))
     epochs = result.config.epochs
     x = np.arange(1, epochs + 1)
-    for r in result.results.values():
+    many = len(result.results) > 1
+    markers = "os^vD<>ph*"
+    for k, r in enumerate(result.results.values()):
         curves = r.curve(metric, epochs)
         curves[~np.isfinite(curves)] = np.nan
         with _quiet_nan_warnings():
             mean = np.nanmean(curves, axis=0)
-            (line,) = ax.plot(x, mean, label=_label(r), linewidth=1.5)
+            # markers a few per line, at staggered epochs: lines that coincide stay visible
+            every = max(1, epochs // 8)
+            style = {"marker": markers[k % len(markers)], "ms": 4, "markevery": (k % every, every)} if many else {}
+            (line,) = ax.plot(x, mean, label=_label(r), linewidth=1.5, **style)
             if len(r.runs) > 1:
                 ax.fill_between(
                     x,
@@ -339,24 +363,40 @@ SUMMARY_HEADER = [
     "best acc",
     "best epoch",
     "time s",
-    "µs/step",
+    "µs/step (median, interleaved)",
+    "to target",
     "status",
 ]
+
+
+def fixed(value: Any, decimals: int) -> str:
+    """A number with ``decimals`` decimals (accuracies: ``1.000`` beside ``0.533``)."""
+    if value is None:
+        return "—"
+    return f"{value:.{decimals}f}" if math.isfinite(value) else str(value)
+
+
+def to_target(t: dict[str, Any]) -> str:
+    if t.get("epoch") is None:
+        return "never"
+    seconds = f", {t['seconds']:.2f} s" if t.get("seconds") is not None else ""
+    return f"epoch {t['epoch']}{seconds}"
 
 
 def summary_rows(result: CompareResult) -> list[list[str]]:
     rows = []
     for name, s in result.summary()["optimizers"].items():
-        per_step = s["time_per_step_s"]
+        per_step = s.get("step_time_median_s")
         rows.append(
             [
                 name,
                 fmt(s["final_train_loss"]),
-                fmt(s["final_test_acc"], 3),
-                fmt(s["best_test_acc"], 3),
+                fixed(s["final_test_acc"], 3),
+                fixed(s["best_test_acc"], 3),
                 fmt(s["best_epoch"]),
-                fmt(s["total_time_s"], 3),
-                fmt(per_step * 1e6 if per_step is not None else None, 3),
+                fixed(s["total_time_s"], 2),
+                fixed(per_step * 1e6 if per_step is not None else None, 0 if per_step and per_step > 1e-4 else 1),
+                to_target(s["time_to_target"]),
                 s["status"],
             ]
         )
@@ -364,16 +404,40 @@ def summary_rows(result: CompareResult) -> list[list[str]]:
 
 
 def compare_table(result: CompareResult) -> str:
-    """The terminal summary."""
-    return text_table(SUMMARY_HEADER, summary_rows(result))
+    """The terminal summary (and, after a sweep, its ranking)."""
+    table = text_table(SUMMARY_HEADER, summary_rows(result))
+    if result.sweep is not None and result.sweep.points:
+        from momenta.compare import sweep_report
+
+        ranking = text_table(sweep_report.RANKING_HEADER, sweep_report.ranking_rows(result.sweep))
+        table = f"{table}\n\nsweep ranking ({result.sweep.budget()}):\n{ranking}"
+    return table
 
 
-def compare_html(result: CompareResult, plots: Sequence[Path]) -> str:
+def timing_note(result: CompareResult) -> str:
+    target = result.target_loss
+    metric = "validation" if any(run.val_loss for r in result.results.values() for run in r.runs) else "training"
+    return (
+        "<p><em>time s</em>: wall time of each optimizer's training steps, one optimizer after "
+        "another (a shared machine's mood included). <em>µs/step (median, interleaved)</em>: "
+        "the median time of one <code>optimizer.step()</code> over rounds in which every "
+        "optimizer steps in turn, on this task's model with fixed gradients (the optimizer "
+        f"alone, not the forward and backward passes). <em>to target</em>: the first epoch whose "
+        f"mean {metric} loss is ≤ {target:g}, and the training seconds to its end.</p>"
+        if target is not None
+        else ""
+    )
+
+
+def compare_html(result: CompareResult, plots: Sequence[Path], extra: dict[str, Path] | None = None) -> str:
+    from momenta.compare import inspection, sweep_report
+
+    extra = extra or {}
     summary = result.summary()
     optimizers = summary["optimizers"]
     c = result.config
     rows = summary_rows(result)
-    table = html_table(SUMMARY_HEADER[:-1], [row[:-1] for row in rows])
+    table = html_table(SUMMARY_HEADER[:-1], [row[:-1] for row in rows]) + timing_note(result)
     outcome = statuses_html({row[0]: row[-1] for row in rows}, result.interrupted)
     hyper = html_table(
         ["optimizer", "hyperparameters"],
@@ -385,16 +449,22 @@ def compare_html(result: CompareResult, plots: Sequence[Path]) -> str:
         [
             [
                 "data",
-                f"{d['name']} ({d['rows']} rows, {d['features']} features, "
-                f"{len(d['classes'])} classes; {d['train_rows']} train / {d['test_rows']} test, "
-                f"split seed {c.split_seed}, scale {c.scale})",
+                d["description"]
+                if "description" in d
+                else f"{d['name']} ({d['rows']} rows, {d['features']} features, "
+                f"{len(d['classes'])} classes; {d['train_rows']} train"
+                + (f" / {d['val_rows']} validation" if "val_rows" in d else "")
+                + f" / {d['test_rows']} test, split seed {c.split_seed}, scale {c.scale})",
             ],
             [
                 "model",
-                f"{c.model}, softmax output, weights and biases ~ N(0, 0.1²) truncated at ±0.2",
+                f"{c.model}: momenta.bench.models.GPT, tied weights, N(0, 0.02²) init"
+                if c.text
+                else f"{c.model}, softmax output, weights and biases ~ N(0, 0.1²) truncated at ±0.2",
             ],
             ["loss", c.loss],
-            ["lr", repr(c.lr)],
+            ["lr", repr(c.lr) if c.lr is not None else "each optimizer's own: " + ", ".join(
+                f"{n} {json_text(s['hyperparameters'].get('lr'))}" for n, s in optimizers.items())],
             ["epochs", c.epochs],
             ["batch size", c.batch_size],
             ["init seeds", ", ".join(str(c.seed + i) for i in range(c.repeats))],
@@ -402,11 +472,41 @@ def compare_html(result: CompareResult, plots: Sequence[Path]) -> str:
             ["environment", ", ".join(f"{k} {v}" for k, v in summary["environment"].items())],
         ],
     )
+    sections = [("Summary", table + outcome)]
+    if result.sweep is not None and result.sweep.points:
+        sw = result.sweep
+        ranking = html_table(sweep_report.RANKING_HEADER, sweep_report.ranking_rows(sw))
+        sections.append(
+            (
+                f"Sweep of {sw.spec.param}",
+                f"<p>Same budget for every optimizer: {html.escape(sw.budget())}, on "
+                f"{html.escape(str(result.dataset.get('val_rows', 'held-out')))} validation rows held out of the "
+                "training rows (stratified). Only the chosen value's test numbers are reported "
+                "(mean ± std over seeds); the plots below show the chosen values' runs.</p>"
+                + ranking
+                + images_html([extra["sensitivity"]])
+                + "<p>Every point: <code>sweep.csv</code>.</p>",
+            )
+        )
+    sections.append(("Plots", images_html(plots)))
+    if "inspect" in extra:
+        sections.append(
+            (
+                "Inside the optimizers: m, V and the step",
+                "<p>Read after each epoch's last step by <code>momenta.inspect</code>: rms(m), the mean "
+                "of √V̂, the update-to-weight ratio |lr·m̂/(√V̂+ε)|/|w| (per coordinate: median, max, "
+                "min), and the rms of the last update as it moved the weights. Every number: "
+                "<code>inspect.csv</code>.</p>"
+                + '<div style="display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start">'
+                + f'<div style="flex:1 1 22rem;min-width:0;overflow-x:auto">{inspection.rules_html(result)}</div>'
+                + f'<div style="flex:2 1 30rem;min-width:0">{images_html([extra["inspect"]])}</div></div>'
+                + inspection.oscillation_html(result),
+            )
+        )
     return html_page(
         "momenta compare",
         [
-            ("Summary", table + outcome),
-            ("Plots", images_html(plots)),
+            *sections,
             ("Formulas", formulas_html({n: s["formulas"] for n, s in optimizers.items()})),
             ("Hyperparameters", hyper),
             ("Setup", setup),
