@@ -30,10 +30,16 @@ running maximum); wrappers pass on their inner rule's; m = g for :class:`~moment
 V = 1 for :class:`~momenta.rules.One`. Three rules keep something other than m, and say so in
 :data:`FIRST_MOMENT_BUFFER` below (Adadelta's Δ, Rprop's step sizes, AdEMAMix's two EMAs).
 
-Cost: on the fast path, a few elementwise passes and reductions over each flat buffer
-(no per-parameter Python) and one host read per device for everything; elsewhere (the
-reference path, per-parameter readings) the same arithmetic per parameter.
-``benchmarks/bench_inspect.py`` measures it against the step.
+Cost: on the fast path, a dot product over each flat m buffer, a few elementwise passes over
+a fixed strided sample of at most :data:`SAMPLE` coordinates per buffer (mean √V̂, the
+ratios: exact below that size), one host read per device for everything; elsewhere (the
+reference path, per-parameter readings) the same arithmetic per parameter. An
+:class:`Inspector`'s hook adds one copy of the weights to every step.
+``benchmarks/bench_inspect.py`` (AdamW, one thread, median of interleaved rounds, on this
+project's 2-core CPU machine): a read costs 3.3 ms on a 120K-parameter GPT (28 tensors;
+5.7 steps), 29 ms on a 10.7M GPT (3.3 steps), 8 ms on a 604-tensor MLP (6.5 steps); the
+hook makes a step 0–5 ms slower (the copy). Every step on small models, every few steps on
+large ones.
 
 This is a module of its own (not part of ``momenta.compare``): it reads any momenta
 optimizer in any training loop; ``momenta compare --inspect`` is one user of it.
@@ -534,8 +540,9 @@ def _read(optimizer: Optimizer, per_parameter: bool, inspector: Inspector | None
             whole.add(partial)
         known = [u for u in updates if u is not None]
         whole_update = torch.stack([u.cpu() for u in known]).sum() if known else None
-        rows: list[tuple[int, list[Tensor]]] = [(whole.numel, _total(whole, whole_update))]
-        rows += [(partial.numel, _total(partial, u)) for (partial, *_), u in zip(groups, updates)]
+        each_group = [(partial.numel, _total(partial, u)) for (partial, *_), u in zip(groups, updates)]
+        # one group (the usual): the whole optimizer's numbers are the group's, not computed again
+        rows = [each_group[0] if len(groups) == 1 else (whole.numel, _total(whole, whole_update)), *each_group]
         per_param: list[list[int]] = []
         for (_, _, _, each), u in zip(groups, updates):
             indices = []
