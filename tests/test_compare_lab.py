@@ -150,3 +150,14 @@ def test_help_states_log_or_linear(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "log-spaced when 0 < LOW and HIGH ≥ 10·LOW, else linear" in out
     assert "--inspect" in out and "--val-fraction" in out and "text:PATH" in out
+
+
+def test_many_optimizers_get_small_multiples_best_first(tmp_path):
+    names = ["sgd", "sgdm", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "lion", "yogi"]
+    out = tmp_path / "run"
+    r = compare(names, epochs=3, out=out)
+    with Image.open(out / "loss.png") as image:
+        assert image.size == (1200, round(100 * (2.1 * 3 + 0.6)))  # 11 panels: 3 rows of 4
+    with Image.open(out / "accuracy.png") as image:
+        assert image.size[0] == 1200
+    assert len(r.results) == 11

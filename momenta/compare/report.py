@@ -274,6 +274,10 @@ def _label(r: OptimizerResult) -> str:
 
 
 def plot_metric(result: CompareResult, metric: str, ylabel: str, path: Path) -> Path:
+    """One labelled line per optimizer; more than :data:`MANY_LINES` of them: small multiples
+    (:func:`plot_small_multiples`)."""
+    if len(result.results) > MANY_LINES:
+        return plot_small_multiples(result, metric, ylabel, path)
     fig, ax = new_figure(len(result.results))
     epochs = result.config.epochs
     x = np.arange(1, epochs + 1)
@@ -311,6 +315,52 @@ def plot_metric(result: CompareResult, metric: str, ylabel: str, path: Path) -> 
     if result.results:  # none when Ctrl-C came during the first epoch
         legend(ax, len(result.results))
     fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+def plot_small_multiples(result: CompareResult, metric: str, ylabel: str, path: Path) -> Path:
+    """A grid of small panels, one per optimizer (its mean in colour, every other in grey
+    behind it, same axes), ordered by the final value (best first: lowest loss, highest
+    accuracy), so that 22 optimizers stay readable."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = result.config.epochs
+    x = np.arange(1, epochs + 1)
+    means: dict[str, np.ndarray] = {}
+    for name, r in result.results.items():
+        curves = r.curve(metric, epochs)
+        curves[~np.isfinite(curves)] = np.nan
+        with _quiet_nan_warnings():
+            means[name] = np.nanmean(curves, axis=0)
+
+    def final(name: str) -> float:
+        finite = means[name][np.isfinite(means[name])]
+        if not len(finite):
+            return math.inf
+        return float(finite[-1]) if "loss" in metric else -float(finite[-1])
+
+    order = sorted(means, key=final)
+    cols = 4
+    rows = -(-len(order) // cols)
+    fig = Figure(figsize=(12.0, 2.1 * rows + 0.6), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, order):
+        for other in order:
+            if other != name:
+                ax.plot(x, means[other], color="#cccccc", linewidth=0.8)
+        ax.plot(x, means[name], color="#1f77b4", linewidth=1.6)
+        ax.set_title(_label(result.results[name]), fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(order) :]:
+        ax.set_visible(False)
+    c = result.config
+    fig.suptitle(f"{ylabel} — {result.dataset['name']}, {c.model}, {c.loss} loss; one panel per optimizer, "
+                 "best final value first, the others in grey", fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     save_figure(fig, path)
     return path
 
