@@ -106,6 +106,18 @@ class Rules:
         whole-parameter quantity but norms (``segmented``: then eagerly, never compiled)."""
         return all(part.elementwise or part.segmented for part in self.parts())
 
+    @cached_property
+    def advancing(self) -> tuple[Rule, ...]:
+        """The parts that keep scalar state or give per-step values (:meth:`Rule.advance`);
+        the others' advance is the base's, which does nothing."""
+        return tuple(p for p in self.parts() if p.scalars() or type(p).advance is not Rule.advance)
+
+    @cached_property
+    def decaying(self) -> tuple[Rule, ...]:
+        """The parts with a learning-rate divisor of their own (:meth:`Rule.decay`); the
+        others' is the base's constant 1."""
+        return tuple(p for p in self.parts() if type(p).decay is not Rule.decay)
+
     def scalar_names(self) -> tuple[str, ...]:
         """The per-parameter scalar state: ``step`` (when counted), then the parts'."""
         return self._scalar_names

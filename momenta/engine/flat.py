@@ -229,10 +229,10 @@ def spans(b: Bucket, indices: Sequence[int], direct: dict[int, Tensor]) -> list[
     return [c for c in calls if c[1] > c[0]]
 
 
-def _groups(state: FlatState, present: list[int]) -> list[list[int]]:
+def _groups(state: FlatState, present: list[int], known: float | None) -> list[list[int]]:
     """``present`` split by scalar state: parameters at the same step (and the same rule
-    scalars) step together; usually all of them."""
-    if not state.scalars or state.uniform_step() is not None:
+    scalars) step together; usually all of them (``known``: the step all are at, if known)."""
+    if not state.scalars or known is not None:
         return [present]
     rows = list(zip(*(t.tolist() for t in state.scalars.values())))
     first = rows[present[0]]
@@ -244,16 +244,17 @@ def _groups(state: FlatState, present: list[int]) -> list[list[int]]:
     return list(by_row.values())
 
 
-def _advance(state: FlatState, rules: Rules, indices: list[int], everyone: bool) -> tuple[float, dict[str, Any]]:
+def _advance(
+    state: FlatState, rules: Rules, indices: list[int], everyone: bool, known: float | None
+) -> tuple[float, dict[str, Any]]:
     """Count the step of parameters ``indices`` and move their scalar state (the same for
-    all of them), on the host. Returns the step ``t`` (NaN when not counted) and this step's
-    values of the rules."""
+    all of them), on the host (``known``: the step every parameter is at, if known). Returns
+    the step ``t`` (NaN when not counted) and this step's values of the rules."""
     scalars = state.scalars
     t = float("nan")
     steps = scalars.get("step")
     if steps is not None:
-        known = state.uniform_step() if everyone else None
-        t = (known if known is not None else float(steps[indices[0]])) + 1
+        t = (known if everyone and known is not None else float(steps[indices[0]])) + 1
         if everyone:
             steps.fill_(t)
         else:
@@ -298,8 +299,9 @@ def prepare(
     layout = b.layout
     norm = layout.segments().norm if segmented else None
     calls: list[Call] = []
-    for indices in _groups(b.state, g.present):
-        t, values = _advance(b.state, rules, indices, len(indices) == len(b.params))
+    known = b.state.uniform_step()
+    for indices in _groups(b.state, g.present, known):
+        t, values = _advance(b.state, rules, indices, len(indices) == len(b.params), known)
         s = reference.Scalars.of(rules, h, t, values)
         if not rules.buffers() <= b.state.buffers.keys():  # a buffer born at this update
             _birth(b, indices, g.direct, rules, h, s, state, norm)
@@ -383,7 +385,7 @@ class FlatGroup:
             len(params) == len(self.params)
             and all(map(is_, params, self.params))
             and all(b.layout.holds(native) for b in self.buckets)
-            and not any(movable([p for p in self.others if p.requires_grad]))
+            and not (self.others and any(movable([p for p in self.others if p.requires_grad])))
         )
 
     def gather(self, direct: bool, native: bool = False) -> tuple[list[Gathered], list[Tensor]]:

@@ -29,6 +29,7 @@ import array
 import dataclasses
 import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -131,12 +132,24 @@ def hyperparameters(rules: Rules) -> dict[str, Any]:
 
 def compilable(rules: Rules) -> bool:
     """Elementwise rules made of dataclasses (so their hyperparameters can become kernel
-    inputs). Segmented rules (whole-parameter norms) run eagerly."""
-    return rules.elementwise and all(dataclasses.is_dataclass(r) for r in rules.parts())
+    inputs). Segmented rules (whole-parameter norms) run eagerly. Asked at every step:
+    answered once per ``Rules`` value."""
+    found = _compilable.get(id(rules))
+    if found is not None and found[0] is rules:
+        return found[1]
+    answer = rules.elementwise and all(dataclasses.is_dataclass(r) for r in rules.parts())
+    if len(_compilable) > 1024:
+        _compilable.clear()
+    _compilable[id(rules)] = (rules, answer)
+    return answer
+
+
+_compilable: dict[int, tuple[Rules, bool]] = {}
 
 
 #: the per-step scalars a kernel reads, by name (fields of :class:`Scalars`)
 STEP_SCALARS = tuple(f.name for f in dataclasses.fields(Scalars) if f.name != "values")
+_step_scalars = operator.attrgetter(*STEP_SCALARS)  # a Scalars' numbers, in that order
 
 
 # -- the kernel body ------------------------------------------------------------------------
@@ -261,7 +274,7 @@ def kernel(
     structure_, hyper = _structure(rules, buffers, value_names, maximize, decays, label)
     if structure_.failed:
         return None
-    numbers = [getattr(s, name) for name in STEP_SCALARS] + [v for _, v in s.values] + hyper
+    numbers = [*_step_scalars(s), *[v for _, v in s.values], *hyper]
     wide = dtype in (torch.float64, torch.complex128)
     if device.type == "cpu":  # a tensor over an array of the numbers: a third of torch.tensor's cost
         packed = torch.frombuffer(array.array("d" if wide else "f", map(float, numbers)), dtype=torch.float64 if wide else torch.float32)

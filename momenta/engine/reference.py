@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..rules import Rule, Updates
+from ..rules import Updates
 from ..rules.base import Norm, zeros
 from .composition import Rules
 
@@ -77,7 +77,7 @@ class Scalars:
     @classmethod
     def of(cls, rules: Rules, h: Hyper, t: float, values: Mapping[str, Scalar] | None = None) -> Scalars:
         divisor = rules.first.correction(t)
-        for part in rules.parts():
+        for part in rules.decaying:  # the others' d(t) is 1
             divisor = divisor * part.decay(t)
         # lr / (c₁·d(t)): one division of lr, in lr's own precision (a float32 tensor lr
         # stays float32 here, as in torch)
@@ -190,11 +190,8 @@ def advance(rules: Rules, scalars: Mapping[str, Tensor], t: float) -> tuple[dict
     this step's values)``; the caller writes the new state."""
     new: dict[str, Any] = {}
     values: dict[str, Scalar] = {}
-    for part in rules.parts():
-        names = part.scalars()
-        if not names and type(part).advance is Rule.advance:
-            continue  # no scalar state, no per-step values
-        state, now = part.advance({name: scalars[name] for name in names}, t)
+    for part in rules.advancing:  # the others keep no scalar state and give no values
+        state, now = part.advance({name: scalars[name] for name in part.scalars()}, t)
         new.update(state)
         values.update(now)
     return new, values
