@@ -51,7 +51,8 @@ def plot_sensitivity(sweep: SweepResult, title: str, path: Path) -> Path:
     values = sweep.spec.values()
     finite_all = [p.val_loss for p in sweep.points if math.isfinite(p.val_loss)]
     top = max(finite_all) * 1.15 if finite_all else 1.0
-    for name in names:
+    markers = "os^vD<>ph*"  # lines that coincide (sgd, sgdm at small lr) stay told apart
+    for k, name in enumerate(names):
         xs, mean, low, high, bad = [], [], [], [], []
         for v in values:
             losses = [p.val_loss for p in sweep.of(name) if p.value == v]
@@ -65,7 +66,7 @@ def plot_sensitivity(sweep: SweepResult, title: str, path: Path) -> Path:
                 mean.append(float(np.mean(finite)))
                 low.append(min(finite))
                 high.append(max(finite))
-        (line,) = ax.plot(xs, mean, marker="o", ms=3, linewidth=1.4, label=f"{name} ({sweep.status(name)})"
+        (line,) = ax.plot(xs, mean, marker=markers[k % len(markers)], ms=4, linewidth=1.4, label=f"{name} ({sweep.status(name)})"
                           if sweep.status(name) != "ok" else name)  # fmt: skip
         if sweep.config.repeats > 1 and xs:
             ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
