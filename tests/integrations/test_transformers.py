@@ -7,6 +7,7 @@ downloads), float64 on CPU (see ``common.tiny_gpt`` on why float64)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,12 @@ import momenta
 
 from .common import CLOSE, assert_same_params
 
+# nothing is downloaded: the model is built from a config, and the hub is off before
+# transformers (and huggingface_hub, which reads it at import) is imported
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
 LR, DECAY, STEPS = 1e-3, 0.1, 4
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """Nothing is downloaded: the model is built from a config, and the hub is off."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def gpt2() -> torch.nn.Module:
