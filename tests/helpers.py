@@ -79,8 +79,8 @@ def only_path(path: str) -> Iterator[None]:
 
     real_prepare = flat.prepare
 
-    def prepare(g, *args):  # type: ignore[no-untyped-def]
-        calls, rest = real_prepare(g, *args)
+    def prepare(g, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls, rest = real_prepare(g, *args, **kwargs)
         if not rest:
             for i in g.present:
                 record("flat", g.bucket.params[i])

@@ -261,6 +261,34 @@ def test_the_fast_path_gathers_natively_with_the_python_paths_results(monkeypatc
         assert torch.equal(a, b)
 
 
+def test_an_optimizer_of_many_small_tensors_checks_and_copies_natively(monkeypatch):
+    """Below the compile threshold, but with native_min_tensors tensors: the C++ calls."""
+    from momenta.engine import kernels
+
+    native = _native()
+    assert kernels.config.compile_min_numel > 200 * 4
+    params = [torch.nn.Parameter(torch.randn(4)) for _ in range(kernels.config.native_min_tensors)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt, twin = momenta.Adam(params, lr=0.1), torch.optim.Adam(twins, lr=0.1)
+    answers: list[int] = []
+    gather = native.gather
+
+    def recorded(*args):
+        found = gather(*args)
+        answers.append(found[0])
+        return found
+
+    monkeypatch.setattr(native, "gather", recorded)
+    for step in range(4):
+        for p, q in zip(params, twins):
+            p.grad = q.grad = torch.full((4,), float(step + 1))
+        opt.step()
+        twin.step()
+    assert compat.FRESH in answers
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q)
+
+
 def test_an_optimizer_too_small_to_compile_never_builds_the_native_functions(monkeypatch):
     monkeypatch.setattr(compat, "_native", None)
     monkeypatch.setattr(compat, "_native_done", threading.Event())

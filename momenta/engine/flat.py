@@ -132,7 +132,7 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
     another dtype or device), which take the reference path.
 
     The usual cases, every gradient in place or every one fresh, are one C++ call with
-    ``native`` (an optimizer large enough to compile its kernels, :func:`~.compat.native`),
+    ``native`` (an optimizer that compiles its kernels or has many tensors, :func:`~.compat.native`),
     else a few passes over the gradients in C (``map``), none in Python: with hundreds of
     small parameters, each pass costs tens of µs."""
     split = b.split(kernels.config.direct_min_numel if direct else None)
@@ -284,17 +284,19 @@ def prepare(
     new_state: NewState,
     compiled: bool,
     label: str = "",
+    native: bool = False,
 ) -> tuple[list[Call], list[Tensor]]:
     """Everything of bucket ``g``'s step that happens on the host: the states adopted, the
     scalar state moved, this step's numbers computed, the calls laid out (:func:`execute`
     runs them). Returns the calls, and the parameters the flat buffers cannot step after
     all (states of another layout), for the reference path. With ``compiled``, the calls
-    run compiled kernels (``label`` names the optimizer in messages)."""
+    run compiled kernels (``label`` names the optimizer in messages); with ``native``, the
+    states are checked in C++."""
     b = g.bucket
     segmented = not rules.elementwise
     if segmented and (b.layout.dtype.is_complex or len(g.present) != len(b.params) or g.direct):
         return [], [b.params[i] for i in g.present]  # norms must see each whole parameter
-    if not b.state.adopt(state, new_state, rules.scalar_names(), g.present, native=compiled and kernels.config.compile):
+    if not b.state.adopt(state, new_state, rules.scalar_names(), g.present, native=native):
         return [], [b.params[i] for i in g.present]
     layout = b.layout
     norm = layout.segments().norm if segmented else None

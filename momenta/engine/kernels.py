@@ -66,6 +66,12 @@ class Config:
             2**16); smaller ones are copied into the flat gradient buffer, where one call
             serves them all. The break-even: a copy costs about 8 bytes an element of memory
             traffic, a call about 25 µs (compiled kernels only; eager ones always copy).
+        native_min_tensors: the per-step checks and gradient copies run in C++
+            (:func:`~.compat.native`, built in the background by the C++ compiler that
+            compiles the kernels; off with ``compile``) in an optimizer that compiles its
+            kernels or holds at least this many tensors on the fast path
+            (``MOMENTA_NATIVE_MIN_TENSORS``, default 128): Python's checks cost a few
+            hundred nanoseconds a tensor, nothing that matters for a small model.
         slow_compile_s: a compile that takes longer than this is reported on the
             ``momenta`` logger at WARNING level, with how to turn compilation off.
     """
@@ -74,6 +80,7 @@ class Config:
     compile: bool = os.environ.get("MOMENTA_COMPILE", "1") != "0"
     compile_min_numel: int = int(os.environ.get("MOMENTA_COMPILE_MIN_NUMEL", str(2**16)))
     direct_min_numel: int = int(os.environ.get("MOMENTA_DIRECT_MIN_NUMEL", str(2**16)))
+    native_min_tensors: int = int(os.environ.get("MOMENTA_NATIVE_MIN_TENSORS", "128"))
     slow_compile_s: float = 2.0
 
 

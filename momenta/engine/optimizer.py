@@ -253,6 +253,11 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         # compiled kernels or eager ones: decided by the optimizer's size alone, the same at
         # every step (a resumed run takes the uninterrupted run's path)
         self._compiled = sum(f.numel for f in flats if f) >= kernels.config.compile_min_numel
+        # the C++ checks and copies: for an optimizer that compiles or has many tensors (this
+        # chooses how to check and copy, never what the step computes)
+        self._native = kernels.config.compile and (
+            self._compiled or sum(len(f.params) for f in flats if f) >= kernels.config.native_min_tensors
+        )
         plans = []
         for (group, rules, hyper), flat_group in zip(groups, flats):
             ready: list[flat.Gathered] = []
@@ -260,7 +265,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 rest = [p for p in group["params"] if p.grad is not None]
             else:
                 direct = self._compiled and kernels.config.compile and kernels.compilable(rules)
-                ready, rest = flat_group.gather(direct, native=self._compiled and kernels.config.compile)
+                ready, rest = flat_group.gather(direct, native=self._native)
             plans.append(_Plan(group, rules, hyper, ready, rest))
         return plans
 
@@ -289,7 +294,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         calls: list[flat.Call] = []
         new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
         for gathered in plan.ready:
-            prepared, left = flat.prepare(gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__)
+            prepared, left = flat.prepare(
+                gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__, native=self._native
+            )
             calls += prepared
             rest += left
         for p in rest:
@@ -338,9 +345,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         """The group's flat buffers, rebuilt when its parameters changed or moved."""
         cache: dict[int, flat.FlatGroup] = self.__dict__.setdefault("_flat_groups", {})
         group = cache.get(index)
-        # the C++ checks where the optimizer compiles its kernels (as of its last step: this
-        # only chooses how to check, never what the step computes)
-        if group is None or not group.current(params, native=self.__dict__.get("_compiled", False) and kernels.config.compile):
+        # the C++ checks as at the last step (see _plans)
+        if group is None or not group.current(params, native=self.__dict__.get("_native", False)):
             group = cache[index] = flat.FlatGroup(params, previous=group)
         return group
 
