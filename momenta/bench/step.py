@@ -34,6 +34,7 @@ import torch
 import momenta
 from momenta.bench import common
 from momenta.bench.timing import Variant, round_robin, timed
+from momenta.engine import compat
 from momenta.rules import EMA, SecondMoment
 
 # -- parameter sets -----------------------------------------------------------------------
@@ -178,6 +179,7 @@ def _probe(numel: int) -> Variant:
 
 def measure(case: Case, set_name: str, rounds: int = 7, warmup: int = 3) -> dict[str, float]:
     """Median step time (ms) of every variant and the probe, timed round-robin."""
+    compat.native(wait=True)  # the engine's C++ checks, built before the clock starts
     shapes = SETS[set_name]()
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
     variants = _variants(case, shapes) + [_probe(numel)]
@@ -256,6 +258,7 @@ def measure_overhead(tensors: int, rounds: int = 7, repeat: int = 20) -> dict[st
     """µs per AdamW step on ``tensors`` tensors of 16 elements, gradients in place: what a
     step costs beyond its bytes (per-tensor dispatch, Python, checks). Each of the
     ``rounds`` samples is the mean of ``repeat`` steps; the median over samples is kept."""
+    compat.native(wait=True)
     case = next(c for c in CASES if c.name == "AdamW")
     variants = _variants(case, [(16,)] * tensors, new_grads=False, repeat=repeat)
     round_robin(variants, rounds, warmup=3)
