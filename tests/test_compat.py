@@ -236,14 +236,8 @@ def _train(steps=4, set_to_none=True):
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("set_to_none", [True, False])
-def test_the_fast_path_gathers_natively_with_the_python_paths_results(monkeypatch, set_to_none):
-    """Where an optimizer compiles its kernels (here: any size) its gradients are gathered
-    by the C++ call once it is built, with exactly the Python path's result."""
-    from momenta.engine import kernels
-
-    native = _native()
-    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+def _record_answers(native, monkeypatch) -> list[int]:
+    """The answers of every ``native.gather`` call from now on (FRESH, IN_PLACE or 0)."""
     answers: list[int] = []
     gather = native.gather
 
@@ -253,6 +247,18 @@ def test_the_fast_path_gathers_natively_with_the_python_paths_results(monkeypatc
         return found
 
     monkeypatch.setattr(native, "gather", recorded)
+    return answers
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_the_fast_path_gathers_natively_with_the_python_paths_results(monkeypatch, set_to_none):
+    """Where an optimizer compiles its kernels (here: any size) its gradients are gathered
+    by the C++ call once it is built, with exactly the Python path's result."""
+    from momenta.engine import kernels
+
+    native = _native()
+    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+    answers = _record_answers(native, monkeypatch)
     fast = _train(set_to_none=set_to_none)
     assert (compat.FRESH if set_to_none else compat.IN_PLACE) in answers
     monkeypatch.setattr(compat, "_native", False)  # as where it cannot be built
@@ -270,15 +276,7 @@ def test_an_optimizer_of_many_small_tensors_checks_and_copies_natively(monkeypat
     params = [torch.nn.Parameter(torch.randn(4)) for _ in range(kernels.config.native_min_tensors)]
     twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
     opt, twin = momenta.Adam(params, lr=0.1), torch.optim.Adam(twins, lr=0.1)
-    answers: list[int] = []
-    gather = native.gather
-
-    def recorded(*args):
-        found = gather(*args)
-        answers.append(found[0])
-        return found
-
-    monkeypatch.setattr(native, "gather", recorded)
+    answers = _record_answers(native, monkeypatch)
     for step in range(4):
         for p, q in zip(params, twins):
             p.grad = q.grad = torch.full((4,), float(step + 1))
