@@ -45,8 +45,9 @@ STEPS_PER_EPOCH = 100
 EPOCHS = 15
 EVAL_WINDOWS = 64
 DEFAULT_MODEL = "gpt:2,64"
-#: the validation loss of the time to target (nats per character; the unigram entropy of
-#: the shipped text is about 3.3, a bigram model's about 2.5)
+#: the validation loss of the time to target (nats per character; on the shipped text the
+#: character frequencies give 3.28, an add-one bigram model of the training text 2.44 on
+#: the test text)
 TARGET = 2.0
 
 
