@@ -47,6 +47,7 @@ def test_inspect_records_every_epoch_and_the_report_shows_the_rules(tmp_path):
     assert "Inside the optimizers: m, V and the step" in report
     assert "V = β·V + (1−β)·g²" in report  # RMSProp's V rule beside the plots
     assert "Why RMSProp oscillates here and Adam does not" in report
+    assert "Not read (torch.optim's classes have no rules to read): torch:Adam." in report
     assert report.count('src="data:image/png;base64,') == 3
 
 

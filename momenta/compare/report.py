@@ -530,8 +530,12 @@ def compare_html(result: CompareResult, plots: Sequence[Path], extra: dict[str, 
             (
                 f"Sweep of {sw.spec.param}",
                 f"<p>Same budget for every optimizer: {html.escape(sw.budget())}, on "
-                f"{html.escape(str(result.dataset.get('val_rows', 'held-out')))} validation rows held out of the "
-                "training rows (stratified). Only the chosen value's test numbers are reported "
+                + (
+                    f"{result.dataset['val_rows']} validation rows held out of the training rows (stratified). "
+                    if "val_rows" in result.dataset
+                    else f"the validation text ({result.dataset.get('val_chars', '?')} characters). "
+                )
+                + "Only the chosen value's test numbers are reported "
                 "(mean ± std over seeds); the plots below show the chosen values' runs.</p>"
                 + ranking
                 + images_html([extra["sensitivity"]])
@@ -550,7 +554,14 @@ def compare_html(result: CompareResult, plots: Sequence[Path], extra: dict[str, 
                 + '<div style="display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start">'
                 + f'<div style="flex:1 1 22rem;min-width:0;overflow-x:auto">{inspection.rules_html(result)}</div>'
                 + f'<div style="flex:2 1 30rem;min-width:0">{images_html([extra["inspect"]])}</div></div>'
-                + inspection.oscillation_html(result),
+                + inspection.oscillation_html(result)
+                + (
+                    "<p>Not read (torch.optim's classes have no rules to read): "
+                    + html.escape(", ".join(n for n in result.results if n not in inspection.inspected(result)))
+                    + ".</p>"
+                    if len(inspection.inspected(result)) < len(result.results)
+                    else ""
+                ),
             )
         )
     return html_page(
