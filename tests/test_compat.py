@@ -148,16 +148,17 @@ def test_native_gather_copies_fresh_gradients_and_sees_in_place_ones():
     grads = [torch.randn(s) for s in SHAPES]
     for p, g in zip(params, grads):
         p.grad = g
-    found, used = native.gather(params, regions, FLAGS)
+    found, used = native.gather(params, regions[:3] + [None], FLAGS)  # the large one has no region
     assert found == compat.FRESH
     for region, g, large in zip(regions, grads, FLAGS):
         assert torch.equal(region, torch.zeros_like(g) if large else g)
     assert all(p.grad is g for p, g in zip(params, grads))  # nothing re-pointed
     (view,) = used  # the large one, flat, on autograd's memory
     assert view.shape == (300,) and view.data_ptr() == grads[3].data_ptr() and torch.equal(view, grads[3])
-    for p, region in zip(params, regions):
-        p.grad = region
-    assert native.gather(params, regions, FLAGS) == (compat.IN_PLACE, [])
+    for p, region in zip(params[:3], regions):
+        p.grad = region  # the small ones accumulate in place; the large one stays autograd's
+    found, used = native.gather(params, regions[:3] + [None], FLAGS)
+    assert found == compat.IN_PLACE and len(used) == 1 and used[0].data_ptr() == grads[3].data_ptr()
 
 
 @pytest.mark.parametrize(

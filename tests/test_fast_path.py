@@ -517,3 +517,35 @@ def test_a_slow_compile_is_logged_with_how_to_turn_it_off(compiled_kernels, monk
     with caplog.at_level("WARNING", logger="momenta"):
         train(opt, params, 2)
     assert not [r for r in caplog.records if r.name == "momenta"]
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_large_gradients_stay_autograds_and_have_no_region_in_the_flat_buffer(monkeypatch, set_to_none):
+    """A bucket lays its parameters out smallest first; the large ones' gradients are used
+    where autograd put them, so the flat gradient buffer ends where the large ones begin
+    (memory: no second copy of their gradients), with torch's numbers in both zero_grad modes."""
+    monkeypatch.setattr(kernels.config, "compile_min_numel", 0)
+    monkeypatch.setattr(kernels.config, "direct_min_numel", 64)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    twin = copy.deepcopy(model)
+    opt = momenta.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    reference = torch.optim.AdamW(twin.parameters(), lr=0.1, weight_decay=0.1)
+    x = torch.randn(8, 16)
+    for _ in range(4):
+        for m, o in ((model, opt), (twin, reference)):
+            m(x).square().mean().backward()
+            o.step()
+            o.zero_grad(set_to_none=set_to_none)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q)
+    (bucket,) = opt._flat_groups[0].buckets
+    sizes = [p.numel() for p in bucket.params]
+    assert sizes == sorted(sizes)
+    split = bucket.split(64)
+    assert [sizes[i] for i in split.large] == [64, 256]
+    assert bucket.grad.numel() == bucket.layout.offsets[split.large[0]] < bucket.layout.numel
+    if not set_to_none:  # the small ones accumulate in the flat buffer, the large ones in autograd's
+        grad = bucket.grad
+        within = [grad.data_ptr() <= p.grad.data_ptr() < grad.data_ptr() + grad.nbytes for p in bucket.params]
+        assert within == [i in split.small for i in range(len(sizes))]

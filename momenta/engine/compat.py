@@ -162,16 +162,18 @@ class Native:
         """The values of ``dicts``, in order, are the objects of ``held``."""
         return bool(self._same(dicts, held))
 
-    def gather(self, params: list[Tensor], regions: list[Tensor], large: bytes) -> tuple[int, list[Tensor]]:
-        """``(IN_PLACE, [])`` when every ``params[i].grad is regions[i]``; ``(FRESH, used)``
-        when every gradient is a fresh plain tensor of its region's dtype, device and shape,
-        on the CPU (the large ones, ``large[i]``, strided like their parameter; the others
-        like their region): the others are then copied into their regions, and ``used``
-        holds the large ones, in order, as 1-D views (:func:`~.layout.as_flat`); else
-        ``(0, [])``, nothing copied."""
+    def gather(self, params: list[Tensor], regions: list[Tensor | None], large: bytes) -> tuple[int, list[Tensor]]:
+        """The gradients of ``params`` against their ``regions`` of a flat gradient buffer
+        (``None`` for the large parameters, ``large[i]``, whose gradients are used where
+        autograd put them). ``(IN_PLACE, used)`` when every small ``params[i].grad is
+        regions[i]``; ``(FRESH, used)`` when every small gradient is a fresh plain tensor
+        of its region's dtype, device, shape and strides, on the CPU: they have been copied
+        into their regions. ``used`` holds the large gradients, in order, as 1-D views
+        (:func:`~.layout.as_flat`; each must be a plain tensor strided like its parameter).
+        Else ``(0, [])``, nothing copied."""
         used: list[Tensor] = []
         found = int(self._gather(params, regions, large, used))
-        return found, used if found == FRESH else []
+        return found, used if found else []
 
 
 IN_PLACE, FRESH = 1, 2

@@ -55,14 +55,17 @@ _kind = attrgetter("layout", "dtype", "device")
 
 
 class Bucket:
-    """Parameters of one device and dtype: their layout, flat gradient buffer and state."""
+    """Parameters of one device and dtype: their layout, flat gradient buffer and state.
+
+    The parameters are laid out smallest first, so that the large ones, whose fresh
+    gradients are used where autograd put them (:meth:`split`), end the layout: the flat
+    gradient buffer holds only the others, and the small ones make one kernel call."""
 
     def __init__(self, params: list[Tensor]) -> None:
+        params = sorted(params, key=Tensor.numel)  # stable: equal sizes keep their order
         self.layout = Layout(params)
         self.params = params
         self.state = FlatState(self.layout)
-        self.grad = self.layout.zeros()
-        self.grad_views = self.layout.regions(self.grad)
         self.strides = [p.stride() for p in params]
         self.everyone = list(range(len(params)))
         #: point ``p.grad`` at its region after copying a fresh gradient in, so that the
@@ -70,43 +73,69 @@ class Bucket:
         #: anyway: ``zero_grad()``'s default drops them every step)
         self.repoint = True
         self._repointed = False
-        self._views: dict[tuple[int, int], tuple[Tensor, dict[str, Tensor]]] = {}
-        self._views_of: Any = None  # the state buffers the cached views are of
-        self._split: dict[int | None, Split] = {}
+        self._views: dict[tuple[int, int], tuple[Tensor | None, dict[str, Tensor]]] = {}
+        self._views_of: Split | None = None  # the split and state buffers the cached views are of
+        self._buffers_of: Any = None
+        self._split: tuple[int | None, Split] | None = None
 
     def split(self, least: int | None) -> Split:
-        """The parameters of at least ``least`` elements, whose fresh gradients are used
-        where autograd put them (none when ``least`` is None), and the rest, copied in."""
-        found = self._split.get(least)
-        if found is None:
-            large = [] if least is None else [i for i, n in enumerate(self.layout.sizes) if n >= least]
-            taken = set(large)
-            small = [i for i in self.everyone if i not in taken]
-            flags = bytes(i in taken for i in self.everyone)
-            found = self._split[least] = Split(large, small, [self.grad_views[i] for i in small], flags)
-        return found
+        """The parameters of at least ``least`` elements, whose gradients are used where
+        autograd put them (none when ``least`` is None), and the rest, whose gradients are
+        in a flat buffer (accumulated there, or copied in); one split at a time."""
+        if self._split is None or self._split[0] != least:
+            self._split = (least, Split.of(self.layout, least))
+        return self._split[1]
 
-    def views(self, start: int, stop: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """The parameters, the flat gradient buffer and the state buffers over elements
-        ``[start, stop)``, as real views (kept from step to step while the buffers last)."""
-        if self._views_of is not self.state.buffers:
-            self._views, self._views_of = {}, self.state.buffers
+    @property
+    def grad(self) -> Tensor:
+        """The flat gradient buffer of the current split (the small parameters' regions)."""
+        return self.split(self._split[0] if self._split else None).grad
+
+    @property
+    def grad_views(self) -> list[Tensor | None]:
+        """Each parameter's region of :attr:`grad` (``None`` for the large ones)."""
+        return self.split(self._split[0] if self._split else None).views
+
+    def views(self, split: Split, start: int, stop: int, direct: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The parameters, the gradients and the state buffers over elements ``[start,
+        stop)``, as real views: the gradients are ``direct`` (a large parameter's, where
+        autograd put it) or else the split's flat gradient buffer there. The views of the
+        buffers are kept from step to step while the buffers last."""
+        if self._views_of is not split or self._buffers_of is not self.state.buffers:
+            self._views, self._views_of, self._buffers_of = {}, split, self.state.buffers
         found = self._views.get((start, stop))
         if found is None:
             real, n = reference.real, stop - start
             buffers = {k: real(v.narrow(0, start, n)) for k, v in self.state.buffers.items()}
-            found = self._views[(start, stop)] = (real(self.grad.narrow(0, start, n)), buffers)
-        return (self.layout.span(start, stop), *found)
+            g = real(split.grad.narrow(0, start, n)) if direct is None else None
+            found = self._views[(start, stop)] = (g, buffers)
+        g = found[0] if direct is None else reference.real(direct)
+        return self.layout.span(start, stop), g, found[1]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class Split:
-    """A bucket's parameters split by size (:meth:`Bucket.split`)."""
+    """A bucket's parameters split by size: the large ones (a suffix of the layout, which
+    is smallest first) have no region in the flat gradient buffer, the small ones do."""
 
-    large: list[int]  # fresh gradients used where they are
-    small: list[int]  # fresh gradients copied into the flat buffer
-    targets: list[Tensor]  # the small ones' regions of it
+    large: list[int]  # gradients used where they are
+    small: list[int]  # gradients in the flat buffer
     flags: bytes  # 1 for each large parameter, 0 for each small one, in order
+    grad: Tensor  # the flat gradient buffer: the layout up to the first large region
+    views: list[Tensor | None]  # each parameter's region of it, None for the large ones
+
+    @classmethod
+    def of(cls, layout: Layout, least: int | None) -> Split:
+        n = len(layout.sizes)
+        first = n if least is None else next((i for i, size in enumerate(layout.sizes) if size >= least), n)
+        grad = torch.zeros(layout.offsets[first] if first < n else layout.numel, dtype=layout.dtype, device=layout.device)
+        views: list[Tensor | None] = [layout.region(grad, i) for i in range(first)]
+        return cls(list(range(first, n)), list(range(first)), bytes(i >= first for i in range(n)), grad, views + [None] * (n - first))
+
+    @property
+    def targets(self) -> list[Tensor]:
+        """The small parameters' regions, in order."""
+        return self.views[: len(self.small)]  # type: ignore[return-value]
 
 
 @dataclass
@@ -114,41 +143,41 @@ class Gathered:
     """A bucket's gradients for this step, gathered; nothing has changed yet."""
 
     bucket: Bucket
+    split: Split
     present: list[int]  # the parameters with a gradient, by index
     direct: dict[int, Tensor] = field(default_factory=dict)  # gradients used where they are (1-D)
 
     def to_check(self) -> list[Tensor]:
         """This step's gradients, as the finiteness check reads them."""
-        b = self.bucket
-        if not self.direct and len(self.present) == len(b.params):
-            return [b.grad]  # the gaps between regions hold zeros
-        return [self.direct[i] if i in self.direct else b.grad_views[i] for i in self.present]
+        if not self.direct and len(self.present) == len(self.bucket.params):
+            return [self.split.grad]  # the gaps between regions hold zeros
+        views = self.split.views
+        return [self.direct[i] if i in self.direct else views[i] for i in self.present]  # type: ignore[misc]
 
 
 def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | None, list[Tensor]]:
-    """Find every gradient of bucket ``b`` (copying small fresh ones into the flat buffer;
-    with ``direct``, large fresh ones stay where they are). Returns what the flat step
-    needs and the parameters whose gradients the flat buffers cannot hold (sparse, or of
-    another dtype or device), which take the reference path.
+    """Find every gradient of bucket ``b``: with ``direct``, large ones are used where
+    autograd put them; small ones are in the flat buffer (accumulated there) or copied
+    in. Returns what the flat step needs and the parameters whose gradients the flat
+    buffers cannot hold (sparse, or of another dtype or device), which take the reference
+    path.
 
-    The usual cases, every gradient in place or every one fresh, are one C++ call with
-    ``native`` (an optimizer that compiles its kernels or has many tensors, :func:`~.compat.native`),
-    else a few passes over the gradients in C (``map``), none in Python: with hundreds of
-    small parameters, each pass costs tens of µs."""
+    The usual cases, every small gradient in place or every one fresh, are one C++ call
+    with ``native`` (an optimizer that compiles its kernels or has many tensors,
+    :func:`~.compat.native`), else a few passes over the gradients in C (``map``), none in
+    Python: with hundreds of small parameters, each pass costs tens of µs."""
     split = b.split(kernels.config.direct_min_numel if direct else None)
     fast = compat.native() if native else None
     if fast is not None:
-        found, flat_large = fast.gather(b.params, b.grad_views, split.flags)
-        if found == compat.IN_PLACE:
-            return Gathered(b, b.everyone), []
-        if found == compat.FRESH:
-            if b.repoint or b._repointed:
-                _repoint(b, list(map(_grad, b.params)), split.small)
-            return Gathered(b, b.everyone, dict(zip(split.large, flat_large))), []
-    params, views = b.params, b.grad_views
+        found, flat_large = fast.gather(b.params, split.views, split.flags)
+        if found:
+            if found == compat.FRESH and (b.repoint or b._repointed):
+                _repoint(b, split, list(map(_grad, b.params)), split.small)
+            return Gathered(b, split, b.everyone, dict(zip(split.large, flat_large))), []
+    params, views = b.params, split.views
     grads = list(map(_grad, params))
-    if all(map(is_, grads, views)):  # accumulated in place: nothing to do
-        return Gathered(b, b.everyone), []
+    if not split.large and all(map(is_, grads, views)):  # accumulated in place: nothing to do
+        return Gathered(b, split, b.everyone), []
     everyone = not any(map(is_, grads, _NONES))
     present = b.everyone if everyone else [i for i, g in enumerate(grads) if g is not None]
     if not present:
@@ -159,28 +188,25 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
         rest = [params[i] for i in present if _kind(grads[i]) != kind]
         present = [i for i in present if _kind(grads[i]) == kind]
         everyone = False
-    if everyone and not any(map(is_, grads, views)):
-        fresh = present  # every gradient new (zero_grad()'s default)
-    else:
-        fresh = [i for i in present if grads[i] is not views[i]]
-    used: dict[int, Tensor] = {}
-    if split.large:
-        ours = split.large if fresh is b.everyone else sorted(set(split.large) & set(fresh))
-        used = {i: as_flat(grads[i]) for i in ours if grads[i].stride() == b.strides[i]}
-    if fresh is b.everyone and len(used) == len(split.large):  # the usual: every small one copied
-        copied = split.small
-        compat.copy_all(split.targets, list(map(grads.__getitem__, copied)))
-    else:
-        copied = [i for i in fresh if i not in used] if used else fresh
-        compat.copy_all(list(map(views.__getitem__, copied)), list(map(grads.__getitem__, copied)))
-    _repoint(b, grads, copied)
-    return (Gathered(b, present, used) if present else None), rest
+    used = {i: _flat_gradient(b, i, grads[i]) for i in present if views[i] is None}  # type: ignore[arg-type]
+    copied = [i for i in present if views[i] is not None and grads[i] is not views[i]]
+    compat.copy_all(list(map(views.__getitem__, copied)), list(map(grads.__getitem__, copied)))  # type: ignore[arg-type]
+    _repoint(b, split, grads, copied)
+    return (Gathered(b, split, present, used) if present else None), rest
+
+
+def _flat_gradient(b: Bucket, i: int, g: Tensor) -> Tensor:
+    """A large parameter's gradient as a 1-D view in its parameter's memory order: where
+    autograd put it, or (strided otherwise: a user's transposed gradient) a dense copy."""
+    if g.stride() != b.strides[i]:
+        g = torch.empty_like(b.params[i]).copy_(g)
+    return as_flat(g)
 
 
 _NONES = itertools.repeat(None)
 
 
-def _repoint(b: Bucket, grads: list[Tensor | None], copied: list[int]) -> None:
+def _repoint(b: Bucket, split: Split, grads: list[Tensor | None], copied: list[int]) -> None:
     """``p.grad`` becomes its region for the gradients just copied in, unless the ones
     repointed last step came back fresh (then every step drops them: stop trying)."""
     if b._repointed and copied:
@@ -190,7 +216,7 @@ def _repoint(b: Bucket, grads: list[Tensor | None], copied: list[int]) -> None:
         return
     for i in copied:
         if compat.owns_storage(grads[i]):  # type: ignore[arg-type]  # a view into DDP's buckets stays there
-            b.params[i].grad = b.grad_views[i]
+            b.params[i].grad = split.views[i]
             b._repointed = True
 
 
@@ -306,7 +332,7 @@ def prepare(
         t, values = _advance(b.state, rules, indices, len(indices) == len(b.params), known)
         s = reference.Scalars.of(rules, h, t, values)
         if not rules.buffers() <= b.state.buffers.keys():  # a buffer born at this update
-            _birth(b, indices, g.direct, rules, h, s, state, norm)
+            _birth(g, indices, rules, h, s, state, norm)
             continue
         kernel = None
         if compiled and not segmented:
@@ -315,8 +341,7 @@ def prepare(
             )
         eager = partial(_eager, rules, s, h, norm)
         for start, stop, grad in spans(b, indices, g.direct):
-            p, gv, buffers = b.views(start, stop)
-            calls.append((kernel, p, gv if grad is None else reference.real(grad), buffers, eager))
+            calls.append((kernel, *b.views(g.split, start, stop, grad), eager))
     return calls, []
 
 
@@ -336,9 +361,8 @@ def _eager(rules: Rules, s: reference.Scalars, h: reference.Hyper, norm: Any, p:
 
 
 def _birth(
-    b: Bucket,
+    gathered: Gathered,
     indices: list[int],
-    direct: dict[int, Tensor],
     rules: Rules,
     h: reference.Hyper,
     s: reference.Scalars,
@@ -347,9 +371,9 @@ def _birth(
 ) -> None:
     """A step at which a rule's buffer is born (torch's ``momentum_buffer`` at the first
     step): eagerly, the new buffer made flat and handed out."""
-    for start, stop, grad in spans(b, indices, direct):
-        p, g, buffers = b.views(start, stop)
-        g = g if grad is None else reference.real(grad)
+    b = gathered.bucket
+    for start, stop, grad in spans(b, indices, gathered.direct):
+        p, g, buffers = b.views(gathered.split, start, stop, grad)
         updates = reference.update(p, g, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
         for name, value in updates.items():
             if name not in b.state.buffers:

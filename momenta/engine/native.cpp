@@ -64,42 +64,57 @@ extern "C" int64_t momenta_same_values(PyObject* dicts, PyObject* held) {
 }
 
 // The gradients of params (a list of parameters) against their regions of a flat gradient
-// buffer (regions[i], shaped and strided like params[i]); large[i] != 0 where a fresh
-// gradient is used where autograd put it: those are appended to the list used, in order, as
-// 1-D views of their elements in memory order. Returns
-//   1: every gradient is its region (accumulated in place): nothing to do;
-//   2: every gradient is fresh, a plain tensor of its region's dtype, device and shape, the
-//      large ones strided like their parameter, the others like their region (or both
-//      contiguous): the others have been copied into their regions;
-//   0: anything else (a region off the CPU too: its bytes are not ours to memcpy); nothing
-//      was copied.
+// buffer: regions[i], shaped and strided like params[i], or None for a large parameter
+// (large[i] != 0), whose gradient is used where autograd put it: those are appended to the
+// list used, in order, as 1-D views of their elements in memory order. Returns
+//   1: every small gradient is its region (accumulated in place): nothing copied;
+//   2: every small gradient is fresh, a plain tensor of its region's dtype, device and shape,
+//      strided like its region (or both contiguous): copied into its region;
+//   0: anything else (a region off the CPU too: its bytes are not ours to memcpy), or a
+//      large gradient that is not a plain tensor of its parameter's dtype, device, shape
+//      and strides; nothing was copied.
 extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uint8_t* large, PyObject* used) {
     if (!PyList_CheckExact(params) || !PyList_CheckExact(regions) || !PyList_CheckExact(used)) return 0;
     const Py_ssize_t n = PyList_GET_SIZE(params);
     if (n == 0 || PyList_GET_SIZE(regions) != n) return 0;
     std::vector<const at::Tensor*> grads(n);
-    Py_ssize_t in_place = 0;
+    Py_ssize_t small = 0, in_place = 0;
     for (Py_ssize_t i = 0; i < n; ++i) {
         PyObject* p = PyList_GET_ITEM(params, i);
-        PyObject* r = PyList_GET_ITEM(regions, i);
-        if (!THPVariable_Check(p) || !THPVariable_Check(r)) return 0;
-        const at::Tensor& g = THPVariable_Unpack(p).grad();
-        const at::Tensor& region = THPVariable_Unpack(r);
+        if (!THPVariable_Check(p)) return 0;
+        const at::Tensor& param = THPVariable_Unpack(p);
+        const at::Tensor& g = param.grad();
         if (!g.defined()) return 0;
+        grads[i] = &g;
+        if (large[i]) {
+            if (!plain(g) || !same_kind(g, param) || g.sizes() != param.sizes() || g.strides() != param.strides())
+                return 0;
+            continue;
+        }
+        ++small;
+        PyObject* r = PyList_GET_ITEM(regions, i);
+        if (!THPVariable_Check(r)) return 0;
+        const at::Tensor& region = THPVariable_Unpack(r);
         if (g.unsafeGetTensorImpl() == region.unsafeGetTensorImpl()) {
             ++in_place;
             continue;
         }
         if (!region.is_cpu() || !plain(g) || !same_kind(g, region) || g.sizes() != region.sizes()) return 0;
-        const at::Tensor& param = THPVariable_Unpack(p);
-        const bool strided_alike = large[i] ? g.strides() == param.strides()
-                                            : g.strides() == region.strides() ||
-                                                  (g.is_contiguous() && region.is_contiguous());
-        if (!strided_alike) return 0;
-        grads[i] = &g;
+        if (!(g.strides() == region.strides() || (g.is_contiguous() && region.is_contiguous()))) return 0;
     }
-    if (in_place == n) return 1;
-    if (in_place != 0) return 0;
+    if (in_place != 0 && in_place != small) return 0;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (!large[i]) continue;
+        const at::Tensor& g = *grads[i];
+        PyObject* view = THPVariable_Wrap(g.as_strided({g.numel()}, {1}, g.storage_offset()));
+        if (view == nullptr || PyList_Append(used, view) != 0) {
+            Py_XDECREF(view);
+            PyErr_Clear();
+            return 0;
+        }
+        Py_DECREF(view);
+    }
+    if (in_place == small) return 1;
     std::vector<char*> dst;
     std::vector<const char*> src;
     std::vector<int64_t> nbytes;
@@ -111,17 +126,6 @@ extern "C" int64_t momenta_gather(PyObject* params, PyObject* regions, const uin
         src.push_back(static_cast<const char*>(grads[i]->const_data_ptr()));
         nbytes.push_back(region.numel() * static_cast<int64_t>(region.element_size()));
         total += nbytes.back();
-    }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        if (!large[i]) continue;
-        const at::Tensor& g = *grads[i];
-        PyObject* view = THPVariable_Wrap(g.as_strided({g.numel()}, {1}, g.storage_offset()));
-        if (view == nullptr || PyList_Append(used, view) != 0) {
-            Py_XDECREF(view);
-            PyErr_Clear();
-            return 0;
-        }
-        Py_DECREF(view);
     }
     const int64_t count = static_cast<int64_t>(dst.size());
     const int64_t grain = total > (int64_t{1} << 20) ? std::max<int64_t>(1, count * (int64_t{1} << 18) / total) : count;
