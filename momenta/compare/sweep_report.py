@@ -2,7 +2,7 @@
 
     sensitivity.<fmt>   final validation loss vs the swept value, one line per optimizer (mean
                         over seeds, min–max band), × where a seed diverged (drawn at the top
-                        edge), ● at the chosen value
+                        edge), ○ at the chosen value; a log y axis when the losses span > 10×
     ranking             optimizers by the chosen value's mean validation loss: value, validation
                         loss and test accuracy as mean ± std over seeds (std: sample, K−1)
 """
@@ -78,6 +78,9 @@ def plot_sensitivity(sweep: SweepResult, title: str, path: Path) -> Path:
                     color=line.get_color(), ms=9, mfc="none", mew=2)  # fmt: skip
     if sweep.spec.scale == "log":
         ax.set_xscale("log")
+    low = min((x for x in finite_all if x > 0), default=0.0)
+    if low > 0 and max(finite_all) / low > 10:  # one runaway point would flatten every other line
+        ax.set_yscale("log")
     ax.set_ylim(top=top * 1.02)
     band = f", min–max band over {sweep.config.repeats} seeds" if sweep.config.repeats > 1 else ""
     ax.set_title(f"{title}: final validation loss vs {sweep.spec.param}{band}", fontsize=10)
