@@ -113,6 +113,10 @@ def test_the_text_task_runs_every_optimizer_it_must(tmp_path, monkeypatch):
     assert summary["dataset"]["vocabulary"] == len(set(path.read_text()))
     assert summary["config"]["model"] == "gpt:1,16" and summary["config"]["loss"] == "ce"
     assert {"val_loss.png", "inspect.png", "inspect.csv"} <= {p.name for p in out.iterdir()}
+    table = _rows(out / "metrics.csv")
+    assert list(table[0]) == ["optimizer", "epoch", "train_loss", "test_acc", "elapsed_s", "val_loss"]
+    mine = [float(row["val_loss"]) for row in table if row["optimizer"] == "adam"]
+    assert mine == pytest.approx(r.results["adam"].runs[0].val_loss)
 
 
 def test_the_shipped_text():

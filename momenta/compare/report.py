@@ -373,31 +373,32 @@ def _quiet_nan_warnings() -> Iterator[None]:
         yield
 
 
+def _has_val(result: CompareResult) -> bool:
+    return any(run.val_loss for r in result.results.values() for run in r.runs)
+
+
 def write_metrics(result: CompareResult, path: Path) -> Path:
-    """Long format, one row per optimizer and epoch; with repeats, means over the seeds."""
+    """Long format, one row per optimizer and epoch; with repeats, means over the seeds; a
+    ``val_loss`` column when a validation loss was measured (sweeps, the text task)."""
+    metrics = ["train_loss", "test_acc", "elapsed_s", *(["val_loss"] if _has_val(result) else [])]
     rows = []
     for r in result.results.values():
-        if len(r.runs) == 1:
-            run = r.runs[0]
-            rows += [
-                [r.name, e + 1, run.train_loss[e], run.test_acc[e], run.elapsed_s[e]]
-                for e in range(run.epochs_done)
-            ]
-            continue
         n = max(run.epochs_done for run in r.runs)
-        with _quiet_nan_warnings():
-            columns = [
-                np.nanmean(r.curve(m, n), axis=0) for m in ("train_loss", "test_acc", "elapsed_s")
-            ]
-        rows += [[r.name, e + 1, *(float(col[e]) for col in columns)] for e in range(n)]
-    write_csv(path, METRICS_HEADER, rows)
+        if len(r.runs) == 1:
+            columns = [np.asarray(getattr(r.runs[0], m), dtype=float) for m in metrics]
+        else:
+            with _quiet_nan_warnings():
+                columns = [np.nanmean(r.curve(m, n), axis=0) for m in metrics]
+        rows += [[r.name, e + 1, *(float(col[e]) if e < len(col) else "" for col in columns)] for e in range(n)]
+    write_csv(path, METRICS_HEADER + metrics[3:], rows)
     return path
 
 
 def write_metrics_by_seed(result: CompareResult, path: Path) -> Path:
-    header = ["optimizer", "seed", *METRICS_HEADER[1:]]
+    metrics = ["train_loss", "test_acc", "elapsed_s", *(["val_loss"] if _has_val(result) else [])]
+    header = ["optimizer", "seed", *METRICS_HEADER[1:], *metrics[3:]]
     rows = [
-        [r.name, run.seed, e + 1, run.train_loss[e], run.test_acc[e], run.elapsed_s[e]]
+        [r.name, run.seed, e + 1, *(getattr(run, m)[e] if e < len(getattr(run, m)) else "" for m in metrics)]
         for r in result.results.values()
         for run in r.runs
         for e in range(run.epochs_done)

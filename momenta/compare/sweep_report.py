@@ -78,8 +78,8 @@ def plot_sensitivity(sweep: SweepResult, title: str, path: Path) -> Path:
                     color=line.get_color(), ms=9, mfc="none", mew=2)  # fmt: skip
     if sweep.spec.scale == "log":
         ax.set_xscale("log")
-    low = min((x for x in finite_all if x > 0), default=0.0)
-    if low > 0 and max(finite_all) / low > 10:  # one runaway point would flatten every other line
+    smallest = min((x for x in finite_all if x > 0), default=0.0)
+    if smallest > 0 and max(finite_all) / smallest > 10:  # one runaway point would flatten every other line
         ax.set_yscale("log")
     ax.set_ylim(top=top * 1.02)
     band = f", min–max band over {sweep.config.repeats} seeds" if sweep.config.repeats > 1 else ""
