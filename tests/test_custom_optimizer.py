@@ -76,7 +76,7 @@ def test_custom_optimizer_follows_its_formula():
     assert set(state) == {"step", "exp_avg", "exp_avg_var"} and state["step"].item() == 10
     torch.testing.assert_close(state["exp_avg"], m)
     torch.testing.assert_close(state["exp_avg_var"], s)
-    assert opt.formulas()["V"] == "s = β·s + (1−β)·(g − m)², ŝ = s/(1−βᵗ)"
+    assert opt.formulas()["V"] == "s = β₂·s + (1−β₂)·(g − m)², ŝ = s/(1−β₂ᵗ)"  # m's β is β₁
 
 
 def test_custom_optimizer_gets_the_engine_for_free():

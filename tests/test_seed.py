@@ -68,9 +68,19 @@ def test_formulas_are_the_seed_table():
     p = [_param()]
     assert seed.SGD(p, lr=0.1).formulas()["m"] == "m = g"
     assert seed.SGDM(p, lr=0.1).formulas() | {} == {"m": "m = β·m + (1−β)·g", "V": "V = 1", "update": "w ← w − lr·m"}
-    assert seed.Adagrad(p, lr=0.1).formulas()["V"] == "V = Σ g²"
+    # each optimizer's own terms: no hat without a bias correction, no ε (the seed's is 0),
+    # β₁ and β₂ where both moments are EMAs
+    assert seed.Adagrad(p, lr=0.1).formulas() | {} == {"m": "m = g", "V": "V = Σ g²", "update": "w ← w − lr·m / √V"}
     assert seed.RMSProp(p, lr=0.1).formulas()["V"] == "V = β·V + (1−β)·g²"
-    assert seed.Adam(p, lr=0.1).formulas()["m"] == "m = β·m + (1−β)·g, m̂ = m/(1−βᵗ)"
+    assert seed.RMSProp(p, lr=0.1).formulas()["update"] == "w ← w − lr·m / √V"
+    assert seed.Adam(p, lr=0.1).formulas() | {} == {
+        "m": "m = β₁·m + (1−β₁)·g, m̂ = m/(1−β₁ᵗ)",
+        "V": "V = β₂·V + (1−β₂)·g², V̂ = V/(1−β₂ᵗ)",
+        "update": "w ← w − lr·m̂ / √V̂",
+    }
+    # torch's, with its ε
+    assert momenta.RMSprop(p).formulas()["update"] == "w ← w − lr·m / (√V + ε)"
+    assert momenta.Adam(p).formulas()["update"] == "w ← w − lr·m̂ / (√V̂ + ε)"
 
 
 def test_sgdm_is_an_ema_not_torch_momentum():

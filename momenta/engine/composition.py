@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -28,6 +29,29 @@ def _fill(template: str, d: str) -> str:
     if template.count("{d}") > 1 and len(d) > 2:
         return template.replace("{d}", "d") + f", d = {d}"
     return template.format(d=d)
+
+
+_BETA = re.compile("β(?![₀-₉])")  # a bare β, not β₁ or β₂
+
+
+def _corrects(rule: Rule) -> bool:
+    """The rule divides its moment by a bias correction (``c(t) ≠ 1``)."""
+    try:
+        return float(rule.correction(2.0)) != 1.0
+    except (TypeError, ValueError, RuntimeError):  # a correction that is not a number here
+        return True
+
+
+def _root(root: str, corrected: bool, eps: bool) -> str:
+    """The V rule's denominator as written (``(√V̂ + ε)``): without the hat where V is not
+    bias-corrected, without ε where it is 0."""
+    if not corrected:
+        root = root.replace("V̂", "V").replace("/√c₂", "")
+    if not eps:
+        root = root.replace(" + ε", "")
+        for wrapped, plain in (("(√V)", "√V"), ("√(V)", "√V"), ("√(V̂)", "√V̂"), ("(√V̂)", "√V̂")):
+            root = root.replace(wrapped, plain)
+    return root
 
 
 @dataclass(frozen=True)
@@ -141,12 +165,17 @@ class Rules:
     def _buffers(self) -> frozenset[str]:
         return frozenset(name for part in self.parts() for name in part.buffers())
 
-    def formulas(self) -> dict[str, str]:
+    def formulas(self, eps: float | None = None) -> dict[str, str]:
         """``{"m": …, "V": …, "update": …}`` in the README's notation (the direction and
-        iterate parts appear inside ``update``)."""
-        division = self.second.root(self.eps)
-        x = "m̂" if self.precondition == "moment" else "g"
-        d = "m" if self.second.formula == "V = 1" and x == "m̂" else x
+        iterate parts appear inside ``update``). Each optimizer's own symbols: β₁ and β₂ when
+        both moments are EMAs, a hat only on a bias-corrected moment, and no ε when the
+        group's ``eps`` is 0 (the seed's optimizers)."""
+        m, v = self.first.formula, self.second.formula
+        if _BETA.search(m) and _BETA.search(v):  # two EMAs: each its own β
+            m, v = _BETA.sub("β₁", m), _BETA.sub("β₂", v)
+        division = _root(self.second.root(self.eps), corrected="V̂" in v or _corrects(self.second), eps=eps != 0)
+        x = ("m̂" if "m̂" in m or _corrects(self.first) else "m") if self.precondition == "moment" else "g"
+        d = "m" if self.second.formula == "V = 1" and x != "g" else x
         if self.second.formula != "V = 1":
             d = f"{x} / {division}"
         if self.weight_decay == "direction":
@@ -158,4 +187,4 @@ class Rules:
             update = _fill(self.iterate.formula, d)
         if self.weight_decay == "decoupled":
             update = f"{self.iterate.decay_formula}; {update}"
-        return {"m": self.first.formula, "V": self.second.formula, "update": update}
+        return {"m": m, "V": v, "update": update}

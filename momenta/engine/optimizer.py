@@ -494,5 +494,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     # -- description ---------------------------------------------------------------------
 
     def formulas(self, group: int = 0) -> dict[str, str]:
-        """The m rule, the V rule and the update of param group ``group``, as formulas."""
-        return self.rules(self.param_groups[group]).formulas()
+        """The m rule, the V rule and the update of param group ``group``, as formulas (in the
+        group's own terms: no ε where its ``eps`` is 0)."""
+        values = self.param_groups[group]
+        eps = values.get("eps")
+        return self.rules(values).formulas(eps=eps if isinstance(eps, (int, float)) else None)
