@@ -390,7 +390,7 @@ def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any) -> _Partial | None:
     m: Tensor | None = None
     if moments.m == GRADIENT:
         grads = [p.grad for p in bucket.params]
-        if all(g is view for g, view in zip(grads, bucket.grad_views)):
+        if all(view is not None and g is view for g, view in zip(grads, bucket.grad_views)):  # no large ones
             m = bucket.grad
         elif all(g is None or (not g.is_sparse and g.dtype == layout.dtype) for g in grads):
             m = layout.zeros()

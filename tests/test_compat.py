@@ -299,3 +299,28 @@ def test_an_optimizer_too_small_to_compile_never_builds_the_native_functions(mon
         p.grad = torch.ones(8)
         opt.step()
     assert not built
+
+
+def test_a_later_process_loads_the_native_build_without_building_or_importing_inductor():
+    """The first build notes where its library is; a fresh process loads it at once (no
+    background build, no second-long import of torch._inductor)."""
+    import subprocess
+    import sys
+
+    _native()  # built (or loaded) here: the note exists
+    assert compat._index().is_file()
+    code = (
+        "import sys, torch\n"
+        "from momenta.engine import compat\n"
+        "n = compat.native()\n"
+        "print(n is not None, 'torch._inductor.codecache' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]
+
+
+def test_a_stale_note_means_a_new_build(monkeypatch, tmp_path):
+    note = tmp_path / "native.path"
+    note.write_text(str(tmp_path / "gone.so"))
+    monkeypatch.setattr(compat, "_index", lambda: note)
+    assert compat._built() is None

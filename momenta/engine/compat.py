@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import array
 import ctypes
+import getpass
+import hashlib
 import logging
+import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -183,24 +189,52 @@ _native_lock = threading.Lock()
 
 def native(wait: bool = False) -> Native | None:
     """The C++ functions (:class:`Native`), built once per machine by Inductor's C++ code
-    cache (about 15 s cold, a second from its disk cache). The first call starts the build
-    in a background thread and returns ``None`` (the caller takes its Python path, with the
-    same results) until it is done; ``wait`` waits for it. ``None`` for good where it cannot
-    be built (no compiler, a torch whose headers or cache API differ) or off the CPU build
-    of a machine without one."""
+    cache (about 15 s). Where an earlier process built them for this torch and Python, the
+    first call loads them (milliseconds); else it starts the build in a background thread
+    and returns ``None`` (the caller takes its Python path, with the same results) until it
+    is done; ``wait`` waits for it. ``None`` for good where they cannot be built (no
+    compiler, a torch whose headers or cache API differ)."""
     global _native
     if isinstance(_native, Native):
         return _native
     with _native_lock:
         if _native is None:
-            _native = True  # being built
-            threading.Thread(target=_build_native, name="momenta-native", daemon=True).start()
+            built = _built()
+            if built is not None:
+                _native = built
+                _native_done.set()
+            else:
+                _native = True  # being built
+                threading.Thread(target=_build_native, name="momenta-native", daemon=True).start()
     if wait:
         _native_done.wait()
     return _native if isinstance(_native, Native) else None
 
 
 _native_done = threading.Event()
+
+
+def _index() -> Path:
+    """Where the path of this torch's and Python's build of ``native.cpp`` is noted, beside
+    Inductor's cache (its default place: reading it from Inductor costs a second's import)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    root = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), "torchinductor_" + re.sub(r"[\\/:*?\"<>|]", "_", user)
+    )
+    key = hashlib.sha256(_NATIVE_SOURCE.read_bytes() + f"{torch.__version__} {sys.version}".encode()).hexdigest()
+    return Path(root) / "momenta" / f"native-{key[:24]}.path"
+
+
+def _built() -> Native | None:
+    """The build an earlier process left (its library still where Inductor's cache put it)."""
+    try:
+        path = _index().read_text().strip()
+        return Native(path) if os.path.isfile(path) else None
+    except (OSError, KeyError, AttributeError):  # none yet, an unreadable note, a stale library
+        return None
 
 
 def _build_native() -> None:
@@ -210,6 +244,12 @@ def _build_native() -> None:
 
         library = CppCodeCache.load(_NATIVE_SOURCE.read_text())
         _native = Native(library._name)
+        try:
+            index = _index()
+            index.parent.mkdir(parents=True, exist_ok=True)
+            index.write_text(library._name)
+        except OSError:  # a read-only cache: the next process loads through Inductor again
+            pass
     except Exception as error:  # no compiler, or torch's headers or cache API changed
         logging.getLogger("momenta").debug("momenta's C++ gather cannot be built (%s); Python path", error)
         _native = False
