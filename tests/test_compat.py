@@ -4,7 +4,6 @@ each fails safe when torch no longer offers it: slower, never wrong."""
 from __future__ import annotations
 
 import array
-import threading
 
 import pytest
 import torch
@@ -290,9 +289,8 @@ def test_an_optimizer_of_many_small_tensors_checks_and_copies_natively(monkeypat
 
 def test_an_optimizer_too_small_to_compile_never_builds_the_native_functions(monkeypatch):
     monkeypatch.setattr(compat, "_native", None)
-    monkeypatch.setattr(compat, "_native_done", threading.Event())
     built = []
-    monkeypatch.setattr(compat, "_build_native", lambda: built.append(1))
+    monkeypatch.setattr(compat, "_start_build", lambda: built.append(1) or True)
     p = torch.nn.Parameter(torch.ones(8))
     opt = momenta.AdamW([p], lr=0.1)
     for _ in range(2):
@@ -319,8 +317,10 @@ def test_a_later_process_loads_the_native_build_without_building_or_importing_in
     assert out == ["True", "False"]
 
 
-def test_a_stale_note_means_a_new_build(monkeypatch, tmp_path):
+def test_a_stale_note_means_a_new_build_and_a_failure_is_not_retried(monkeypatch, tmp_path):
     note = tmp_path / "native.path"
     note.write_text(str(tmp_path / "gone.so"))
     monkeypatch.setattr(compat, "_index", lambda: note)
-    assert compat._built() is None
+    assert compat._noted() is None
+    note.write_text("failed: CalledProcessError: no compiler")
+    assert compat._noted() is False  # not tried again

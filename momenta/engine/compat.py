@@ -21,12 +21,13 @@ import array
 import ctypes
 import getpass
 import hashlib
-import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,40 +184,46 @@ class Native:
 
 
 IN_PLACE, FRESH = 1, 2
-_native: Native | None | bool = None  # None: not built yet; False: cannot be built
+_native: Native | None | bool = None  # None: not looked for; True: being built; False: cannot be
 _native_lock = threading.Lock()
+_builder: subprocess.Popen[bytes] | None = None  # the process building it, started by this one
+_next_look = 0.0  # while it is built: when to look for the build again (time.monotonic)
 
 
 def native(wait: bool = False) -> Native | None:
-    """The C++ functions (:class:`Native`), built once per machine by Inductor's C++ code
-    cache (about 15 s). Where an earlier process built them for this torch and Python, the
-    first call loads them (milliseconds); else it starts the build in a background thread
-    and returns ``None`` (the caller takes its Python path, with the same results) until it
-    is done; ``wait`` waits for it. ``None`` for good where they cannot be built (no
-    compiler, a torch whose headers or cache API differ)."""
-    global _native
+    """The C++ functions (:class:`Native`), built once per machine and torch by Inductor's
+    C++ code cache (about 15 s), in a process of its own at low priority that outlives a
+    short script. Where a build is noted (:func:`_index`), the first call loads it in a
+    millisecond; else it starts the build and returns ``None`` (the caller takes its Python
+    path, with the same results), looking for the build at most once a second; ``wait``
+    waits for it. ``None`` for good where it cannot be built (no compiler, a torch whose
+    headers or cache API differ: noted too, and not tried again)."""
+    global _native, _next_look
     if isinstance(_native, Native):
         return _native
     with _native_lock:
-        if _native is None:
-            built = _built()
-            if built is not None:
-                _native = built
-                _native_done.set()
-            else:
-                _native = True  # being built
-                threading.Thread(target=_build_native, name="momenta-native", daemon=True).start()
-    if wait:
-        _native_done.wait()
+        while True:
+            if _native is None:
+                _native = _noted()
+                if _native is None:
+                    _native = _start_build()
+            elif _native is True and (wait or time.monotonic() >= _next_look):
+                found = _noted()
+                if found is not None:
+                    _native = found
+                elif _builder is None or _builder.poll() is not None:  # it ended without a note
+                    _native = False
+                _next_look = time.monotonic() + 1.0
+            if not (wait and _native is True):
+                break
+            time.sleep(0.1)
     return _native if isinstance(_native, Native) else None
 
 
-_native_done = threading.Event()
-
-
 def _index() -> Path:
-    """Where the path of this torch's and Python's build of ``native.cpp`` is noted, beside
-    Inductor's cache (its default place: reading it from Inductor costs a second's import)."""
+    """Where the build of ``native.cpp`` for this source, torch and Python is noted: its
+    library's path, or ``failed: …``. Beside Inductor's cache, in Inductor's default place
+    (asking Inductor costs a second's import)."""
     try:
         user = getpass.getuser()
     except (KeyError, ModuleNotFoundError, OSError):
@@ -228,30 +235,62 @@ def _index() -> Path:
     return Path(root) / "momenta" / f"native-{key[:24]}.path"
 
 
-def _built() -> Native | None:
-    """The build an earlier process left (its library still where Inductor's cache put it)."""
+def _noted() -> Native | bool | None:
+    """The noted build: loaded, ``False`` if it failed, ``None`` if there is none (yet)."""
     try:
-        path = _index().read_text().strip()
-        return Native(path) if os.path.isfile(path) else None
-    except (OSError, KeyError, AttributeError):  # none yet, an unreadable note, a stale library
+        note = _index().read_text().strip()
+    except OSError:
+        return None
+    if note.startswith("failed"):
+        return False
+    try:
+        return Native(note) if os.path.isfile(note) else None
+    except (OSError, AttributeError):  # a library of another build: build again
         return None
 
 
-def _build_native() -> None:
-    global _native
+# the builder process: idle priority first (importing torch takes a second of CPU too)
+_BUILDER = """
+import contextlib, os
+with contextlib.suppress(OSError, AttributeError):
+    os.nice(19)
+with contextlib.suppress(OSError, AttributeError):
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+from momenta.engine import compat
+compat.build_and_note()
+"""
+
+
+def _start_build() -> bool:
+    """Start the build in a process of its own (``True``), or ``False`` if none can start."""
+    global _builder
+    root = str(Path(__file__).resolve().parents[2])  # where this momenta is imported from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        _builder = subprocess.Popen(
+            [sys.executable, "-c", _BUILDER],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, start_new_session=True,
+        )  # fmt: skip
+    except OSError:
+        return False
+    return True
+
+
+def build_and_note() -> None:
+    """Build ``native.cpp`` and note where the library is, or why it failed: the builder
+    process's work (:data:`_BUILDER`), which runs only on otherwise idle cores (Linux's
+    SCHED_IDLE, else the lowest priority) so that a training process's threads keep theirs."""
+    index = _index()
+    index.parent.mkdir(parents=True, exist_ok=True)
     try:
         from torch._inductor.codecache import CppCodeCache
 
-        library = CppCodeCache.load(_NATIVE_SOURCE.read_text())
-        _native = Native(library._name)
-        try:
-            index = _index()
-            index.parent.mkdir(parents=True, exist_ok=True)
-            index.write_text(library._name)
-        except OSError:  # a read-only cache: the next process loads through Inductor again
-            pass
+        path = CppCodeCache.load(_NATIVE_SOURCE.read_text())._name
+        Native(path)  # it loads
+        note = path
     except Exception as error:  # no compiler, or torch's headers or cache API changed
-        logging.getLogger("momenta").debug("momenta's C++ gather cannot be built (%s); Python path", error)
-        _native = False
-    finally:
-        _native_done.set()
+        note = f"failed: {type(error).__name__}: {str(error)[:500]}"
+    partial = index.with_suffix(f".{os.getpid()}")
+    partial.write_text(note)
+    partial.replace(index)  # whole, for a reader in another process
