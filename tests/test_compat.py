@@ -324,3 +324,18 @@ def test_a_stale_note_means_a_new_build_and_a_failure_is_not_retried(monkeypatch
     assert compat._noted() is None
     note.write_text("failed: CalledProcessError: no compiler")
     assert compat._noted() is False  # not tried again
+
+
+def test_a_build_notes_only_failures_that_would_recur(monkeypatch, tmp_path):
+    note = tmp_path / "native.path"
+    monkeypatch.setattr(compat, "_index", lambda: note)
+    monkeypatch.setattr(compat, "_NATIVE_SOURCE", tmp_path / "gone.cpp")  # a clone deleted mid-build
+    with pytest.raises(FileNotFoundError):
+        compat.build_and_note()
+    assert not note.exists()  # the next process tries again
+    bad = tmp_path / "bad.cpp"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setattr(compat, "_NATIVE_SOURCE", bad)
+    compat.build_and_note()
+    assert note.read_text().startswith("failed: CppCompileError")
+    assert compat._noted() is False

@@ -278,19 +278,29 @@ def _start_build() -> bool:
 
 
 def build_and_note() -> None:
-    """Build ``native.cpp`` and note where the library is, or why it failed: the builder
-    process's work (:data:`_BUILDER`), which runs only on otherwise idle cores (Linux's
-    SCHED_IDLE, else the lowest priority) so that a training process's threads keep theirs."""
+    """Build ``native.cpp`` and note where the library is, or that it cannot be built here:
+    the builder process's work (:data:`_BUILDER`), which runs only on otherwise idle cores
+    (Linux's SCHED_IDLE, else the lowest priority) so that a training process's threads keep
+    theirs. Only a failure that will recur is noted (no compiler, code this torch's headers
+    or loader reject); anything else (a source gone with its temporary clone, a full disk)
+    notes nothing, and the next process tries again."""
     index = _index()
-    index.parent.mkdir(parents=True, exist_ok=True)
     try:
         from torch._inductor.codecache import CppCodeCache
 
         path = CppCodeCache.load(_NATIVE_SOURCE.read_text())._name
-        Native(path)  # it loads
+        Native(path)  # it loads, with the three functions
         note = path
-    except Exception as error:  # no compiler, or torch's headers or cache API changed
+    except Exception as error:
+        if type(error).__name__ not in _LASTING_FAILURES:
+            raise
         note = f"failed: {type(error).__name__}: {str(error)[:500]}"
+    index.parent.mkdir(parents=True, exist_ok=True)
     partial = index.with_suffix(f".{os.getpid()}")
     partial.write_text(note)
     partial.replace(index)  # whole, for a reader in another process
+
+
+#: failures of the build that the next attempt would repeat (Inductor's compile errors, no
+#: compiler, a library without the functions)
+_LASTING_FAILURES = frozenset({"CppCompileError", "InvalidCxxCompiler", "CalledProcessError", "AttributeError"})
