@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -129,6 +130,13 @@ class Rules:
         """The step may run over flat buffers: every part is elementwise, or takes no
         whole-parameter quantity but norms (``segmented``: then eagerly, never compiled)."""
         return all(part.elementwise or part.segmented for part in self.parts())
+
+    @cached_property
+    def compilable(self) -> bool:
+        """Elementwise parts that are all dataclasses, so that their hyperparameters can
+        become a compiled kernel's inputs (:mod:`.kernels`). Segmented rules (whole-parameter
+        norms) run eagerly."""
+        return self.elementwise and all(dataclasses.is_dataclass(part) for part in self.parts())
 
     @cached_property
     def advancing(self) -> tuple[Rule, ...]:

@@ -89,12 +89,16 @@ class Bucket:
     @property
     def grad(self) -> Tensor:
         """The flat gradient buffer of the current split (the small parameters' regions)."""
-        return self.split(self._split[0] if self._split else None).grad
+        return self._current().grad
 
     @property
     def grad_views(self) -> list[Tensor | None]:
         """Each parameter's region of :attr:`grad` (``None`` for the large ones)."""
-        return self.split(self._split[0] if self._split else None).views
+        return self._current().views
+
+    def _current(self) -> Split:
+        """The split the last step used (none large before any step)."""
+        return self._split[1] if self._split else self.split(None)
 
     def views(self, split: Split, start: int, stop: int, direct: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """The parameters, the gradients and the state buffers over elements ``[start,
@@ -131,11 +135,6 @@ class Split:
         grad = torch.zeros(layout.offsets[first] if first < n else layout.numel, dtype=layout.dtype, device=layout.device)
         views: list[Tensor | None] = [layout.region(grad, i) for i in range(first)]
         return cls(list(range(first, n)), list(range(first)), bytes(i >= first for i in range(n)), grad, views + [None] * (n - first))
-
-    @property
-    def targets(self) -> list[Tensor]:
-        """The small parameters' regions, in order."""
-        return self.views[: len(self.small)]  # type: ignore[return-value]
 
 
 @dataclass

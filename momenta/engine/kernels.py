@@ -139,19 +139,9 @@ def hyperparameters(rules: Rules) -> dict[str, Any]:
 
 def compilable(rules: Rules) -> bool:
     """Elementwise rules made of dataclasses (so their hyperparameters can become kernel
-    inputs). Segmented rules (whole-parameter norms) run eagerly. Asked at every step:
-    answered once per ``Rules`` value."""
-    found = _compilable.get(id(rules))
-    if found is not None and found[0] is rules:
-        return found[1]
-    answer = rules.elementwise and all(dataclasses.is_dataclass(r) for r in rules.parts())
-    if len(_compilable) > 1024:
-        _compilable.clear()
-    _compilable[id(rules)] = (rules, answer)
-    return answer
-
-
-_compilable: dict[int, tuple[Rules, bool]] = {}
+    inputs): :attr:`Rules.compilable`, worked out once per ``Rules`` value. Segmented rules
+    (whole-parameter norms) run eagerly."""
+    return rules.compilable
 
 
 #: the per-step scalars a kernel reads, by name (fields of :class:`Scalars`)

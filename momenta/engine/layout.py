@@ -99,8 +99,7 @@ class Layout:
         for p, view in zip(params, self.regions(self.data)):
             view.copy_(p.detach())
             p.data = view
-        self.ptrs = list(map(_data_ptr, params))
-        self._ptrs = array.array("q", self.ptrs)
+        self.ptrs = array.array("q", map(_data_ptr, params))  # where each parameter's data starts
         self._segments: base.Segments | None = None
         self._spans: dict[tuple[int, int], Tensor] = {}
         _layouts[_storage(self.data)] = weakref.ref(self)
@@ -141,8 +140,8 @@ class Layout:
         with ``native``, checked by one C++ call where it is built (:func:`~.compat.native`)."""
         fast = compat.native() if native else None
         if fast is not None:
-            return fast.holds(self.params, self._ptrs)
-        return list(map(_data_ptr, self.params)) == self.ptrs
+            return fast.holds(self.params, self.ptrs)
+        return array.array("q", map(_data_ptr, self.params)) == self.ptrs
 
     def segments(self) -> base.Segments:
         """Where each parameter's elements lie, gaps as segments of their own (for the
