@@ -173,6 +173,16 @@ class Rules:
     def _buffers(self) -> frozenset[str]:
         return frozenset(name for part in self.parts() for name in part.buffers())
 
+    @cached_property
+    def nonnegative(self) -> frozenset[str]:
+        """The buffers that are never negative (:meth:`Rule.nonnegative`: coded unsigned)."""
+        return frozenset(name for part in self.parts() for name in part.nonnegative())
+
+    @cached_property
+    def exact(self) -> frozenset[str]:
+        """The buffers that stay at the parameter's precision (:meth:`Rule.exact`)."""
+        return frozenset(name for part in self.parts() for name in part.exact())
+
     def formulas(self, eps: float | None = None) -> dict[str, str]:
         """``{"m": …, "V": …, "update": …}`` in the README's notation (the direction and
         iterate parts appear inside ``update``). Each optimizer's own symbols: β₁ and β₂ when

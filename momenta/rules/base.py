@@ -199,6 +199,20 @@ class Rule(ABC):
         rule creates at its first update (override then). ``load_state_dict`` checks against it."""
         return self.initial_buffers()
 
+    def nonnegative(self) -> tuple[str, ...]:
+        """The buffers that never hold a negative value (``V``-like: sums, averages and
+        maxima of squares). A low-precision state (``state_precision``) codes them without a
+        sign bit, and reads a positive value back as positive, never as 0 (a ``V`` read as 0
+        would make the step ``m/ε``). Default: none; every second-moment rule's buffers."""
+        return ()
+
+    def exact(self) -> tuple[str, ...]:
+        """The buffers that stay at the parameter's precision whatever ``state_precision``
+        says: those whose coding error would compound (Rprop's step sizes, which are
+        multiplied step after step) or that hold weights (an average of the iterates,
+        schedule-free's ``z``). Default: none; every iterate rule's buffers."""
+        return ()
+
     def scalars(self) -> dict[str, float]:
         """Per-parameter scalar state and its initial values (default: none). The engine
         keeps each as a 0-dim tensor in ``optimizer.state`` (torch's dtype and device for
@@ -239,6 +253,10 @@ class FirstMoment(Rule):
 
 class SecondMoment(Rule):
     """``V_t``: a rule over the squared gradients."""
+
+    def nonnegative(self) -> tuple[str, ...]:
+        """Every buffer: sums, averages and maxima of squares are never negative."""
+        return self.buffers()
 
     @abstractmethod
     def update(
@@ -298,6 +316,10 @@ class Iterate(Rule):
     #: decoupled weight decay, as a formula (for :meth:`Rules.formulas`)
     decay_formula = "w ← w·(1 − lr·λ)"
 
+    def exact(self) -> tuple[str, ...]:
+        """Every buffer: an iterate's buffers hold weights (an average, ``z``)."""
+        return self.buffers()
+
     @abstractmethod
     def apply(
         self, state: State, w: Tensor, d: Tensor, step_size: Scalar, lr: Scalar, shrink: Scalar | None, t: float
@@ -333,6 +355,12 @@ class Wrapping(Rule):
 
     def buffers(self) -> tuple[str, ...]:
         return self.inner.buffers()
+
+    def nonnegative(self) -> tuple[str, ...]:
+        return self.inner.nonnegative()
+
+    def exact(self) -> tuple[str, ...]:
+        return self.inner.exact()
 
     def scalars(self) -> dict[str, float]:
         return self.inner.scalars()

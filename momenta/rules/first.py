@@ -221,6 +221,9 @@ class Delta(FirstMoment):
     def init(self, p: Tensor) -> Updates:
         return {self.name: zeros(p)}
 
+    def nonnegative(self) -> tuple[str, ...]:
+        return (self.name,)  # an average of squared steps
+
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         acc = state[self.name]
         m = (acc + self.eps).sqrt() * g
@@ -260,6 +263,14 @@ class Resilient(FirstMoment):
 
     def init(self, p: Tensor) -> Updates:
         return {"prev": zeros(p), "step_size": full(p, self.initial)}
+
+    def nonnegative(self) -> tuple[str, ...]:
+        return ("step_size",)
+
+    def exact(self) -> tuple[str, ...]:
+        # step sizes are multiplied step after step, so a coding error compounds; ``prev``
+        # is read for its sign, which a small value coded as 0 would lose
+        return ("prev", "step_size")
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         s = (g * state["prev"]).sign()

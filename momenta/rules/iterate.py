@@ -365,6 +365,9 @@ class RelativeUpdate(Iterate):
     def buffers(self) -> tuple[str, ...]:
         return self.momentum.buffers() if self.momentum is not None else ()
 
+    def exact(self) -> tuple[str, ...]:
+        return ()  # its buffer is a first moment (Adafactor's ``exp_avg``), not weights
+
     def size(self, w: Tensor, lr: Scalar, t: float) -> Scalar:
         """α_t, the step size for weights ``w`` (before the step) at step ``t``."""
         rho = minimum(lr, 1 / sqrt(t)) if self.relative_step else lr

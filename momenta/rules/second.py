@@ -128,6 +128,9 @@ class EMASq(SecondMoment):
             buffers[self.mean_name] = zeros(p)
         return buffers
 
+    def nonnegative(self) -> tuple[str, ...]:
+        return (self.name,)  # the mean gradient (centered) takes either sign
+
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
     ) -> tuple[Tensor | None, Updates]:
@@ -160,6 +163,9 @@ class _Wrapping(Wrapping, SecondMoment):
 
     def root(self, where_eps: Eps) -> str:
         return self.inner.root(where_eps)
+
+    def nonnegative(self) -> tuple[str, ...]:
+        return self.buffers()  # the inner rule's and this one's own
 
 
 @dataclass(frozen=True)
