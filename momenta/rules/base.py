@@ -250,6 +250,13 @@ class FirstMoment(Rule):
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         """Return ``(m, new_buffers)`` for gradient ``g`` at step ``t`` (1-based)."""
 
+    def moment(self) -> str | None:
+        """The buffer that holds ``m`` (``m̂ = m / c(t)``, :meth:`correction` of the rule
+        that keeps it), or ``None`` where no buffer does (``m`` made afresh each step from
+        other state). Read by :func:`momenta.inspect`. Default: the buffer the rule's
+        ``name`` field names, if it keeps one."""
+        return _named(self)
+
 
 class SecondMoment(Rule):
     """``V_t``: a rule over the squared gradients."""
@@ -267,6 +274,14 @@ class SecondMoment(Rule):
         ``m`` is the first moment of this step when the first-moment rule runs first
         (``precondition="moment"``), else ``None``.
         """
+
+    def moment(self) -> str | None:
+        """The buffer that holds ``V`` coordinate by coordinate, as :meth:`denominator`
+        takes it (``V̂ = V / c(t)``): the outermost such buffer (AMSGrad's running maximum,
+        not its inner average), or ``None`` where none does (``V = 1``, a factored ``V``,
+        ``V`` made from two buffers). Read by :func:`momenta.inspect`. Default: the buffer
+        the rule's ``name`` field names, if it keeps one."""
+        return _named(self)
 
     def root(self, where_eps: Eps) -> str:
         """The denominator as a formula (for :meth:`Rules.formulas`)."""
@@ -290,6 +305,12 @@ class SecondMoment(Rule):
 
 def _corrected(c: Scalar) -> bool:
     return isinstance(c, Tensor) or c != 1
+
+
+def _named(rule: Rule) -> str | None:
+    """The buffer ``rule.name`` names, if the rule keeps it (its default :meth:`moment`)."""
+    name = getattr(rule, "name", None)
+    return name if isinstance(name, str) and name in rule.buffers() else None
 
 
 class Direction(Rule):
@@ -361,6 +382,12 @@ class Wrapping(Rule):
 
     def exact(self) -> tuple[str, ...]:
         return self.inner.exact()
+
+    def moment(self) -> str | None:
+        """The inner rule's moment buffer (:meth:`FirstMoment.moment`,
+        :meth:`SecondMoment.moment`): a wrapper keeps the inner rule's buffers."""
+        inner = self.inner
+        return inner.moment() if isinstance(inner, (FirstMoment, SecondMoment)) else None
 
     def scalars(self) -> dict[str, float]:
         return self.inner.scalars()

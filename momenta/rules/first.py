@@ -224,6 +224,10 @@ class Delta(FirstMoment):
     def nonnegative(self) -> tuple[str, ...]:
         return (self.name,)  # an average of squared steps
 
+    def moment(self) -> str | None:
+        """None: ``acc_delta`` averages squared steps; m = √(Δ + ε)·u is made afresh."""
+        return None
+
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         acc = state[self.name]
         m = (acc + self.eps).sqrt() * g
@@ -271,6 +275,10 @@ class Resilient(FirstMoment):
         # step sizes are multiplied step after step, so a coding error compounds; ``prev``
         # is read for its sign, which a small value coded as 0 would lose
         return ("prev", "step_size")
+
+    def moment(self) -> str | None:
+        """None: ``prev`` is the last gradient, ``step_size`` is η; m = η·sign(g) is made afresh."""
+        return None
 
     def update(self, state: State, g: Tensor, t: float) -> tuple[Tensor, Updates]:
         s = (g * state["prev"]).sign()
@@ -443,6 +451,10 @@ class EMAMix(FirstMoment):
 
     def init(self, p: Tensor) -> Updates:
         return {self.fast: zeros(p), self.slow: zeros(p)}
+
+    def moment(self) -> str | None:
+        """The fast EMA m₁ stands for m (m = m₁/(1−β₁ᵗ) + α(t)·m₂ is made afresh each step)."""
+        return self.fast
 
     def alpha_at(self, t: Scalar) -> Scalar:
         """α(t), the weight of the slow EMA at step ``t``."""

@@ -131,6 +131,10 @@ class EMASq(SecondMoment):
     def nonnegative(self) -> tuple[str, ...]:
         return (self.name,)  # the mean gradient (centered) takes either sign
 
+    def moment(self) -> str | None:
+        """``exp_avg_sq``; None when centered (V = the buffer − ḡ², no buffer holds it)."""
+        return None if self.centered else self.name
+
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
     ) -> tuple[Tensor | None, Updates]:
@@ -196,6 +200,10 @@ class AMSGrad(_Wrapping):
 
     def buffers(self) -> tuple[str, ...]:
         return (*self.inner.buffers(), self.name)
+
+    def moment(self) -> str | None:
+        """The running maximum (what divides), not the inner rule's V."""
+        return self.name
 
     def update(
         self, state: State, g: Tensor, m: Tensor | None, t: float
