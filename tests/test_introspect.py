@@ -13,7 +13,7 @@ import momenta
 from momenta import registry
 from momenta.engine import kernels
 from momenta import introspect
-from momenta.introspect import GRADIENT, Inspector, inspect, moments
+from momenta.introspect import GRADIENT, Inspector, inspect, lower_median, moments
 
 
 def _model(big: bool) -> list[torch.Tensor]:
@@ -90,10 +90,10 @@ def test_numbers_equal_the_state_by_hand(case, path, monkeypatch):
         assert not getattr(opt, "_flat_groups", {})
     t = 3
     want = _by_hand(opt, params, before, m_name, v_name, lr, c1(t), c2(t), eps)
-    sampled = inspector.read()  # 90 300 coordinates: √V̂ and the ratios on a strided sample
-    assert sampled.total.m_norm == pytest.approx(want["m_norm"], rel=2e-5)  # ‖m‖: every one
-    for key in ["sqrt_v_mean", "ratio_median"]:
-        assert getattr(sampled.total, key) == pytest.approx(want[key], rel=0.05), key
+    sampled = inspector.read()  # 90 300 coordinates: the median of r on a strided sample
+    for key in ["m_norm", "m_rms", "sqrt_v_mean", "ratio_min", "ratio_max", "update_rms"]:  # every coordinate
+        assert getattr(sampled.total, key) == pytest.approx(want[key], rel=2e-5), key
+    assert sampled.total.ratio_median == pytest.approx(want["ratio_median"], rel=0.05)
     monkeypatch.setattr(introspect, "SAMPLE", 10**9)  # every coordinate: equal to the state by hand
     reading = inspector.read()
     got = reading.total.as_dict()
@@ -161,6 +161,8 @@ def test_which_buffers_are_m_and_v_comes_from_the_rules():
         opt = registry.get(name).factory([torch.zeros(2, 2, requires_grad=True)], lr=0.1)
         found = moments(opt.rules(opt.param_groups[0]))
         assert (found.m, found.V) == (m, v), name
+    centered = momenta.RMSprop([torch.zeros(2, requires_grad=True)], centered=True)
+    assert moments(centered.rules(centered.param_groups[0])).V is None  # V = buffer − ḡ²: no buffer holds it
     amsgrad = momenta.Adam([torch.zeros(2, requires_grad=True)], amsgrad=True)
     assert moments(amsgrad.rules(amsgrad.param_groups[0])).V == "max_exp_avg_sq"  # the running max
     muon = momenta.MuonWithAdamW([torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)])
@@ -189,3 +191,66 @@ def test_before_any_step_nothing_is_defined():
     opt = momenta.Adam([torch.ones(3, requires_grad=True)], lr=0.1)
     total = inspect(opt).total
     assert total.m_norm is None and total.ratio_median is None and total.update_rms is None
+
+
+def test_rules_declare_their_moment_buffers():
+    """The declaration is the rules' (``moment()``); wrappers pass on their inner rule's."""
+    from momenta.rules import AMSGrad, EMA, EMAMix, EMASq, Factored, Gradient, One, Resilient
+    from momenta.rules.first import Corrected, Delta, Initialized
+
+    assert EMA(name="avg").moment() == "avg"
+    assert Corrected(EMA(bias_correction=True)).moment() == "exp_avg"
+    assert Initialized(EMA()).moment() == "exp_avg"
+    assert EMAMix().moment() == "exp_avg_fast"
+    assert Delta().moment() is None and Resilient().moment() is None and Gradient().moment() is None
+    assert EMASq().moment() == "exp_avg_sq" and EMASq(centered=True).moment() is None
+    assert AMSGrad(EMASq()).moment() == "max_exp_avg_sq"
+    assert Factored().moment() is None and One().moment() is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 7, introspect.SMALL, introspect.SMALL + 1, 50_000])
+def test_lower_median_is_torchs(dtype, n):
+    g = torch.Generator().manual_seed(n)
+    r = (torch.rand(n, generator=g, dtype=torch.float64) * 1e-3).to(dtype)
+    r[::5] = r[0]  # ties
+    r[1::7] = -1.0  # not defined
+    r[2::11] = 0.0
+    if n > 20:
+        r[3] = math.inf
+        r[4] = torch.finfo(dtype).tiny / 4  # subnormal
+    kept = r[r >= 0]
+    want = kept.median() if kept.numel() else torch.tensor(math.nan, dtype=dtype)
+    got = lower_median(r)
+    assert got.dtype == dtype
+    assert (math.isnan(got) and math.isnan(want)) or got.item() == want.item()
+    r[-1] = math.nan
+    assert math.isnan(lower_median(r))
+    assert math.isnan(lower_median(torch.full((n,), -1.0, dtype=dtype)))
+
+
+def test_a_state_that_is_not_float_is_refused():
+    """Low-precision codes (``state_precision``) are not read as numbers: an error names the buffer."""
+    params = _model(big=False)
+    opt, _, _ = _train(lambda ps: momenta.Adam(ps, lr=0.01, foreach=False), params, steps=1)
+    opt.state[params[0]]["exp_avg"] = torch.zeros(params[0].shape, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="'exp_avg' is a torch.uint8 tensor"):
+        inspect(opt)
+    del opt.state[params[0]]["exp_avg"]
+    opt.state[params[0]]["exp_avg_codes"] = torch.zeros(params[0].shape, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="no buffer 'exp_avg'"):
+        inspect(opt)
+
+
+def test_the_compiled_pass_equals_the_eager_one(monkeypatch):
+    """Where the optimizer compiles, so does the pass; its numbers are the eager pass's."""
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    params = _model(big=True)
+    opt, inspector, _ = _train(lambda ps: momenta.AdamW(ps, lr=0.01), params)
+    assert opt._compiled
+    compiled = inspector.read().total
+    assert any(graph is not None for graph in introspect._compiled.values())
+    monkeypatch.setattr(kernels.config, "compile", False)
+    eager = inspector.read().total
+    for key, value in eager.as_dict().items():
+        assert compiled.as_dict()[key] == pytest.approx(value, rel=1e-5), key
