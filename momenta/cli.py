@@ -248,6 +248,15 @@ def add_compare(commands: Any) -> argparse.ArgumentParser:
         "training loss; default: the task's, 0.05 for mse, 0.3 for ce, "
         f"{text_task.TARGET} for text)",
     )
+    p.add_argument(
+        "--landscape",
+        nargs="?",
+        const="rosenbrock",
+        metavar="FUNCTION",
+        help=f"also run the same optimizers on a 2-D test function ({', '.join(FUNCTIONS)}; "
+        "default rosenbrock), each at the function's own lr, into OUT/landscape/; the report "
+        "embeds its plot and links its report",
+    )
     p.set_defaults(run=run_compare)
     return p
 
@@ -271,6 +280,7 @@ def run_compare(args: argparse.Namespace) -> int:
         scale=args.scale,
         dtype=args.dtype,
         inspect=args.inspect,
+        landscape=args.landscape,
         sweep=args.sweep,
         val_fraction=args.val_fraction,
         target_loss=args.target_loss,

@@ -64,7 +64,8 @@ from momenta.compare.options import (
     takes_sparse_gradients,
 )
 
-if TYPE_CHECKING:  # .sweep imports this module
+if TYPE_CHECKING:  # .sweep imports this module; .landscape imports .report, which imports it
+    from momenta.compare.landscape import LandscapeConfig, LandscapeResult
     from momenta.compare.sweep import SweepResult
 
 LOSSES = ("mse", "ce")
@@ -97,6 +98,7 @@ class CompareConfig:
     sweep: str | None = None  # "PARAM=LOW:HIGH:N" (see .sweep)
     val_fraction: float = 0.2  # held out of the training rows for a sweep's choice
     target_loss: float | None = None  # None: the task's own (time to target)
+    landscape: str | None = None  # a 2-D test function: its trajectories too (landscape/)
 
     @property
     def text(self) -> bool:
@@ -132,11 +134,27 @@ class CompareConfig:
             hidden_sizes(self.model)
         optimizers, hyper = resolve_optimizers(self.optimizers, self.hyper)
         config = replace(self, optimizers=optimizers, hyper=hyper)
+        if config.landscape is not None:
+            from momenta.compare.landscape import FUNCTIONS
+
+            if config.landscape not in FUNCTIONS:
+                raise UsageError(f"landscape: unknown test function {config.landscape!r}; known: {', '.join(FUNCTIONS)}")
+            config.landscape_config().validated()
         if config.sweep is not None:
             from momenta.compare import sweep
 
             sweep.parse(config.sweep).check(config)
         return config
+
+    def landscape_config(self) -> LandscapeConfig:
+        """The landscape run of ``landscape``: the same optimizers and overrides, except lr
+        (a task's learning rate is not a test function's: each function has its own)."""
+        from momenta.compare.landscape import LandscapeConfig
+
+        hyper = {n: {k: v for k, v in h.items() if k != "lr"} for n, h in self.hyper.items()}
+        if self.landscape is None:
+            raise UsageError("landscape: no test function given")
+        return LandscapeConfig(self.landscape, self.optimizers, hyper={n: h for n, h in hyper.items() if h})
 
     def hyperparameters(self, optimizer: str) -> dict[str, Any]:
         """Keyword arguments for ``registry.get(optimizer).factory``: lr, then overrides."""
@@ -156,6 +174,7 @@ class CompareConfig:
         argv += ["--inspect"] if self.inspect else []
         argv += ["--sweep", self.sweep, "--val-fraction", repr(self.val_fraction)] if self.sweep else []
         argv += ["--target-loss", repr(self.target_loss)] if self.target_loss is not None else []
+        argv += ["--landscape", self.landscape] if self.landscape is not None else []
         for name, overrides in self.hyper.items():
             for key, value in overrides.items():
                 argv += ["--set", f"{name}.{key}={value!r}"]
@@ -350,6 +369,7 @@ class CompareResult:
     sweep: SweepResult | None = None
     step_time: dict[str, float] = field(default_factory=dict)
     target_loss: float | None = None
+    landscape: LandscapeResult | None = None  # with config.landscape
 
     @property
     def complete(self) -> bool:
@@ -390,6 +410,8 @@ class CompareResult:
         }
         if self.sweep is not None:
             out["sweep"] = self.sweep.summary()
+        if self.landscape is not None:  # its own summary.json is in landscape/
+            out["landscape"] = {k: self.landscape.summary()[k] for k in ("function", "optimizers")}
         return out
 
 
@@ -594,6 +616,7 @@ def compare(
     sweep: str | None = None,
     val_fraction: float = 0.2,
     target_loss: float | None = None,
+    landscape: str | None = None,
     out: str | Path | None = None,
     format: str = "png",
     progress: bool = False,
@@ -612,7 +635,10 @@ def compare(
     tunes one hyperparameter per optimizer on a validation split of ``val_fraction`` of the
     training rows (:mod:`momenta.compare.sweep`; ``result.sweep``). ``data="text"`` (or
     ``"text:PATH"``) trains a character-level GPT, ``model="gpt:LAYERS,WIDTH"``; its
-    defaults (epochs, model, loss) are the text task's when not given.
+    defaults (epochs, model, loss) are the text task's when not given. ``landscape="rosenbrock"``
+    (any :data:`~momenta.compare.landscape.FUNCTIONS` name) also runs the same optimizers on
+    that 2-D test function, each at the function's own lr (``result.landscape``; its files
+    in ``out/landscape/``, which the report embeds and links).
     """
     text_task = data == "text" or data.startswith("text:")
     if text_task:
@@ -640,6 +666,7 @@ def compare(
         sweep,
         val_fraction,
         target_loss,
+        landscape,
     )
     return run_compare(config, out=out, format=format, progress=progress, on_interrupt=on_interrupt)
 
@@ -691,6 +718,13 @@ def run_compare(
                 for n in result.results
             }
             result.step_time = timing.interleaved(task, config.seed, kwargs)
+        if config.landscape is not None:
+            from momenta.compare.landscape import landscape
+
+            c = config.landscape_config()
+            result.landscape = landscape(
+                c.function, c.optimizers, hyper=c.hyper, out=out_dir / "landscape" if out_dir else None, format=format
+            )
     if out_dir is not None:
         report.write_compare(result, out_dir, format)
     if result.interrupted and on_interrupt == "raise":

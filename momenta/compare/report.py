@@ -256,6 +256,9 @@ def write_compare(result: CompareResult, out: Path, format: str = "png") -> list
         title = f"{result.dataset['name']}, {result.config.model}"
         extra["sensitivity"] = sweep_report.plot_sensitivity(result.sweep, title, out / f"sensitivity.{format}")
         files += [extra["sensitivity"], out / "sweep.csv"]
+    landscape = result.landscape
+    if landscape is not None and landscape.out is not None and landscape.trajectories:
+        extra["landscape"] = landscape.out / f"landscape.{format}"
     if inspection.inspected(result):
         write_csv(out / "inspect.csv", inspection.HEADER, inspection.rows(result))
         extra["inspect"] = inspection.plot(result, out / f"inspect.{format}")
@@ -563,6 +566,18 @@ def compare_html(result: CompareResult, plots: Sequence[Path], extra: dict[str, 
                     if len(inspection.inspected(result)) < len(result.results)
                     else ""
                 ),
+            )
+        )
+    if "landscape" in extra and result.landscape is not None:
+        fn = result.landscape.config.test_function
+        link = extra["landscape"].parent.name + "/report.html"
+        sections.append(
+            (
+                f"Landscape: {fn.name}",
+                f"<p>The same optimizers from the same start on f = {html.escape(fn.formula)}, each at "
+                f"the function's own lr ({fmt(result.landscape.config.lr)}) for {result.landscape.config.steps} "
+                f'steps. Its own report, with f − f* per step and every point: <a href="{html.escape(link)}">'
+                f"{html.escape(link)}</a>.</p>" + images_html([extra["landscape"]]),
             )
         )
     return html_page(
