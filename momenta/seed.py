@@ -22,6 +22,7 @@ from typing import Any
 from .engine import Optimizer, Rules
 from .engine import validation as check
 from .engine.optimizer import Nonfinite, ParamsT
+from .engine.storage import ParamRounding, StatePrecision
 from .rules import EMA, EMASq, Gradient, One, SumSq
 
 
@@ -33,9 +34,17 @@ class SGD(Optimizer):
         lr: learning rate (required).
     """
 
-    def __init__(self, params: ParamsT, lr: float, *, nonfinite: Nonfinite = None) -> None:
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        *,
+        nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
+    ) -> None:
         check.lr(lr)
-        super().__init__(params, dict(lr=lr), nonfinite=nonfinite)
+        super().__init__(params, dict(lr=lr), nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(Gradient(), One())
@@ -52,10 +61,19 @@ class SGDM(Optimizer):
     Source: Polyak's heavy ball in its exponential-moving-average form.
     """
 
-    def __init__(self, params: ParamsT, lr: float, beta: float = 0.9, *, nonfinite: Nonfinite = None) -> None:
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        beta: float = 0.9,
+        *,
+        nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
+    ) -> None:
         check.lr(lr)
         check.unit_interval(beta, "beta")
-        super().__init__(params, dict(lr=lr, beta=beta), nonfinite=nonfinite)
+        super().__init__(params, dict(lr=lr, beta=beta), nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(EMA(group["beta"]), One())
@@ -72,10 +90,19 @@ class Adagrad(Optimizer):
     Source: Duchi, Hazan & Singer, JMLR 2011.
     """
 
-    def __init__(self, params: ParamsT, lr: float, eps: float = 0.0, *, nonfinite: Nonfinite = None) -> None:
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        eps: float = 0.0,
+        *,
+        nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
+    ) -> None:
         check.lr(lr)
         check.non_negative(eps, "epsilon value")
-        super().__init__(params, dict(lr=lr, eps=eps), nonfinite=nonfinite)
+        super().__init__(params, dict(lr=lr, eps=eps), nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(Gradient(), SumSq(), zero_over_zero=True)
@@ -94,12 +121,20 @@ class RMSProp(Optimizer):
     """
 
     def __init__(
-        self, params: ParamsT, lr: float, beta: float = 0.9, eps: float = 0.0, *, nonfinite: Nonfinite = None
+        self,
+        params: ParamsT,
+        lr: float,
+        beta: float = 0.9,
+        eps: float = 0.0,
+        *,
+        nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         check.lr(lr)
         check.unit_interval(beta, "beta")
         check.non_negative(eps, "epsilon value")
-        super().__init__(params, dict(lr=lr, beta=beta, eps=eps), nonfinite=nonfinite)
+        super().__init__(params, dict(lr=lr, beta=beta, eps=eps), nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(Gradient(), EMASq(group["beta"], name="square_avg"), zero_over_zero=True)
@@ -128,12 +163,14 @@ class Adam(Optimizer):
         eps: float = 0.0,
         *,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         check.lr(lr)
         check.unit_interval(beta1, "beta1")
         check.unit_interval(beta2, "beta2")
         check.non_negative(eps, "epsilon value")
-        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps), nonfinite=nonfinite)
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps), nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return Rules(

@@ -447,13 +447,15 @@ def test_constructor_is_torch_style(cls):
     sig = inspect.signature(cls.__init__)
     names = list(sig.parameters)
     assert names[:3] == ["self", "params", "lr"]
-    assert names[-1] == "nonfinite" and sig.parameters["nonfinite"].kind is inspect.Parameter.KEYWORD_ONLY
+    engine = ["nonfinite", "state_precision", "param_rounding"]  # the engine's, keyword-only, off
+    assert names[-3:] == engine
+    assert all(sig.parameters[n].kind is inspect.Parameter.KEYWORD_ONLY and sig.parameters[n].default is None for n in engine)
     assert sig.parameters["foreach"].default is None and sig.parameters["maximize"].default is False
     assert "weight_decay" in names
     opt = cls([torch.nn.Parameter(torch.zeros(2))])
     group = opt.param_groups[0]
     for name, parameter in sig.parameters.items():  # every hyperparameter lives in the groups
-        if name not in ("self", "params", "nonfinite"):
+        if name not in ("self", "params", *engine):
             expected = parameter.default if not (cls is momenta.AdafactorPaper and name == "beta1") else 0.0
             assert group[name] == expected, name
     doc = inspect.getdoc(cls) or ""

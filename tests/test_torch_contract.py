@@ -25,12 +25,14 @@ def _signature(cls: type) -> list[tuple[str, Any, Any]]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_constructor_signature(name):
-    """torch's parameters, in torch's order, with torch's defaults; then momenta's one
-    addition, keyword-only and off by default, so that every call written for torch works."""
+    """torch's parameters, in torch's order, with torch's defaults; then momenta's
+    additions, keyword-only and off by default, so that every call written for torch works."""
     torch_cls, momenta_cls = pair(name)
     ours, theirs = _signature(momenta_cls), _signature(torch_cls)
     assert ours[: len(theirs)] == theirs
-    assert ours[len(theirs) :] == [("nonfinite", inspect.Parameter.KEYWORD_ONLY, None)]
+    assert ours[len(theirs) :] == [
+        (extra, inspect.Parameter.KEYWORD_ONLY, None) for extra in ("nonfinite", "state_precision", "param_rounding")
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)

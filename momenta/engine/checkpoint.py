@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import validation
+from . import storage, validation
 
 if TYPE_CHECKING:
     from .composition import Rules
     from .optimizer import Optimizer
 
-TOP_LEVEL = {"state", "param_groups", "nonfinite_skipped"}
+TOP_LEVEL = {"state", "param_groups", "nonfinite_skipped", "rounding"}
 
 
 def _shape(x: Any) -> str:
@@ -66,6 +66,13 @@ def _buffer_problem(name: str, value: Any, p: torch.Tensor, shape: torch.Size) -
     return None
 
 
+def kept_keys(kept: storage.Storage | None) -> set[str]:
+    """The keys a storage checks itself (codes, scales, bfloat16 buffers, compensation)."""
+    if kept is None:
+        return set()
+    return {k for s in kept.stored for k in s.keys()} | {storage.COMPENSATION}
+
+
 def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     """Every way ``state_dict`` does not fit ``optimizer``; empty when it loads cleanly."""
     if not isinstance(state_dict, Mapping):
@@ -77,6 +84,9 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     unknown = set(state_dict) - TOP_LEVEL
     if unknown:
         found.append(f"unknown key(s) {sorted(map(str, unknown))}")
+    rounding = state_dict.get("rounding", {"seed": 0, "steps": 0})
+    if not (isinstance(rounding, Mapping) and set(rounding) == {"seed", "steps"} and all(isinstance(v, int) and not isinstance(v, bool) for v in rounding.values())):
+        found.append(f"rounding is {rounding!r} (expected {{'seed': int, 'steps': int}})")
     skipped = state_dict.get("nonfinite_skipped", 0)
     if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
         found.append(f"nonfinite_skipped is {skipped!r} (expected a whole number >= 0)")
@@ -89,7 +99,8 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     if len(saved_groups) != len(groups):
         return found + [f"the state_dict has {len(saved_groups)} param group(s), the optimizer {len(groups)}"]
 
-    index_of: dict[Any, tuple[int, torch.Tensor, Rules | None]] = {}  # None: the group is refused
+    # None: the group is refused; the group's values as saved (they say how its state is stored)
+    index_of: dict[Any, tuple[int, torch.Tensor, Rules | None, Mapping[str, Any]]] = {}
     for g_index, (saved, group) in enumerate(zip(saved_groups, groups)):
         ids = saved.get("params")
         if not isinstance(ids, (list, tuple)):
@@ -105,12 +116,14 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
         rules: Rules | None = None
         try:
             rules = validation.checked_rules(optimizer, merged)
+            storage.check(saved, None, [])
         except Exception as error:  # a value the checks or the rules refuse
             found.append(f"param group {g_index}: {error}")
+            rules = None
         for i, p in zip(ids, group["params"]):
             if i in index_of:
                 found.append(f"parameter id {i!r} appears twice in param_groups")
-            index_of[i] = (g_index, p, rules)
+            index_of[i] = (g_index, p, rules, saved)
 
     unknown_ids = [k for k in state if k not in index_of]
     if unknown_ids:
@@ -118,7 +131,7 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     for i, entry in state.items():
         if i not in index_of:
             continue
-        g_index, p, rules = index_of[i]
+        g_index, p, rules, saved = index_of[i]
         if rules is None:
             continue  # its group is refused: no rules to check the state against
         where = f"state of parameter {i!r} (param group {g_index})"
@@ -127,10 +140,19 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
             continue
         shapes = rules.initial_buffers(p)
         scalars = rules.scalar_names()
-        required = [*scalars, *shapes]
-        allowed = {*scalars, *shapes, *rules.buffers()}
+        # stored as saved: low-precision buffers under their own keys (checked by the storage)
+        kept = storage.Storage.of(saved, rules, p)
+        stored = kept.by_name if kept is not None else {}
+        required = [*scalars, *(k for name in shapes for k in (stored[name].keys() if name in stored else (name,)))]
+        allowed = {*scalars, *shapes, *rules.buffers()} - set(stored)
+        allowed |= {k for s in stored.values() for k in s.keys()}
+        if kept is not None and kept.rounding == "compensated":
+            allowed.add(storage.COMPENSATION)
+            required.append(storage.COMPENSATION)
         if not entry:
             continue  # an empty state: the parameter starts afresh, as torch does
+        if kept is not None:
+            found += [f"{where}: {problem}" for problem in kept.problems(entry, p)]
         for key in entry:
             if key not in allowed:
                 found.append(f"{where}: unknown key {key!r} (expected {', '.join(sorted(allowed)) or 'none'})")
@@ -142,7 +164,7 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
                 problem = _step_problem(value)
             elif key in scalars:
                 problem = _scalar_problem(key, value)
-            elif key in allowed:
+            elif key in allowed and key not in kept_keys(kept):
                 problem = _buffer_problem(key, value, p, shapes.get(key, p.shape))
             else:
                 continue

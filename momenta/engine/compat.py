@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,20 +90,23 @@ def version(t: Tensor) -> int | None:
     return getattr(t, "_version", None)
 
 
-def compile_graph(fn: Callable[..., None], examples: Sequence[Tensor]) -> Callable[..., None] | None:
+def compile_graph(fn: Callable[..., None], examples: Sequence[Tensor], options: Mapping[str, Any] | None = None) -> Callable[..., None] | None:
     """``fn`` (tensors in, in-place updates out) traced once with symbolic sizes and
     compiled by Inductor, callable as ``compiled(*tensors)`` on tensors of any size like the
     ``examples`` (same dtypes, devices, ranks and strides). No dynamo in between: a call
     costs microseconds, not the tens of microseconds dynamo's guards take on a kernel that
     reads many Python values. ``None`` where this torch lacks either API or tracing fails
-    (the caller then uses ``torch.compile``)."""
+    (the caller then uses ``torch.compile``). ``options``: Inductor's config while it
+    compiles (as ``torch.compile(options=…)``)."""
     try:
         import torch._inductor
+        import torch._inductor.config
         from torch.fx.experimental.proxy_tensor import make_fx
 
         graph = make_fx(fn, tracing_mode="symbolic")(*examples)
         fakes = [node.meta["val"] for node in graph.graph.nodes if node.op == "placeholder"]
-        compiled: Any = torch._inductor.compile(graph, fakes)
+        with torch._inductor.config.patch(dict(options or {})):
+            compiled: Any = torch._inductor.compile(graph, fakes)
     except Exception:  # an API gone or changed: torch.compile serves instead
         return None
     return _innermost(compiled) or compiled  # type: ignore[no-any-return]

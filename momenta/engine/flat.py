@@ -38,15 +38,16 @@ from dataclasses import dataclass, field
 import itertools
 from functools import partial
 from operator import attrgetter, is_
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from . import compat, kernels, reference
+from . import compat, kernels, reference, storage
 from .composition import Rules
 from .flatstate import FlatState, NewState, TrackedState
 from .layout import Layout, as_flat, flattenable, movable
+from .storage import Bits, Storage
 
 __all__ = ["Bucket", "FlatGroup", "Gathered", "Split", "TrackedState", "execute", "flattenable", "gather", "prepare"]
 
@@ -59,13 +60,18 @@ class Bucket:
 
     The parameters are laid out smallest first, so that the large ones, whose fresh
     gradients are used where autograd put them (:meth:`split`), end the layout: the flat
-    gradient buffer holds only the others, and the small ones make one kernel call."""
+    gradient buffer holds only the others, and the small ones make one kernel call.
 
-    def __init__(self, params: list[Tensor]) -> None:
+    With a ``storage`` (:mod:`.storage`: low-precision state, rounded weights), every
+    parameter of the bucket is stored alike, each region starts on a whole block of its
+    codes, and each parameter is a kernel call of its own."""
+
+    def __init__(self, params: list[Tensor], storage: Storage | None = None) -> None:
         params = sorted(params, key=Tensor.numel)  # stable: equal sizes keep their order
-        self.layout = Layout(params)
+        self.storage = storage
+        self.layout = Layout(params, storage.block if storage is not None else 1)
         self.params = params
-        self.state = FlatState(self.layout)
+        self.state = FlatState(self.layout, storage.regions(self.layout.dtype) if storage is not None else None)
         self.strides = [p.stride() for p in params]
         self.everyone = list(range(len(params)))
         #: point ``p.grad`` at its region after copying a fresh gradient in, so that the
@@ -110,7 +116,7 @@ class Bucket:
         found = self._views.get((start, stop))
         if found is None:
             real, n = reference.real, stop - start
-            buffers = {k: real(v.narrow(0, start, n)) for k, v in self.state.buffers.items()}
+            buffers = {k: self.state.span(k, start, stop) for k in self.state.buffers}
             g = real(split.grad.narrow(0, start, n)) if direct is None else None
             found = self._views[(start, stop)] = (g, buffers)
         g = found[0] if direct is None else reference.real(direct)
@@ -165,6 +171,8 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
     with ``native`` (an optimizer that compiles its kernels or has many tensors,
     :func:`~.compat.native`), else a few passes over the gradients in C (``map``), none in
     Python: with hundreds of small parameters, each pass costs tens of µs."""
+    if b.storage is not None and b.storage.block > 1:
+        direct = False  # a call runs to the end of its last block: its gradient too
     split = b.split(kernels.config.direct_min_numel if direct else None)
     fast = compat.native() if native else None
     if fast is not None:
@@ -296,9 +304,11 @@ def _advance(
     return t, values
 
 
-Call = tuple["kernels.Kernel | None", Tensor, Tensor, dict[str, Tensor], Callable[[Tensor, Tensor, dict[str, Tensor]], None]]
-"""One kernel call: ``(kernel, p, g, buffers, eager)``, ``eager`` the same step without a
-compiled kernel (no kernel, or its compilation failed)."""
+Eager = Callable[[Tensor, Tensor, dict[str, Tensor], "Tensor | None"], None]
+Call = tuple["kernels.Kernel | None", Tensor, Tensor, dict[str, Tensor], "Tensor | None", Eager]
+"""One kernel call: ``(kernel, p, g, buffers, ints, eager)``, ``eager`` the same step
+without a compiled kernel (no kernel, or its compilation failed); ``ints`` the int64 input
+of a bucket with a storage (:func:`.storage.step`), else ``None``."""
 
 
 def prepare(
@@ -310,14 +320,18 @@ def prepare(
     compiled: bool,
     label: str = "",
     native: bool = False,
+    bits: Callable[[Tensor], Bits] | None = None,
 ) -> tuple[list[Call], list[Tensor]]:
     """Everything of bucket ``g``'s step that happens on the host: the states adopted, the
     scalar state moved, this step's numbers computed, the calls laid out (:func:`execute`
     runs them). Returns the calls, and the parameters the flat buffers cannot step after
     all (states of another layout), for the reference path. With ``compiled``, the calls
     run compiled kernels (``label`` names the optimizer in messages); with ``native``, the
-    states are checked in C++."""
+    states are checked in C++. ``bits``: a parameter's random bits this step (a bucket
+    whose storage rounds stochastically)."""
     b = g.bucket
+    if b.storage is not None:
+        return _prepare_stored(g, rules, h, state, new_state, compiled, label, native, bits)
     segmented = not rules.elementwise
     if segmented and (b.layout.dtype.is_complex or len(g.present) != len(b.params) or g.direct):
         return [], [b.params[i] for i in g.present]  # norms must see each whole parameter
@@ -340,23 +354,73 @@ def prepare(
             )
         eager = partial(_eager, rules, s, h, norm)
         for start, stop, grad in spans(b, indices, g.direct):
-            calls.append((kernel, *b.views(g.split, start, stop, grad), eager))
+            calls.append((kernel, *b.views(g.split, start, stop, grad), None, eager))
+    return calls, []
+
+
+def _prepare_stored(
+    g: Gathered,
+    rules: Rules,
+    h: reference.Hyper,
+    state: TrackedState,
+    new_state: NewState,
+    compiled: bool,
+    label: str,
+    native: bool,
+    bits: Callable[[Tensor], Bits] | None,
+) -> tuple[list[Call], list[Tensor]]:
+    """:func:`prepare` for a bucket with a storage: a call a parameter, each over its
+    region to the end of its last block, with its own random bits; a step at which a
+    buffer is born (torch's ``momentum_buffer``) takes the reference path."""
+    b, kept = g.bucket, g.bucket.storage
+    assert kept is not None
+    present = [b.params[i] for i in g.present]
+    if not rules.elementwise or not b.state.adopt(state, new_state, rules.scalar_names(), g.present, native=native):
+        return [], present
+    if any(k not in b.state.buffers for name in rules.buffers() for k in kept.keys(name)):
+        return [], present  # a buffer born at this update
+    layout, calls = b.layout, cast(list[Call], [])
+    known = b.state.uniform_step()
+    for indices in _groups(b.state, g.present, known):
+        t, values = _advance(b.state, rules, indices, len(indices) == len(b.params), known)
+        s = reference.Scalars.of(rules, h, t, values)
+        kernel = None
+        if compiled:
+            kernel = kernels.kernel(
+                rules, tuple(b.state.buffers), s, h.maximize, h.decays, layout.dtype, layout.device, label, kept
+            )
+        eager = partial(_eager_stored, kept, rules, s, h)
+        for i in indices:
+            start, n = layout.offsets[i], layout.sizes[i]
+            place = bits(b.params[i]) if bits is not None and kept.random else Bits(torch.zeros((), dtype=torch.int64), 0)
+            views = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
+            calls.append((kernel, *views, place.ints(n), eager))
     return calls, []
 
 
 def execute(calls: list[Call]) -> None:
     """Run prepared calls, back to back (the host work is done: between kernels that
     stream the whole model through the caches, nothing else runs)."""
-    for kernel, p, g, buffers, eager in calls:
-        if kernel is None or not kernel(p, g, buffers):
-            eager(p, g, buffers)
+    for kernel, p, g, buffers, ints, eager in calls:
+        if kernel is None or not kernel(p, g, buffers, ints):
+            eager(p, g, buffers, ints)
 
 
-def _eager(rules: Rules, s: reference.Scalars, h: reference.Hyper, norm: Any, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> None:
+def _eager(
+    rules: Rules, s: reference.Scalars, h: reference.Hyper, norm: Any, p: Tensor, g: Tensor, buffers: dict[str, Tensor], ints: Tensor | None
+) -> None:
     """One call's step without a compiled kernel: :func:`reference.update` on its views."""
     updates = reference.update(p, g, buffers, rules, s, maximize=h.maximize, decays=h.decays, norm=norm)
     for name, value in updates.items():
         buffers[name].copy_(value)
+
+
+def _eager_stored(
+    kept: Storage, rules: Rules, s: reference.Scalars, h: reference.Hyper, p: Tensor, g: Tensor, buffers: dict[str, Tensor], ints: Tensor | None
+) -> None:
+    """:func:`_eager` for a bucket with a storage: :func:`.storage.step` on its views."""
+    assert ints is not None
+    storage.step(kept, rules, s, h.maximize, h.decays, p, g, buffers, ints)
 
 
 def _birth(
@@ -385,8 +449,17 @@ class FlatGroup:
 
     buckets: list[Bucket]
 
-    def __init__(self, params: list[Tensor], previous: FlatGroup | None = None) -> None:
+    def __init__(
+        self,
+        params: list[Tensor],
+        previous: FlatGroup | None = None,
+        storage_of: Callable[[Tensor], Storage | None] | None = None,
+        spec: Any = None,
+    ) -> None:
         self.params = list(params)
+        #: what the group's low-precision storage was built from (its ``state_precision``
+        #: and ``param_rounding``): another spec needs other buckets
+        self.spec = spec
         # a parameter still in the previous buckets' storage is ours to move again
         ours = {
             id(p)
@@ -394,11 +467,12 @@ class FlatGroup:
             for p, ptr in zip(b.params, b.layout.ptrs)
             if p.data_ptr() == ptr
         }
-        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        by_kind: dict[tuple[torch.device, torch.dtype, Storage | None], list[Tensor]] = {}
         for p, ok in zip(self.params, movable(self.params)):
             if p.requires_grad and flattenable(p) and (ok or id(p) in ours):
-                by_kind.setdefault((p.device, p.dtype), []).append(p)
-        self.buckets = [Bucket(ps) for ps in by_kind.values()]
+                kept = storage_of(p) if storage_of is not None else None
+                by_kind.setdefault((p.device, p.dtype, kept), []).append(p)
+        self.buckets = [Bucket(ps, kind[2]) for kind, ps in by_kind.items()]
         bucketed = {id(p) for b in self.buckets for p in b.params}
         self.others = [p for p in self.params if id(p) not in bucketed]
         self.numel = sum(b.layout.numel for b in self.buckets)

@@ -12,7 +12,7 @@ the new values in again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from operator import is_, itemgetter
 from typing import Any
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import compat
 from .layout import Layout
+from .storage import Region
 
 
 class TrackedState(defaultdict):  # type: ignore[type-arg]
@@ -71,8 +72,11 @@ class FlatState:
             parameter's first gradient; the others have none yet).
     """
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, regions: Mapping[str, Region] | None = None) -> None:
         self.layout = layout
+        #: the keys stored otherwise than like the parameters (low-precision state,
+        #: :mod:`.storage`): where each lies in its flat buffer
+        self.regions = dict(regions or {})
         self.buffers: dict[str, Tensor] = {}
         self.scalars: dict[str, Tensor] = {}
         self.owners: list[int] = []
@@ -144,7 +148,7 @@ class FlatState:
         ``native``: check with C++ (:meth:`current`)."""
         if self.current(state, present, native):
             return True
-        params, layout = self.layout.params, self.layout
+        params = self.layout.params
         wanted = set(present)
         dicts: list[dict[str, Any] | None] = []
         for i, p in enumerate(params):
@@ -171,15 +175,11 @@ class FlatState:
                 stacked = torch.zeros(len(params), dtype=tensors[0].dtype, device=tensors[0].device)
                 stacked[owners] = torch.stack([t.detach() for t in tensors])
                 scalars[key] = stacked
-            elif any(
-                type(t) is not Tensor or t.shape != params[i].shape or t.dtype != layout.dtype
-                or t.device != layout.device or t.stride() != params[i].stride()
-                for t, i in zip(tensors, owners)
-            ):  # fmt: skip
+            elif not all(self._fits(key, t, i) for t, i in zip(tensors, owners)):
                 return False
             else:
-                flat = buffers[key] = layout.zeros()
-                compat.copy_all([layout.region(flat, i) for i in owners], [t.detach() for t in tensors])
+                flat = buffers[key] = self.zeros(key)
+                compat.copy_all([self.region(key, flat, i) for i in owners], [t.detach() for t in tensors])
         self.buffers, self.scalars, self.owners, self._dicts = buffers, scalars, owners, owned
         self._held = None
         self._views = {}
@@ -188,12 +188,49 @@ class FlatState:
         self._seen = (state, state.version)
         return True
 
+    def _fits(self, key: str, t: Any, i: int) -> bool:
+        """State tensor ``t`` of parameter ``i`` can live in ``key``'s flat buffer."""
+        p, region = self.layout.params[i], self.regions.get(key)
+        if type(t) is not Tensor or t.device != self.layout.device:
+            return False
+        if region is None:
+            return t.shape == p.shape and t.dtype == self.layout.dtype and t.stride() == p.stride()
+        if region.shaped:
+            return t.shape == p.shape and t.dtype == region.dtype and t.stride() == p.stride()
+        return t.dim() == 1 and t.numel() == region.numel(p.numel()) and t.dtype == region.dtype
+
+    def zeros(self, key: str) -> Tensor:
+        """A new flat buffer for state ``key``, all zeros."""
+        region = self.regions.get(key)
+        if region is None:
+            return self.layout.zeros()
+        n = self.layout.numel * region.per // region.of
+        return torch.zeros(n, dtype=region.dtype, device=self.layout.device)
+
+    def region(self, key: str, flat: Tensor, i: int) -> Tensor:
+        """Parameter ``i``'s part of ``key``'s flat buffer ``flat``: shaped like the parameter,
+        or (codes, scales) its 1-D run."""
+        region = self.regions.get(key)
+        if region is None or region.shaped:
+            return self.layout.region(flat, i)
+        start = self.layout.offsets[i] * region.per // region.of
+        return flat.narrow(0, start, region.numel(self.layout.sizes[i]))
+
+    def span(self, key: str, start: int, stop: int) -> Tensor:
+        """Elements ``[start, stop)`` of the layout, in ``key``'s flat buffer (1-D; complex
+        buffers as their real view)."""
+        flat, region = self.buffers[key], self.regions.get(key)
+        if region is not None:
+            start, stop = start * region.per // region.of, stop * region.per // region.of
+        view = flat.narrow(0, start, stop - start)
+        return torch.view_as_real(view) if view.is_complex() else view
+
     def _hand_out(self, key: str) -> None:
         """Point every owner's ``state[key]`` at its region (or element) of our buffer."""
         if key in self.scalars:
             views = [self.scalars[key][i] for i in self.owners]
         else:
-            views = [self.layout.region(self.buffers[key], i) for i in self.owners]
+            views = [self.region(key, self.buffers[key], i) for i in self.owners]
         for d, view in zip(self._dicts, views):
             d[key] = view
         self._views[key] = views

@@ -41,10 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..precision import COMPILE_OPTIONS
 from ..rules import Rule
-from . import compat
+from . import compat, storage
 from .composition import Rules
 from .reference import Scalars, update
+from .storage import Storage
 
 log = logging.getLogger("momenta")
 
@@ -158,15 +160,21 @@ def _body(
     value_names: tuple[str, ...],
     maximize: bool,
     decays: bool,
+    kept: Storage | None,
     p: Tensor,
     g: Tensor,
     buffers: dict[str, Tensor],
     packed: Tensor,
+    ints: Tensor | None,
 ) -> None:
     x = dict(zip(names, packed.unbind(0)))
     parts = {part: rebuild(getattr(template, part), part, x) for part in PARTS}
     rules = dataclasses.replace(template, **parts)  # type: ignore[arg-type]
     s = Scalars(**{f: x[f] for f in STEP_SCALARS}, values=tuple((n, x[n]) for n in value_names))
+    if kept is not None:  # low-precision state: decode, update, encode (one loop)
+        assert ints is not None
+        storage.step(kept, rules, s, maximize, decays, p, g, buffers, ints)
+        return
     updates = update(p, g, buffers, rules, s, maximize=maximize, decays=decays)
     for name, value in updates.items():
         buffers[name].copy_(value)
@@ -219,18 +227,19 @@ class Kernel:
         #: the compiled graph, once it has run (compiled and resolved at the first call)
         self.graph: Callable[..., None] | None = structure.ready.get(kind)
 
-    def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor]) -> bool:
+    def __call__(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], ints: Tensor | None = None) -> bool:
         graph = self.graph
+        inputs = (self.packed,) if ints is None else (self.packed, ints)
         if graph is not None:
-            graph(p, g, self.packed, *buffers.values())
+            graph(p, g, *inputs, *buffers.values())
             return True
         st = self.structure
         if st.fn is None:
             return False
         start = time.perf_counter()
         try:
-            graph = st.fn.graph(p, g, buffers, self.packed)  # compiles on first use
-            graph(p, g, self.packed, *buffers.values())
+            graph = st.fn.graph(p, g, buffers, inputs)  # compiles on first use
+            graph(p, g, *inputs, *buffers.values())
         except Exception as error:  # no C++ compiler, an op of a user's rule Inductor lacks …
             st.fn, st.failed = None, True
             text = str(error).splitlines()[0][:200] if str(error) else ""
@@ -260,15 +269,18 @@ def kernel(
     dtype: torch.dtype,
     device: torch.device,
     label: str = "",
+    kept: Storage | None = None,
 ) -> Kernel | None:
     """This step's kernel for ``rules`` over ``buffers``, compiled on its first call;
     ``None`` if compilation is off or failed for this structure (the caller runs
-    :func:`reference.update` eagerly). ``label`` names the optimizer in messages."""
+    :func:`reference.update` eagerly). ``label`` names the optimizer in messages; ``kept``
+    is the buckets' storage (:mod:`.storage`), if any: the kernel then decodes, updates and
+    encodes, and takes the int64 input of :func:`.storage.step` after ``packed``."""
     if not config.compile:
         _warn("off", "compiled kernels are off (MOMENTA_COMPILE=0 or momenta.engine.kernels.config.compile = False)")
         return None
     value_names = tuple(name for name, _ in s.values)
-    structure_, hyper = _structure(rules, buffers, value_names, maximize, decays, label)
+    structure_, hyper = _structure(rules, buffers, value_names, maximize, decays, label, kept)
     if structure_.failed:
         return None
     numbers = [*_step_scalars(s), *[v for _, v in s.values], *hyper]
@@ -281,11 +293,17 @@ def kernel(
 
 
 def _structure(
-    rules: Rules, buffers: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool, label: str
+    rules: Rules,
+    buffers: tuple[str, ...],
+    value_names: tuple[str, ...],
+    maximize: bool,
+    decays: bool,
+    label: str,
+    kept: Storage | None = None,
 ) -> tuple[_Structure, list[Any]]:
     """The structure of ``rules`` and their hyperparameter values, worked out once per
     ``Rules`` value (the engine reuses one until a hyperparameter changes)."""
-    by_rules = (id(rules), buffers, value_names, maximize, decays)
+    by_rules = (id(rules), buffers, value_names, maximize, decays, kept)
     cached = _by_rules.get(by_rules)
     if cached is not None and cached[0] is rules:
         return cached[1], cached[2]
@@ -293,13 +311,13 @@ def _structure(
     names = STEP_SCALARS + value_names + tuple(hyper)
     key = (
         *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
-        rules.eps, rules.zero_over_zero, buffers, names, maximize, decays,
+        rules.eps, rules.zero_over_zero, buffers, names, maximize, decays, kept,
     )  # fmt: skip
     with _lock:
         found = _structures.get(key)
         if found is None:
             found = _structures[key] = _Structure(key, names, label or _describe(rules))
-            found.fn = _Dispatch(dataclasses.replace(rules), names, value_names, maximize, decays)
+            found.fn = _Dispatch(dataclasses.replace(rules), names, value_names, maximize, decays, kept)
     if len(_by_rules) > 1024:
         _by_rules.clear()
     _by_rules[by_rules] = (rules, found, list(hyper.values()))
@@ -318,41 +336,59 @@ class _Dispatch:
     dynamo's guards. Where that is not available, ``torch.compile`` (dynamic shapes, one
     fresh code object per structure, so that structures never evict each other)."""
 
-    def __init__(self, template: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool) -> None:
+    def __init__(
+        self, template: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool, kept: Storage | None = None
+    ) -> None:
         self.template, self.names, self.value_names = template, names, value_names
-        self.maximize, self.decays = maximize, decays
+        self.maximize, self.decays, self.kept = maximize, decays, kept
         self.graphs: dict[Any, Callable[..., None]] = {}
 
     def body(self, buffer_names: tuple[str, ...]) -> Callable[..., None]:
-        """:func:`_body` over flat positional tensors: ``(p, g, packed, *buffers)``."""
+        """:func:`_body` over flat positional tensors: ``(p, g, packed, *buffers)``, or with
+        a storage ``(p, g, packed, ints, *buffers)``."""
+        stored = self.kept is not None
 
-        def kernel(p: Tensor, g: Tensor, packed: Tensor, *buffers: Tensor) -> None:
+        def kernel(p: Tensor, g: Tensor, packed: Tensor, *rest: Tensor) -> None:
+            ints, buffers = (rest[0], rest[1:]) if stored else (None, rest)
             named = dict(zip(buffer_names, buffers))
-            _body(self.template, self.names, self.value_names, self.maximize, self.decays, p, g, named, packed)
+            _body(self.template, self.names, self.value_names, self.maximize, self.decays, self.kept, p, g, named, packed, ints)
 
         return kernel
 
-    def graph(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> Callable[..., None]:
-        """The compiled graph for inputs like these, called as ``graph(p, g, packed,
-        *buffers.values())``; compiled on first use."""
-        kind = (p.dtype, p.device, p.dim(), packed.dtype, tuple(buffers))
+    def graph(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Callable[..., None]:
+        """The compiled graph for inputs like these, called as ``graph(p, g, *inputs,
+        *buffers.values())`` (``inputs``: ``packed``, and with a storage ``ints``);
+        compiled on first use."""
+        kind = (p.dtype, p.device, p.dim(), inputs[0].dtype, tuple(buffers), tuple(t.dtype for t in buffers.values()))
         graph = self.graphs.get(kind)
         if graph is None:
-            graph = self.graphs[kind] = self._build(p, g, buffers, packed)
+            graph = self.graphs[kind] = self._build(p, g, buffers, inputs)
         return graph
 
-    def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> Callable[..., None]:
+    def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Callable[..., None]:
         log.info("momenta: compiling the kernel of %s for %s on %s", _describe(self.template), p.dtype, p.device)
         body = self.body(tuple(buffers))
         # examples of a typical size: Inductor's choices (threads, vector width) follow
-        # the sizes it is shown; every call then passes its own
-        shape = (2**20, *p.shape[1:])
-        examples = [torch.empty(shape, dtype=t.dtype, device=t.device) for t in (p, g)]
-        examples += [packed.clone()] + [torch.empty(shape, dtype=t.dtype, device=t.device) for t in buffers.values()]
-        compiled = compat.compile_graph(body, examples)
+        # the sizes it is shown; every call then passes its own (a coded buffer's size in
+        # proportion: a byte an element, a scale a block)
+        n = 2**20
+        shape = (n, *p.shape[1:])
+
+        def like(t: Tensor) -> Tensor:
+            if t.dim() == p.dim() and t.shape[1:] == p.shape[1:] and t.numel() == p.numel():
+                return torch.empty(shape, dtype=t.dtype, device=t.device)
+            return torch.empty(n * t.numel() // p.numel(), dtype=t.dtype, device=t.device)
+
+        examples = [like(p), like(g), *(t.clone() for t in inputs), *map(like, buffers.values())]
+        options: dict[str, Any] | None = None
+        if self.kept is not None:
+            # a cast to bfloat16 and back must round (Inductor would drop the pair, and
+            # with it a compensation's w − bf16(w)); a coded state's options: see precision
+            options = {"emulate_precision_casts": True, **(COMPILE_OPTIONS if self.kept.block > 1 else {})}
+        compiled = compat.compile_graph(body, examples, options)
         if compiled is not None:
             return compiled
         n = next(_counter)  # a fresh code object per structure (dynamo caches per code object)
         namespace: dict[str, Any] = {"body": body}
         exec(compile(f"def momenta_kernel_{n}(*args):\n    body(*args)\n", f"<momenta kernel {n}>", "exec"), namespace)
-        return torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True)  # type: ignore[no-any-return]
+        return torch.compile(namespace[f"momenta_kernel_{n}"], dynamic=True, fullgraph=True, options=options)  # type: ignore[no-any-return]

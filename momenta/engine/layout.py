@@ -80,13 +80,14 @@ class Layout:
     """The regions of ``params`` in a flat buffer of ``numel`` elements.
 
     Building a layout moves the parameters in: each ``p.data`` becomes a view of
-    :attr:`data`, holding the same values.
+    :attr:`data`, holding the same values. ``block``: each region starts on a multiple of
+    this many elements too (a coded state's block, which must not straddle two parameters).
     """
 
-    def __init__(self, params: list[Tensor]) -> None:
+    def __init__(self, params: list[Tensor], block: int = 1) -> None:
         self.params = params
         self.dtype, self.device = params[0].dtype, params[0].device
-        self.align = max(1, 64 // params[0].element_size())
+        self.align = max(1, 64 // params[0].element_size(), block)
         self.offsets: list[int] = []
         total = 0
         for p in params:

@@ -26,8 +26,9 @@ from typing import Any, ClassVar, Literal, cast, overload
 import torch
 from torch import Tensor
 
-from . import checkpoint, compat, flat, kernels, reference, validation
+from . import checkpoint, compat, flat, kernels, reference, storage, validation
 from .composition import Rules
+from .storage import ParamRounding, StatePrecision
 
 ParamsT = Any  # what torch.optim accepts: tensors, named tensors or param-group dicts
 
@@ -40,6 +41,9 @@ def _scalar_dtype(fused: bool | None = None) -> torch.dtype:
 
 
 Nonfinite = Literal["skip", "raise"] | None
+
+#: the param-group keys of low-precision state (only in groups that ask for it)
+_STORAGE_KEYS = ("state_precision", "param_rounding")
 
 
 @dataclass
@@ -186,19 +190,38 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     skipped_steps: int = 0
 
     def __init__(
-        self, params: ParamsT, defaults: Mapping[str, Any], *, nonfinite: Nonfinite = None
+        self,
+        params: ParamsT,
+        defaults: Mapping[str, Any],
+        *,
+        nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         if "lr" not in defaults:
             raise TypeError(f"{type(self).__name__} needs an 'lr' in its defaults")
         if nonfinite not in (None, "skip", "raise"):
             raise ValueError(f"Invalid nonfinite: {nonfinite!r} (expected None, 'skip' or 'raise')")
+        defaults = dict(defaults)
+        # in the param groups only when asked for: by default a group's keys are torch's
+        if state_precision is not None:
+            defaults["state_precision"] = dict(state_precision) if isinstance(state_precision, Mapping) else state_precision
+        if param_rounding is not None:
+            defaults["param_rounding"] = param_rounding
         checks = self.checks_of(defaults)
         validation.run(checks, defaults, "arguments")  # before the parameters, as torch
-        super().__init__(params, dict(defaults))
+        storage.check(defaults, None, [])
+        super().__init__(params, defaults)
         validation.run(checks, defaults, "flags")  # torch checks fused & co. after them
+        if isinstance(state_precision, Mapping):  # every buffer it names is one of ours
+            storage.check(defaults, frozenset().union(*(self.rules(g).buffers() for g in self.param_groups)), [])
         self.state = flat.TrackedState(dict, self.state)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        #: stochastic rounding's seed (torch's initial seed: runs seeded with
+        #: ``torch.manual_seed`` round alike) and its count of steps; both in the state_dict
+        self.rounding_seed = torch.initial_seed()
+        self.rounding_steps = 0
 
     @abc.abstractmethod
     def rules(self, group: dict[str, Any]) -> Rules:
@@ -237,6 +260,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                     raise FloatingPointError(self._nonfinite_message())
                 self.skipped_steps += 1
                 return loss
+            self.rounding_steps += 1
             calls = [call for plan in plans for call in self._apply(plan)]
             flat.execute(calls)
         return loss
@@ -249,7 +273,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         for index, (group, rules, _) in enumerate(groups):
             if self.complex_error is not None or self.dense_error is not None:
                 self._refuse(group)
-            flats.append(self._flat_group(index, group["params"]) if self._uses_flat(group, rules) else None)
+            flats.append(self._flat_group(index, group, rules) if self._uses_flat(group, rules) else None)
         # compiled kernels or eager ones: decided by the optimizer's size alone, the same at
         # every step (a resumed run takes the uninterrupted run's path)
         self._compiled = sum(f.numel for f in flats if f) >= kernels.config.compile_min_numel
@@ -295,20 +319,39 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
         for gathered in plan.ready:
             prepared, left = flat.prepare(
-                gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__, native=self._native
+                gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__, native=self._native, bits=self._bits
             )
             calls += prepared
             rest += left
+        stored = "state_precision" in group or "param_rounding" in group
         for p in rest:
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
             # no state at all, and state_dicts must agree)
             state = self.state.get(p) or self.new_state(p, group, rules)
-            step = reference.lazy_step if grad.is_sparse else reference.step
-            step(p, grad, state, rules, hyper)
+            kept = storage.Storage.of(group, rules, p) if stored else None
+            if kept is not None:
+                bits = self._bits(p) if kept.random else None
+                reference.step(p, grad, state, rules, hyper, kept, bits)
+            else:
+                step = reference.lazy_step if grad.is_sparse else reference.step
+                step(p, grad, state, rules, hyper)
             if state and self.state.get(p) is not state:
                 self.state[p] = state
         return calls
+
+    def _bits(self, p: Tensor) -> storage.Bits:
+        """``p``'s random bits at this step (stochastic rounding)."""
+        return storage.Bits.of(self.rounding_seed, self.rounding_steps, self._index(p))
+
+    def _index(self, p: Tensor) -> int:
+        """``p``'s place in the optimizer (its id in state_dicts): where its random bits
+        come from."""
+        index = self.__dict__.get("_indices")
+        ps = [q for group in self.param_groups for q in group["params"]]
+        if index is None or index[0] != list(map(id, ps)):
+            index = self.__dict__["_indices"] = (list(map(id, ps)), {id(q): k for k, q in enumerate(ps)})
+        return index[1][id(p)]  # type: ignore[no-any-return]
 
     def _nonfinite_message(self) -> str:
         for g_index, group in enumerate(self.param_groups):
@@ -341,14 +384,17 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             and rules.flat
         )
 
-    def _flat_group(self, index: int, params: list[Tensor]) -> flat.FlatGroup:
-        """The group's flat buffers, rebuilt when its parameters changed or moved."""
+    def _flat_group(self, index: int, group: dict[str, Any], rules: Rules) -> flat.FlatGroup:
+        """The group's flat buffers, rebuilt when its parameters changed or moved, or how
+        it stores its state (``state_precision``, ``param_rounding``)."""
         cache: dict[int, flat.FlatGroup] = self.__dict__.setdefault("_flat_groups", {})
-        group = cache.get(index)
+        found, params = cache.get(index), group["params"]
+        spec = tuple(group.get(k) for k in _STORAGE_KEYS) if any(k in group for k in _STORAGE_KEYS) else None
         # the C++ checks as at the last step (see _plans)
-        if group is None or not group.current(params, native=self.__dict__.get("_native", False)):
-            group = cache[index] = flat.FlatGroup(params, previous=group)
-        return group
+        if found is None or found.spec != spec or not found.current(params, native=self.__dict__.get("_native", False)):
+            storage_of = (lambda p: storage.Storage.of(group, rules, p)) if spec is not None else None
+            found = cache[index] = flat.FlatGroup(params, previous=found, storage_of=storage_of, spec=spec)
+        return found
 
     def _gradient(self, p: Tensor, group: dict[str, Any]) -> Tensor:
         grad = p.grad
@@ -396,9 +442,13 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             (), dtype=_scalar_dtype(fused), device=p.device if on_device else "cpu"
         )
         state: dict[str, Any] = {}
-        reference.init_state(rules or self.rules(group), p, state, step)
+        rules = rules or self.rules(group)
+        reference.init_state(rules, p, state, step)
         if not self.tensor_step and "step" in state:
             state["step"] = 0
+        kept = storage.Storage.of(group, rules, p)
+        if kept is not None:
+            kept.store(state, p)
         return state
 
     # -- param groups and state_dicts ---------------------------------------------------
@@ -423,12 +473,23 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                     )
             param_group = {**param_group, "params": params} if "params" in param_group else param_group
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "state_precision" in group or "param_rounding" in group:
+            try:
+                storage.check(group, None, group["params"], f" (param group {len(self.param_groups) - 1})")
+            except ValueError:
+                self.param_groups.pop()  # refused: nothing changed
+                raise
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's state_dict; with ``nonfinite`` set, also ``nonfinite_skipped``."""
+        """torch's state_dict; with ``nonfinite`` set, also ``nonfinite_skipped``; with a
+        low-precision state or rounded weights, also ``rounding`` (stochastic rounding's seed
+        and count of steps, so that a resumed run rounds as the uninterrupted one)."""
         sd = super().state_dict()
         if self.nonfinite is not None or self.skipped_steps:
             sd["nonfinite_skipped"] = self.skipped_steps
+        if any(k in g for g in self.param_groups for k in _STORAGE_KEYS):
+            sd["rounding"] = {"seed": self.rounding_seed, "steps": self.rounding_steps}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -443,13 +504,46 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 "optimizer; nothing was loaded:\n- " + "\n- ".join(found)
             )
         before = (self.state, self.param_groups, self.skipped_steps)
+        own = [{k: g[k] for k in _STORAGE_KEYS if k in g} for g in self.param_groups]
         try:
             super().load_state_dict(state_dict)
         except BaseException:
             self.state, self.param_groups, self.skipped_steps = before
             raise
         self.skipped_steps = int(state_dict.get("nonfinite_skipped", 0))
+        rounding = state_dict.get("rounding")
+        if rounding is not None:
+            self.rounding_seed, self.rounding_steps = rounding["seed"], rounding["steps"]
         self._keep_scalar_state(state_dict)
+        self._keep_storage(state_dict, own)
+
+    def _keep_storage(self, state_dict: dict[str, Any], own: list[dict[str, Any]]) -> None:
+        """This optimizer's ``state_precision`` and ``param_rounding`` stay its own (torch's
+        ``load_state_dict`` takes a group's values from the state_dict), and each state is
+        converted from how it was saved to how this optimizer stores it: a float32 state
+        (momenta's or torch.optim's) is coded, a coded one decoded. Stored buffers are taken
+        as saved: torch casts every state tensor to its parameter's dtype (codes too)."""
+        saved_state = state_dict["state"]
+        for saved, group, mine in zip(state_dict["param_groups"], self.param_groups, own):
+            for key in _STORAGE_KEYS:
+                group.pop(key, None)
+            group.update(mine)
+            if not any(k in saved or k in group for k in _STORAGE_KEYS):
+                continue
+            rules = self.rules(group)
+            for index, p in zip(saved["params"], group["params"]):
+                entry, state = saved_state.get(index), self.state.get(p)
+                if not entry or not state:
+                    continue
+                was, now = storage.Storage.of(saved, rules, p), storage.Storage.of(group, rules, p)
+                for key in checkpoint.kept_keys(was):
+                    if key in entry:
+                        state[key] = entry[key].detach().to(p.device).clone()
+                if was != now:
+                    if was is not None:
+                        was.restore(state, p)
+                    if now is not None:
+                        now.store(state, p)
 
     def _keep_scalar_state(self, state_dict: dict[str, Any]) -> None:
         """The rules' scalar state (NAdam's ``mu_product``, ASGD's ``eta`` …) as saved:
@@ -471,11 +565,19 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     # -- state_dict compatibility --------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:  # pickling and deepcopy keep the policy
-        return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
+        return {
+            **super().__getstate__(),
+            "nonfinite": self.nonfinite,
+            "skipped_steps": self.skipped_steps,
+            "rounding_seed": self.rounding_seed,
+            "rounding_steps": self.rounding_steps,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         defaults = dict(getattr(self, "defaults", {}))  # before torch adds its own keys
         super().__setstate__(state)
+        self.__dict__.setdefault("rounding_seed", torch.initial_seed())  # pickled before it existed
+        self.__dict__.setdefault("rounding_steps", 0)
         self.state = flat.TrackedState(dict, self.state)
         for group in self.param_groups:  # groups saved by older versions lack newer keys
             for key, value in defaults.items():

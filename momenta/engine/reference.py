@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ from torch import Tensor
 from ..rules import Updates
 from ..rules.base import Norm, zeros
 from .composition import Rules
+
+if TYPE_CHECKING:
+    from .storage import Bits, Storage
 
 Scalar = Any  # a Python number on the reference path, a 0-dim tensor in compiled kernels
 
@@ -256,18 +259,36 @@ def gathered_step(p: Any, grad: Any, state: MutableMapping[str, Any], rules: Rul
             state[k] = distribute_tensor(v, p.device_mesh, placements, src_data_rank=None)
 
 
-def step(p: Tensor, grad: Tensor, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
-    """One step of one parameter ``p`` with gradient ``grad``; state is updated in place."""
+def step(
+    p: Tensor,
+    grad: Tensor,
+    state: MutableMapping[str, Any],
+    rules: Rules,
+    h: Hyper,
+    storage: Storage | None = None,
+    bits: Bits | None = None,
+) -> None:
+    """One step of one parameter ``p`` with gradient ``grad``; state is updated in place.
+    With a ``storage`` (:mod:`.storage`: low-precision state, rounded weights), its buffers
+    are read from it and written back into it, and ``bits`` gives the random bits of its
+    stochastic rounding."""
     if not rules.elementwise and _dtensor(p):
         return gathered_step(p, grad, state, rules, h)
     t, values = _start(state, rules)
     scalar_names = rules.scalar_names()
+    s = Scalars.of(rules, h, t, values)
+    if storage is not None:
+        w = storage.weights(p, state)
+        buffers = storage.read(state, p, scalar_names)
+        # in the storage's arithmetic (float32 for 16-bit parameters), the gradient too
+        updates = update(w, grad.to(storage.dtype), buffers, rules, s, maximize=h.maximize, decays=h.decays)
+        storage.write(state, updates, p, bits)
+        storage.round(p, w, state, bits)
+        return
     buffers = {k: real(v) for k, v in state.items() if k not in scalar_names}
     if torch.is_grad_enabled():  # differentiable=True: autograd may have saved the buffers,
         buffers = {k: v.clone() for k, v in buffers.items()}  # which are written below
-    updates = update(
-        real(p), real(grad), buffers, rules, Scalars.of(rules, h, t, values), maximize=h.maximize, decays=h.decays
-    )
+    updates = update(real(p), real(grad), buffers, rules, s, maximize=h.maximize, decays=h.decays)
     write(state, updates, p.is_complex())
 
 

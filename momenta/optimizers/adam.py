@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
+from ..engine.storage import ParamRounding, StatePrecision
 from ..rules import EMA, AMSGrad, EMASq, InfNorm, NesterovEMA, Rectified
 
 
@@ -40,6 +41,8 @@ class Adam(Optimizer):
         amsgrad: divide by the running maximum of V (default False).
         foreach, maximize, capturable, differentiable, fused: as in torch.optim.Adam.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
         decoupled_weight_decay: ``w ← w·(1 − lr·λ)`` instead of L2 (default False).
 
     Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
@@ -65,6 +68,8 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=_squeezed(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -72,7 +77,7 @@ class Adam(Optimizer):
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         return adam_rules(group["betas"], group["amsgrad"], group["decoupled_weight_decay"])
@@ -121,11 +126,14 @@ class AdamW(Adam):
         differentiable: bool = False,
         fused: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
             maximize=maximize, capturable=capturable, differentiable=differentiable,
             fused=fused, decoupled_weight_decay=True, nonfinite=nonfinite,
+            state_precision=state_precision, param_rounding=param_rounding,
         )  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -149,6 +157,8 @@ class Adamax(Optimizer):
         weight_decay: L2 penalty λ, added to g (default 0).
         foreach, maximize, differentiable, capturable: as in torch.optim.Adamax.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
     section 7.1. Matches ``torch.optim.Adamax``.
@@ -169,12 +179,14 @@ class Adamax(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
             maximize=maximize, differentiable=differentiable, capturable=capturable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -199,6 +211,8 @@ class NAdam(Optimizer):
         decoupled_weight_decay: ``w ← w·(1 − lr·λ)`` instead of L2 (default False).
         foreach, maximize, capturable, differentiable: as in torch.optim.NAdam.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     The product ``Π μ`` is kept per parameter as ``mu_product`` (a 0-dim tensor, as in torch).
 
@@ -223,6 +237,8 @@ class NAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -230,7 +246,7 @@ class NAdam(Optimizer):
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -260,6 +276,8 @@ class RAdam(Optimizer):
         decoupled_weight_decay: ``w ← w·(1 − lr·λ)`` instead of L2 (default False).
         foreach, maximize, capturable, differentiable: as in torch.optim.RAdam.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond",
     ICLR 2020. Matches ``torch.optim.RAdam``.
@@ -281,13 +299,15 @@ class RAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, capturable=capturable,
             decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
+from ..engine.storage import ParamRounding, StatePrecision
 from ..rules import (
     Averaged,
     Delta,
@@ -73,13 +74,15 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, foreach=foreach,
             differentiable=differentiable, fused=fused,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         mu = group["momentum"]
@@ -105,6 +108,8 @@ class Adagrad(Optimizer):
         eps: ε, added to √V (default 1e-10).
         foreach, maximize, differentiable, fused: as in torch.optim.Adagrad.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Sparse gradients are accepted and densified (same numbers as torch; not its memory
     savings). Source: Duchi, Hazan & Singer, JMLR 2011. Matches ``torch.optim.Adagrad``,
@@ -128,13 +133,15 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach,
             maximize=maximize, differentiable=differentiable, fused=fused,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p] = self.new_state(p, group)
@@ -171,6 +178,8 @@ class RMSprop(Optimizer):
         centered: normalise by the variance estimate instead of the raw second moment.
         capturable, foreach, maximize, differentiable: as in torch.optim.RMSprop.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Tieleman & Hinton, COURSERA lecture 6.5, 2012; Graves, 2013 (centered).
     Matches ``torch.optim.RMSprop``.
@@ -194,13 +203,15 @@ class RMSprop(Optimizer):
         differentiable: bool = False,
         *,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
             maximize=maximize, differentiable=differentiable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         second = EMASq(group["alpha"], centered=group["centered"], name="square_avg")
@@ -225,6 +236,8 @@ class Adadelta(Optimizer):
         weight_decay: L2 penalty λ, added to g (default 0).
         foreach, capturable, maximize, differentiable: as in torch.optim.Adadelta.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
     Matches ``torch.optim.Adadelta``.
@@ -245,12 +258,14 @@ class Adadelta(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
             capturable=capturable, foreach=foreach, differentiable=differentiable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         rho = group["rho"]
@@ -280,6 +295,8 @@ class ASGD(Optimizer):
         weight_decay: L2 penalty, added to g (default 0).
         foreach, maximize, differentiable, capturable: as in torch.optim.ASGD.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging",
     SIAM J. Control Optim. 1992. Matches ``torch.optim.ASGD``.
@@ -301,13 +318,15 @@ class ASGD(Optimizer):
         capturable: bool = False,
         *,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
             foreach=foreach, maximize=maximize, differentiable=differentiable,
             capturable=capturable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         lr = group["lr"]
@@ -341,6 +360,8 @@ class Rprop(Optimizer):
         step_sizes: (smallest, largest) step size (default (1e-6, 50)).
         capturable, foreach, maximize, differentiable: as in torch.optim.Rprop.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     The learning rate only initialises the step sizes (``step_size`` in the state): a
     scheduler that changes it later has no effect, as in torch.
@@ -363,12 +384,14 @@ class Rprop(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
             differentiable=differentiable, capturable=capturable,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         (etaminus, etaplus), (step_min, step_max) = group["etas"], group["step_sizes"]

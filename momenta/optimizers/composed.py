@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..engine import Optimizer, Rules, kernels
 from ..engine.optimizer import Nonfinite, ParamsT
+from ..engine.storage import ParamRounding, StatePrecision
 
 
 def _rebuild(template: Rules, values: dict[str, Any]) -> Rules:
@@ -55,6 +56,8 @@ class Composed(Optimizer):
             path where the rules allow it.
         differentiable: let autograd through the step (default False).
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     A group value the rules refuse raises at the step (or in ``add_param_group``), naming
     the key: ``Invalid param group value 'first.beta': 1.5 (EMA: invalid beta: …)``.
@@ -78,6 +81,8 @@ class Composed(Optimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         if not isinstance(rules, Rules):
             raise TypeError(
@@ -100,7 +105,7 @@ class Composed(Optimizer):
             differentiable=differentiable,
             **hyperparameters,
         )
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         """The template with each hyperparameter the group's (``group["first.beta"]`` …)."""

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
+from ..engine.storage import ParamRounding, StatePrecision
 from ..rules import (
     EMA,
     ClipRMS,
@@ -58,6 +59,8 @@ class Adafactor(Optimizer):
         weight_decay: λ, decoupled (default 0).
         foreach, maximize: as in torch.optim.Adafactor.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Complex parameters and sparse gradients are refused at the step, as torch does.
 
@@ -81,12 +84,14 @@ class Adafactor(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
             foreach=foreach, maximize=maximize,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         eps1, eps2 = group["eps"]
@@ -137,6 +142,8 @@ class Muon(Optimizer):
         adjust_lr_fn: the shape scaling s: ``None`` or ``"original"`` (Keller Jordan's),
             ``"match_rms_adamw"`` (Moonshot's: the RMS of AdamW's updates).
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Complex parameters and sparse gradients are refused at the step, as torch does. There
     is no step count in the state (as in torch). Each quantity is computed with torch's
@@ -166,12 +173,14 @@ class Muon(Optimizer):
         adjust_lr_fn: str | None = None,
         *,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
             ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
@@ -205,6 +214,8 @@ class MuonWithAdamW(Optimizer):
         adamw_eps: AdamW's ε (default 1e-10).
         adamw_weight_decay: AdamW's decoupled weight decay (default 0).
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Jordan et al., "Muon: an optimizer for hidden layers in neural networks", 2024
     (defaults of its ``MuonWithAuxAdam``); Loshchilov & Hutter, ICLR 2019 (AdamW).
@@ -230,6 +241,8 @@ class MuonWithAdamW(Optimizer):
         adamw_weight_decay: float = 0.0,
         *,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         self._adamw = dict(lr=adamw_lr, betas=adamw_betas, eps=adamw_eps, weight_decay=adamw_weight_decay)
         # the AdamW groups' values, checked even where no parameter makes an AdamW group yet
@@ -239,7 +252,7 @@ class MuonWithAdamW(Optimizer):
             ns_steps=ns_steps, eps=1e-7, adjust_lr_fn=adjust_lr_fn, weight_decay=weight_decay,
             betas=adamw_betas, muon=True,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group: its 2-D parameters as a Muon group, the rest as an AdamW group."""

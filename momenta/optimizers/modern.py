@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
+from ..engine.storage import ParamRounding, StatePrecision
 from ..rules import (
     EMA,
     BeliefSq,
@@ -78,6 +79,8 @@ class AdaBelief(Optimizer):
         maximize: ascend instead of descend (default False).
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` the fast path.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``exp_avg``, ``exp_avg_var`` (the authors' names). Without the
     authors' optional rectification (``rectify``) and AMSGrad variant.
@@ -103,12 +106,14 @@ class AdaBelief(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -141,6 +146,8 @@ class Lion(Optimizer):
         maximize: ascend instead of descend (default False).
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` the fast path.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``exp_avg`` (no step count, as lion-pytorch).
 
@@ -162,9 +169,11 @@ class Lion(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -197,6 +206,8 @@ class LAMB(Optimizer):
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` flat
             buffers, with the trust ratio's norms taken per parameter segment.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``.
 
@@ -220,9 +231,11 @@ class LAMB(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -262,6 +275,8 @@ class LARS(Optimizer):
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` flat
             buffers, with the norms taken per parameter segment.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``momentum_buffer`` (no step count, as torch's SGD).
 
@@ -285,12 +300,14 @@ class LARS(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
             eps=eps, maximize=maximize, foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         mu = group["momentum"]
@@ -327,6 +344,8 @@ class Yogi(Optimizer):
         maximize: ascend instead of descend (default False).
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` the fast path.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``exp_avg``, ``exp_avg_sq``. The initial values of both moments and
     the bias corrections are those of the implementations everyone uses (TF-Addons,
@@ -351,12 +370,14 @@ class Yogi(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, initial_accumulator=initial_accumulator,
             weight_decay=weight_decay, maximize=maximize, foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -404,6 +425,8 @@ class ScheduleFreeAdamW(Optimizer):
         maximize: ascend instead of descend (default False).
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` the fast path.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``lr_max``, ``weight_sum`` (per parameter, float64; the authors keep
     them per group), ``z``, ``exp_avg_sq``.
@@ -430,13 +453,15 @@ class ScheduleFreeAdamW(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps,
             r=r, weight_lr_power=weight_lr_power, maximize=maximize, foreach=foreach,
             train_mode=True,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -517,6 +542,8 @@ class AdEMAMix(Optimizer):
         maximize: ascend instead of descend (default False).
         foreach: ``False`` runs the for-loop (reference path); ``None``/``True`` the fast path.
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``exp_avg_fast``, ``exp_avg_slow``, ``exp_avg_sq`` (the authors'
     names). β₃ is its own argument (the authors' class takes ``betas=(β₁, β₂, β₃)``), since
@@ -546,13 +573,15 @@ class AdEMAMix(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, beta3=beta3, alpha=alpha, alpha_warmup=alpha_warmup,
             beta3_warmup=beta3_warmup, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1, beta2 = group["betas"]
@@ -600,6 +629,8 @@ class AdafactorPaper(Optimizer):
         foreach: accepted for torch compatibility (the factored statistics run on the
             reference path).
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     State: ``step``, ``exp_avg_sq_row`` and ``exp_avg_sq_col`` (matrices) or
     ``exp_avg_sq``, and ``exp_avg`` with β₁ (the names and shapes of Hugging Face's and
@@ -629,6 +660,8 @@ class AdafactorPaper(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(
             lr=lr, eps1=eps1, eps2=eps2, clip_threshold=clip_threshold, decay_rate=decay_rate,
@@ -637,7 +670,7 @@ class AdafactorPaper(Optimizer):
             scale_parameter=scale_parameter, relative_step=relative_step, maximize=maximize,
             foreach=foreach,
         )  # fmt: skip
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
 
     def rules(self, group: dict[str, Any]) -> Rules:
         beta1 = group["beta1"]

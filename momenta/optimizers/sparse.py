@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..engine import Optimizer, Rules, validation
 from ..engine.optimizer import Nonfinite, ParamsT
+from ..engine.storage import ParamRounding, StatePrecision
 from ..rules import EMA, EMASq
 
 
@@ -39,6 +40,8 @@ class SparseAdam(Optimizer):
         eps: ε > 0, added to √V before the bias correction (default 1e-8).
         maximize: ascend instead of descend (default False).
         nonfinite: ``None``, ``"skip"`` or ``"raise"`` (see :class:`momenta.Optimizer`).
+        state_precision, param_rounding: low-precision state, rounding of bfloat16
+            weights (see :class:`momenta.Optimizer`).
 
     Source: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, masked
     to the gradient's entries as torch does. Matches ``torch.optim.SparseAdam``.
@@ -59,9 +62,11 @@ class SparseAdam(Optimizer):
         maximize: bool = False,
         *,
         nonfinite: Nonfinite = None,
+        state_precision: StatePrecision = None,
+        param_rounding: ParamRounding = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, nonfinite=nonfinite, state_precision=state_precision, param_rounding=param_rounding)
         sparse, complex_ = [], []
         for index, group in enumerate(self.param_groups):
             for p_index, p in enumerate(group["params"]):

@@ -305,9 +305,8 @@ class Codec:
         """Codes as int32, one row a block."""
         if self.format.bits == 8:
             return codes.to(torch.int32).reshape(-1, self.block)
-        c = codes.to(torch.int32).reshape(-1, 1, self.block // 2)
-        shift = torch.tensor([[[0], [4]]], dtype=torch.int32, device=codes.device)
-        return ((c >> shift) & 15).reshape(-1, self.block)  # (blocks, 2 halves, B/2)
+        c = codes.to(torch.int32).reshape(-1, self.block // 2)
+        return torch.cat([c & 15, c >> 4], dim=1)  # (blocks, [low halves, high halves])
 
     def _check(self, n: int) -> None:
         if n % self.block:
