@@ -375,6 +375,8 @@ class _Dispatch:
         shape = (n, *p.shape[1:])
 
         def like(t: Tensor) -> Tensor:
+            if t.dim() == 2 and p.dim() == 2:  # rows of a coded state's block
+                return torch.empty((n // p.shape[1], t.shape[1]), dtype=t.dtype, device=t.device)
             if t.dim() == p.dim() and t.shape[1:] == p.shape[1:] and t.numel() == p.numel():
                 return torch.empty(shape, dtype=t.dtype, device=t.device)
             return torch.empty(n * t.numel() // p.numel(), dtype=t.dtype, device=t.device)

@@ -247,6 +247,14 @@ class Storage:
             found[COMPENSATION] = Region(dtype)
         return found
 
+    def rows(self, flat: Tensor, key: str | None = None) -> Tensor:
+        """A 1-D span of the fast path (whole blocks) as rows of :attr:`block` elements of the
+        parameter: ``(rows, block)`` for the parameter, its gradient and float buffers,
+        ``(rows, bytes)`` for codes, ``(rows, blocks)`` for scales."""
+        region = self.regions(flat.dtype).get(key) if key is not None else None
+        width = self.block if region is None or region.shaped else self.block * region.per // region.of
+        return flat.view(-1, width)
+
     def keys(self, name: str) -> tuple[str, ...]:
         """The state keys that hold buffer ``name``."""
         found = self.by_name.get(name)
@@ -308,9 +316,9 @@ class Storage:
 
     # -- one step on the reference path --------------------------------------------------------
 
-    def read(self, state: Mapping[str, Any], p: Tensor, scalar_names: tuple[str, ...]) -> dict[str, Tensor]:
+    def read(self, state: Mapping[str, Any], p: Tensor, scalar_names: tuple[str, ...], rows: bool = False) -> dict[str, Tensor]:
         """The rules' buffers as they compute on them (stored ones decoded, in :attr:`dtype`,
-        shaped like the parameter's real view)."""
+        shaped like the parameter's real view; ``rows``: the fast path's, see :meth:`rows`)."""
         buffers: dict[str, Tensor] = {}
         keys = {k for s in self.stored for k in s.keys()} | {COMPENSATION}
         for k, v in state.items():
@@ -318,15 +326,26 @@ class Storage:
                 buffers[k] = _real(v)
         for s in self.stored:
             if all(k in state for k in s.keys()):
-                buffers[s.name] = _shaped(s.decode(state, p.numel(), self.dtype), p)
+                if s.coded and rows:
+                    codes, scales = (state[k] for k in s.keys())
+                    buffers[s.name] = s.codec.decode_rows(codes, scales).to(self.dtype)
+                else:
+                    buffers[s.name] = _shaped(s.decode(state, p.numel(), self.dtype), p)
         return buffers
 
     def write(
-        self, state: MutableMapping[str, Any], updates: Mapping[str, Tensor], p: Tensor, bits: Bits | None, valid: Tensor | None = None
+        self,
+        state: MutableMapping[str, Any],
+        updates: Mapping[str, Tensor],
+        p: Tensor,
+        bits: Bits | None,
+        valid: Tensor | None = None,
+        rows: bool = False,
     ) -> None:
-        """New buffer values into the state, each in its storage (in place). ``valid``: how
-        many leading elements are the parameter's (the fast path's spans run on to the end of
-        the last block; the rest are coded as zeros, as the reference path pads)."""
+        """New buffer values into the state, each in its storage (in place). ``rows``: the
+        fast path's (see :meth:`rows`), whose spans run on to the end of the last block:
+        ``valid`` says how many leading elements are the parameter's, the rest are coded as
+        zeros, as the reference path pads."""
         for name, value in updates.items():
             s = self.by_name.get(name)
             if s is None:
@@ -335,11 +354,18 @@ class Storage:
                 else:  # born at its first update: the parameter's precision
                     state[name] = value.detach().to(p.dtype).clone(memory_format=torch.preserve_format)
                 continue
+            if s.coded and rows:
+                value = value.to(self.dtype)
+                if valid is not None:
+                    index = torch.arange(value.numel(), device=value.device).view(value.shape)
+                    value = torch.where(index < valid, value, 0.0)
+                for k, v in zip(s.keys(), s.codec.encode_rows(value)):
+                    state[k].copy_(v)
+                continue
             flat = _flat(value.to(self.dtype))
-            if s.coded and valid is not None:
-                flat = torch.where(torch.arange(flat.numel(), device=flat.device) < valid, flat, 0.0)
             if s.precision == "bf16" and bits is not None and flat.dtype != torch.bfloat16:
-                new = {name: stochastic_round_bf16(flat.float(), bits.key, bits.offset)}
+                stream = 1 + self.stored.index(s)  # the weights draw stream 0
+                new = {name: stochastic_round_bf16(flat.float(), bits.key, bits.offset, stream)}
             else:
                 new = s.encode(flat)
             for k, v in new.items():
@@ -388,10 +414,13 @@ def step(
     ``ints`` (int64): the step's random key, the offset of the span's first element's
     random bits, and how many of the span's elements are the parameter's."""
     bits = Bits(ints[0], ints[1]) if storage.random else None
+    rows = storage.block > 1
+    if rows:  # rows of a block: Inductor's loops index them without divisions
+        p, g, buffers = storage.rows(p), storage.rows(g), {k: storage.rows(v, k) for k, v in buffers.items()}
     w = storage.weights(p, buffers)
-    floats = storage.read(buffers, p, ())
+    floats = storage.read(buffers, p, (), rows)
     updates = update(w, g.to(storage.dtype), floats, rules, s, maximize=maximize, decays=decays)
-    storage.write(buffers, updates, p, bits, ints[2])
+    storage.write(buffers, updates, p, bits, ints[2], rows)
     storage.round(p, w, buffers, bits)
 
 

@@ -244,16 +244,29 @@ class Codec:
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(codes, scales)`` of a flat tensor ``x`` (any float dtype; arithmetic in float32)."""
-        fmt = self.format
         self._check(x.numel())
-        x = x.reshape(-1, self.block).to(torch.float32)
+        codes, scales = self.encode_rows(x.reshape(-1, self.block))
+        return codes.reshape(-1), scales.reshape(-1)
+
+    def decode(self, codes: Tensor, scales: Tensor) -> Tensor:
+        """The float32 values of ``codes`` with their blocks' ``scales`` (flat)."""
+        return self.decode_rows(codes.reshape(-1, self.codes_numel(self.block)), scales.reshape(-1, 1)).reshape(-1)
+
+    def encode_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`encode` of rows of whole blocks, ``x`` shaped ``(rows, k·block)``: codes
+        ``(rows, codes_numel(k·block))`` and scales ``(rows, k)``. The fast path's kernels
+        keep this shape, which Inductor compiles to one loop over rows, each row's max and
+        codes in two sweeps of data in the cache."""
+        fmt = self.format
+        rows, width = x.shape
+        x = x.reshape(rows, width // self.block, self.block).to(torch.float32)
         if fmt.signed:
             a = x.abs()
         else:
             a = torch.where(x < 0, 0.0, x)  # negatives and −inf read back as 0; NaN stays NaN
         # the roots are monotone: the root of the block's max is the max of the roots, so the
         # reduction pass takes no root (and √x here is the update's √V, computed once)
-        absmax = self.root(torch.where(a < torch.inf, a, 0.0).amax(dim=1, keepdim=True))
+        absmax = self.root(torch.where(a < torch.inf, a, 0.0).amax(dim=2, keepdim=True))
         d = absmax / fmt.vmax
         d = torch.where(d > 0, d.clamp(min=_TINY), 0.0)
         if fmt.signed or fmt.power == 1:
@@ -267,24 +280,26 @@ class Codec:
             sign = 1 << (fmt.bits - 1)
             q = torch.where((x < 0) & (q > 0), q | sign, q)
             q = torch.where(x != x, sign, q)  # NaN (x != x vectorises; isnan does not)
-        return self._pack(q), d.reshape(-1)
+        return self._pack(q).reshape(rows, -1), d.reshape(rows, -1)
 
-    def decode(self, codes: Tensor, scales: Tensor) -> Tensor:
-        """The float32 values of ``codes`` with their blocks' ``scales`` (flat)."""
+    def decode_rows(self, codes: Tensor, scales: Tensor) -> Tensor:
+        """:meth:`decode` of rows: codes ``(rows, c)`` and scales ``(rows, k)`` (``k``
+        blocks a row) give float32 values ``(rows, k·block)``."""
         fmt = self.format
-        q = self._unpack(codes)
+        rows, k = scales.shape
+        q = self._unpack(codes.reshape(rows, k, -1))
         if fmt.signed:
             sign = 1 << (fmt.bits - 1)
             mag = q & (sign - 1)
         else:
             mag = q
-        y = fmt.value(mag) * scales.reshape(-1, 1)
+        y = fmt.value(mag) * scales.reshape(rows, k, 1)
         for _ in range(fmt.power.bit_length() - 1):
             y = y * y
         if fmt.signed:
             y = torch.where(q >= sign, -y, y)
             y = torch.where(q == sign, torch.nan, y)
-        return y.reshape(-1)
+        return y.reshape(rows, k * self.block)
 
     def root(self, a: Tensor, skip: int = 0) -> Tensor:
         """``a^(1/p)`` (``a ≥ 0``): the domain the table codes, by square roots alone."""
@@ -293,20 +308,21 @@ class Codec:
         return a
 
     def _pack(self, q: Tensor) -> Tensor:
-        """Codes a byte: int8 as they are; int4 two a byte, element ``j`` of a block in the low
-        nibble of the block's byte ``j`` and element ``j + B/2`` in its high nibble (two
-        contiguous halves, so packing and unpacking stay vectorised)."""
+        """Codes a byte, blocks along the last dimension: int8 as they are; int4 two a byte,
+        element ``j`` of a block in the low nibble of the block's byte ``j`` and element
+        ``j + B/2`` in its high nibble (two contiguous halves, so packing and unpacking stay
+        vectorised)."""
         if self.format.bits == 8:
-            return q.reshape(-1).to(torch.uint8)
+            return q.to(torch.uint8)
         half = self.block // 2
-        return (q[:, :half] | (q[:, half:] << 4)).to(torch.uint8).reshape(-1)
+        return (q[..., :half] | (q[..., half:] << 4)).to(torch.uint8)
 
     def _unpack(self, codes: Tensor) -> Tensor:
-        """Codes as int32, one row a block."""
+        """Codes as int32, blocks along the last dimension (``(..., block)``)."""
+        c = codes.to(torch.int32)
         if self.format.bits == 8:
-            return codes.to(torch.int32).reshape(-1, self.block)
-        c = codes.to(torch.int32).reshape(-1, self.block // 2)
-        return torch.cat([c & 15, c >> 4], dim=1)  # (blocks, [low halves, high halves])
+            return c
+        return torch.cat([c & 15, c >> 4], dim=-1)  # [low halves, high halves]
 
     def _check(self, n: int) -> None:
         if n % self.block:

@@ -10,8 +10,9 @@ Stochastic rounding (``param_rounding="stochastic"``, and bf16 state)::
 zero with probability proportional to its distance from the value below: ``E[round(x)] = x``,
 and an EMA of increments far below half a bf16 ulp still moves (round-to-nearest stalls).
 
-The random bits are a counter-based hash of ``(seed, step, index)`` in int64 tensor math (four
-rounds of a 32-bit xor-shift-multiply mix, every product below 2⁶³), not a generator's state:
+The random bits are a counter-based hash of ``(seed, step, stream, index)`` in int64 tensor
+math (a 32-bit xor-shift-multiply mix, every product below 2⁶³; one mix an element, the rest
+once a call), not a generator's state:
 a compiled kernel computes them in its loop, two runs with the same ``(seed, step, index)``
 get the same bits, and a resumed run needs nothing but the seed and the step.
 
@@ -70,22 +71,28 @@ def step_key(seed: int | Tensor, step: int | Tensor) -> Tensor:
     return _mix(h ^ ((step >> 32) & _M32))
 
 
-def random_bits(key: Tensor, n: int, offset: int | Tensor = 0) -> Tensor:
-    """``hash(key, i)`` for ``i = offset … offset + n − 1``: int64 values in ``[0, 2³²)``.
+def random_bits(key: Tensor, n: int, offset: int | Tensor = 0, stream: int = 0) -> Tensor:
+    """``hash(key, stream, i)`` for ``i = offset … offset + n − 1``: int64 values in ``[0, 2³²)``.
+
+    The high 32 bits of ``i`` (those of ``offset``: the engine's offsets are ``k·2³² + j`` for
+    element ``j`` of its ``k``-th parameter) and the stream are mixed into the key once a call;
+    each element then costs one mix of its low 32 bits (a bijection of 32-bit values, so the
+    elements of a run of 2³² never share their bits).
 
     Args:
         key: :func:`step_key` of the seed and step.
         n: how many.
-        offset: the index of the first element (its place in the engine's flat buffer, or in
-            the whole parameter for a shard), so that each element has its own bits whatever
-            the order or grouping in which elements are rounded.
+        offset: the index of the first element (see above), so that each element has its own
+            bits whatever the order or grouping in which elements are rounded.
+        stream: which of a step's independent draws (the weights, each state buffer …).
     """
-    i = torch.arange(n, dtype=torch.int64, device=key.device) + offset
-    h = _mix((i & _M32) ^ key)
-    return _mix(h ^ ((i >> 32) & _M32) ^ 0x9E3779B9)
+    high = offset >> 32 if isinstance(offset, Tensor) else torch.tensor(offset >> 32, dtype=torch.int64)
+    k = _mix(key ^ _mix(high.to(key.device) ^ ((0x9E3779B9 * (stream + 1)) & _M32)))
+    i = (torch.arange(n, dtype=torch.int64, device=key.device) + (offset & _M32)) & _M32
+    return _mix(i ^ k)
 
 
-def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0) -> Tensor:
+def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0, stream: int = 0) -> Tensor:
     """``x`` (float32, any shape) rounded stochastically to bfloat16 (see the module).
 
     Unbiased for every finite ``x``; ``±inf`` and NaN pass through. A finite value above the
@@ -95,10 +102,11 @@ def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0) -> T
         x: float32 values.
         key: :func:`step_key` of the seed and step.
         offset: the flat index of ``x``'s first element (see :func:`random_bits`).
+        stream: which of the step's draws (see :func:`random_bits`).
     """
     flat = x.reshape(-1).to(torch.float32)
-    r = (random_bits(key, flat.numel(), offset) >> 16).to(torch.int32)
-    nan = flat.isnan()
+    r = (random_bits(key, flat.numel(), offset, stream) >> 16).to(torch.int32)
+    nan = flat != flat  # (isnan does not vectorise in Inductor's CPU loops)
     bits = torch.where(nan, 0.0, flat).view(torch.int32)  # a NaN pattern could overflow
     rounded = ((bits + r) & -65536).view(torch.float32)
     out = torch.where(nan, flat, rounded).to(torch.bfloat16)  # exact: the low bits are zero
