@@ -84,9 +84,9 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     unknown = set(state_dict) - TOP_LEVEL
     if unknown:
         found.append(f"unknown key(s) {sorted(map(str, unknown))}")
-    rounding = state_dict.get("rounding", {"seed": 0, "steps": 0})
-    if not (isinstance(rounding, Mapping) and set(rounding) == {"seed", "steps"} and all(isinstance(v, int) and not isinstance(v, bool) for v in rounding.values())):
-        found.append(f"rounding is {rounding!r} (expected {{'seed': int, 'steps': int}})")
+    rounding = state_dict.get("rounding", {"steps": 0})
+    if not (isinstance(rounding, Mapping) and set(rounding) == {"steps"} and all(isinstance(v, int) and not isinstance(v, bool) for v in rounding.values())):
+        found.append(f"rounding is {rounding!r} (expected {{'steps': int}})")
     skipped = state_dict.get("nonfinite_skipped", 0)
     if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
         found.append(f"nonfinite_skipped is {skipped!r} (expected a whole number >= 0)")

@@ -320,14 +320,14 @@ def prepare(
     compiled: bool,
     label: str = "",
     native: bool = False,
-    bits: Callable[[Tensor], Bits] | None = None,
+    bits: Callable[[Tensor, float], Bits] | None = None,
 ) -> tuple[list[Call], list[Tensor]]:
     """Everything of bucket ``g``'s step that happens on the host: the states adopted, the
     scalar state moved, this step's numbers computed, the calls laid out (:func:`execute`
     runs them). Returns the calls, and the parameters the flat buffers cannot step after
     all (states of another layout), for the reference path. With ``compiled``, the calls
     run compiled kernels (``label`` names the optimizer in messages); with ``native``, the
-    states are checked in C++. ``bits``: a parameter's random bits this step (a bucket
+    states are checked in C++. ``bits``: a parameter's random bits at a step (a bucket
     whose storage rounds stochastically)."""
     b = g.bucket
     if b.storage is not None:
@@ -367,7 +367,7 @@ def _prepare_stored(
     compiled: bool,
     label: str,
     native: bool,
-    bits: Callable[[Tensor], Bits] | None,
+    bits: Callable[[Tensor, float], Bits] | None,
 ) -> tuple[list[Call], list[Tensor]]:
     """:func:`prepare` for a bucket with a storage: a call a parameter, each over its
     region to the end of its last block, with its own random bits; a step at which a
@@ -392,7 +392,7 @@ def _prepare_stored(
         eager = partial(_eager_stored, kept, rules, s, h)
         for i in indices:
             start, n = layout.offsets[i], layout.sizes[i]
-            place = bits(b.params[i]) if bits is not None and kept.random else Bits(torch.zeros((), dtype=torch.int64), 0)
+            place = bits(b.params[i], t) if bits is not None and kept.random else Bits(torch.zeros((), dtype=torch.int64), 0)
             views = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
             calls.append((kernel, *views, place.ints(n), eager))
     return calls, []

@@ -17,6 +17,7 @@ first and atomic), ``zero_grad`` and hooks (torch's, inherited).
 from __future__ import annotations
 
 import abc
+import math
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -218,9 +219,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         self.state = flat.TrackedState(dict, self.state)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        #: stochastic rounding's seed (torch's initial seed: runs seeded with
-        #: ``torch.manual_seed`` round alike) and its count of steps; both in the state_dict
-        self.rounding_seed = torch.initial_seed()
+        #: steps taken, the count of stochastic rounding for rules that count no steps of
+        #: their own (SGD's): in the state_dict as ``rounding``. (Its seed is the param
+        #: group's ``rounding_seed``, so that distributed checkpoints keep it too.)
         self.rounding_steps = 0
 
     @abc.abstractmethod
@@ -319,7 +320,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         new_state = lambda p: self.new_state(p, group, rules)  # noqa: E731
         for gathered in plan.ready:
             prepared, left = flat.prepare(
-                gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__, native=self._native, bits=self._bits
+                gathered, rules, hyper, tracked, new_state, self._compiled, type(self).__name__, native=self._native,
+                bits=lambda p, t: self._bits(group, p, t),
             )
             calls += prepared
             rest += left
@@ -331,7 +333,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             state = self.state.get(p) or self.new_state(p, group, rules)
             kept = storage.Storage.of(group, rules, p) if stored else None
             if kept is not None:
-                bits = self._bits(p) if kept.random else None
+                t = float(state["step"]) + 1 if torch.is_tensor(state.get("step")) else math.nan
+                bits = self._bits(group, p, t) if kept.random else None
                 reference.step(p, grad, state, rules, hyper, kept, bits)
             else:
                 step = reference.lazy_step if grad.is_sparse else reference.step
@@ -340,9 +343,11 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 self.state[p] = state
         return calls
 
-    def _bits(self, p: Tensor) -> storage.Bits:
-        """``p``'s random bits at this step (stochastic rounding)."""
-        return storage.Bits.of(self.rounding_seed, self.rounding_steps, self._index(p))
+    def _bits(self, group: dict[str, Any], p: Tensor, t: float) -> storage.Bits:
+        """``p``'s random bits at its step ``t`` (stochastic rounding): from the group's seed
+        and the step (the optimizer's count of steps where the rules count none)."""
+        count = self.rounding_steps if math.isnan(t) else int(t)
+        return storage.Bits.of(group["rounding_seed"], count, self._index(p))
 
     def _index(self, p: Tensor) -> int:
         """``p``'s place in the optimizer (its id in state_dicts): where its random bits
@@ -475,6 +480,8 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         if "state_precision" in group or "param_rounding" in group:
+            # stochastic rounding's seed: torch's initial seed (runs seeded alike round alike)
+            group.setdefault("rounding_seed", torch.initial_seed())
             try:
                 storage.check(group, None, group["params"], f" (param group {len(self.param_groups) - 1})")
             except ValueError:
@@ -489,7 +496,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         if self.nonfinite is not None or self.skipped_steps:
             sd["nonfinite_skipped"] = self.skipped_steps
         if any(k in g for g in self.param_groups for k in _STORAGE_KEYS):
-            sd["rounding"] = {"seed": self.rounding_seed, "steps": self.rounding_steps}
+            sd["rounding"] = {"steps": self.rounding_steps}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -504,7 +511,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 "optimizer; nothing was loaded:\n- " + "\n- ".join(found)
             )
         before = (self.state, self.param_groups, self.skipped_steps)
-        own = [{k: g[k] for k in _STORAGE_KEYS if k in g} for g in self.param_groups]
+        own = [{k: g[k] for k in (*_STORAGE_KEYS, "rounding_seed") if k in g} for g in self.param_groups]
         try:
             super().load_state_dict(state_dict)
         except BaseException:
@@ -513,7 +520,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         self.skipped_steps = int(state_dict.get("nonfinite_skipped", 0))
         rounding = state_dict.get("rounding")
         if rounding is not None:
-            self.rounding_seed, self.rounding_steps = rounding["seed"], rounding["steps"]
+            self.rounding_steps = rounding["steps"]
         self._keep_scalar_state(state_dict)
         self._keep_storage(state_dict, own)
 
@@ -525,9 +532,12 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         as saved: torch casts every state tensor to its parameter's dtype (codes too)."""
         saved_state = state_dict["state"]
         for saved, group, mine in zip(state_dict["param_groups"], self.param_groups, own):
+            seed = group.get("rounding_seed", mine.pop("rounding_seed", None))  # the saved one
             for key in _STORAGE_KEYS:
                 group.pop(key, None)
             group.update(mine)
+            if seed is not None and any(k in group for k in _STORAGE_KEYS):
+                group["rounding_seed"] = seed
             if not any(k in saved or k in group for k in _STORAGE_KEYS):
                 continue
             rules = self.rules(group)
@@ -569,15 +579,13 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             **super().__getstate__(),
             "nonfinite": self.nonfinite,
             "skipped_steps": self.skipped_steps,
-            "rounding_seed": self.rounding_seed,
             "rounding_steps": self.rounding_steps,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         defaults = dict(getattr(self, "defaults", {}))  # before torch adds its own keys
         super().__setstate__(state)
-        self.__dict__.setdefault("rounding_seed", torch.initial_seed())  # pickled before it existed
-        self.__dict__.setdefault("rounding_steps", 0)
+        self.__dict__.setdefault("rounding_steps", 0)  # pickled before it existed
         self.state = flat.TrackedState(dict, self.state)
         for group in self.param_groups:  # groups saved by older versions lack newer keys
             for key, value in defaults.items():

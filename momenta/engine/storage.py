@@ -486,6 +486,12 @@ def check(group: Mapping[str, Any], buffers: frozenset[str] | None, params: list
             raise ValueError(f"Invalid state_precision: {precision!r}{where} (expected one of {', '.join(map(repr, PRECISIONS))}, or a dict from state key to one)")
     coded = any(v in ("int8", "int4") for v in choices.values())
     for i, p in enumerate(params):
+        if (precision is not None or rounding not in (None, "nearest")) and type(p).__name__ == "DTensor":
+            raise ValueError(
+                f"Invalid state_precision/param_rounding: {precision!r}/{rounding!r}{where}: parameter {i} "
+                "is a DTensor (FSDP2, tensor parallel); low-precision state of sharded parameters "
+                "is not supported yet (each rank's blocks would have to be its own shard's)"
+            )
         if coded and p.is_complex():
             raise ValueError(f"Invalid state_precision: {precision!r}{where}: parameter {i} is complex ({p.dtype}); coded states hold real values only")
         if precision is not None and p.is_complex() and not coded:
