@@ -372,3 +372,66 @@ def test_resume_in_a_fresh_process_is_bit_exact_on_the_compiled_path(kind: str, 
             assert torch.equal(v, b["opt"]["state"][i][k]), (i, k)
     coded = [k for entry in a["opt"]["state"].values() for k in entry if k.endswith("_codes")]
     assert coded if kind != "bf16" else not coded
+
+
+# -- an optimizer of your own (README's "Your own optimizer") -----------------------------
+
+
+def _readme_adabelief() -> type:
+    from dataclasses import dataclass
+
+    from momenta.rules import EMA, SecondMoment
+
+    @dataclass(frozen=True)
+    class BeliefSq(SecondMoment):
+        beta: float = 0.999
+        formula = "s = β·s + (1−β)·(g − m)², ŝ = s/(1−βᵗ)"
+        needs_step = True
+
+        def init(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"exp_avg_var": torch.zeros_like(p)}
+
+        def update(self, state: Any, g: torch.Tensor, m: Any, t: Any) -> Any:
+            s = self.beta * state["exp_avg_var"] + (1 - self.beta) * (g - m) ** 2
+            return s, {"exp_avg_var": s}
+
+        def correction(self, t: Any) -> Any:
+            return 1 - self.beta**t
+
+    class AdaBelief(momenta.Optimizer):
+        def __init__(self, params: Any, lr: float = 1e-3, betas: Any = (0.9, 0.999), eps: float = 1e-16) -> None:
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+        def rules(self, group: dict[str, Any]) -> momenta.Rules:
+            beta1, beta2 = group["betas"]
+            return momenta.Rules(EMA(beta1, bias_correction=True), BeliefSq(beta2))
+
+    return AdaBelief
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_an_optimizer_of_your_own_takes_state_precision_as_a_group_key(precision: str) -> None:
+    """README's AdaBelief, whose constructor knows nothing of precision: the param group's
+    ``state_precision`` codes its buffers too (its own V-like buffer unsigned, as a
+    second-moment rule's)."""
+    cls = _readme_adabelief()
+    runs = {}
+    for key in (None, precision):
+        params = _params()
+        group: dict[str, Any] = {"params": params}
+        if key is not None:
+            group["state_precision"] = key
+        opt = cls([group], lr=1e-3)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g) + 0.2
+            opt.step()
+        runs[key] = params[0].detach().clone(), opt.state[params[0]]
+    (full, _), (narrow, state) = runs[None], runs[precision]
+    if precision == "bf16":
+        assert state["exp_avg_var"].dtype == torch.bfloat16
+    else:
+        assert state["exp_avg_var_codes"].dtype == torch.uint8 and "exp_avg_var" not in state
+    moved = (full - _params()[0]).norm()
+    assert (narrow - full).norm() / moved < {"bf16": 0.05, "int8": 0.1, "int4": 0.5}[precision]

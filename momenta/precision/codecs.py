@@ -15,8 +15,9 @@ search: ``round(a/d · 2^M)`` for a linear map, and otherwise the float32 bit pa
 ``a/d`` rounded to ``M`` mantissa bits by one integer add and shift (a carry moves it to the
 next binade). The roots are square roots; the block max is taken before them (they are
 monotone), so the reduction pass takes none, and an unsigned codec's ``√x`` is the update's
-``√V``, computed once. Decode → update → encode compiles to one loop over blocks (Inductor,
-CPU, with :data:`COMPILE_OPTIONS`), two sweeps of each block: its max, then its codes.
+``√V``, computed once. Decode → update → encode compiles (Inductor, CPU, with
+:data:`COMPILE_OPTIONS`, on rows of blocks: :meth:`Codec.encode_rows`) to two vectorised loops
+over the blocks: their maxima, then their codes.
 
 The maps chosen, by measurement (issue 14's measure: AdamW's final distance from float32
 AdamW on the same gradients, relative to how far float32 moved; 200 steps of two seeded
@@ -89,8 +90,8 @@ COMPILE_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
 options=COMPILE_OPTIONS)``). With Inductor's defaults the decoded-and-updated float32 buffers
 (read by the block max, the update and the encode) are written to memory and read back, two
 float32 passes that cost more than the whole float32 step; with these they are recomputed
-instead, and the kernel is one loop over blocks that sweeps each block twice, for its max and
-for its codes (measured: 2.3× faster for int8 on 16M elements, two threads, a busy machine)."""
+instead: the kernel is two loops over the blocks, their maxima and their codes, each decoding
+and updating (measured: 2.3× faster for int8 on 16M elements, two threads, a busy machine)."""
 
 _FEW = 3
 """Formats with at most this many exponent bits find the binade by comparisons (vectorised by
@@ -255,8 +256,8 @@ class Codec:
     def encode_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`encode` of rows of whole blocks, ``x`` shaped ``(rows, k·block)``: codes
         ``(rows, codes_numel(k·block))`` and scales ``(rows, k)``. The fast path's kernels
-        keep this shape, which Inductor compiles to one loop over rows, each row's max and
-        codes in two sweeps of data in the cache."""
+        keep this shape: every index Inductor computes is then a row times a constant plus a
+        column, no division, and its loops vectorise (a flat span's did not)."""
         fmt = self.format
         rows, width = x.shape
         x = x.reshape(rows, width // self.block, self.block).to(torch.float32)
