@@ -3,10 +3,23 @@
 Accuracy (issue 14's measure): every optimizer replays the same seeded gradient streams
 (:func:`momenta.precision.harness.gradient_streams`: ``mlp`` recorded from a small MLP,
 ``wide`` a stress stream with scales over five decades inside a block) and reports
-``‖p − p_fp32‖ / ‖p_fp32 − p_0‖`` after the last step. momenta's rows are
-:func:`~momenta.precision.harness.run_coded_adamw` (decode → float32 AdamW → encode, each
-step); torchao's ``AdamW8bit``/``AdamW4bit`` and bitsandbytes' ``AdamW8bit`` run as they are,
-where they are installed.
+``‖p − p_fp32‖ / ‖p_fp32 − p_0‖`` after the last step, ``p_fp32`` the harness's float32
+AdamW on the same stream. Rows:
+
+* ``harness``: :func:`~momenta.precision.harness.run_coded_adamw` (decode → float32 AdamW →
+  encode, each step), the codecs alone;
+* ``momenta.AdamW(state_precision=…)``: the integrated optimizer, the streams replayed as
+  ``p.grad`` of real parameters (:func:`~momenta.precision.harness.run_torch_optimizer`), on
+  the fast path (default) and on the for-loop (``foreach=False``);
+* torchao's ``AdamW8bit``/``AdamW4bit`` and bitsandbytes' ``AdamW8bit`` as they are, where
+  they import.
+
+All at ``lr=1e-3`` and every other argument at its default (weight decay 1e-2 in all four
+libraries). The parameters are the MLP's three weight matrices (16384, 65536 and 4096
+elements: every one coded, none under momenta's 4096-element threshold). A second table
+reads issue 14's bar off the first: momenta's integrated int8 against each library's
+8-bit AdamW, int4 against torchao's 4-bit (``meets``: no further from float32).
+``--seeds 0,1,2`` repeats everything on streams drawn from other seeds (a column each).
 
 ``--candidates`` adds the maps compared when the codecs were chosen: one buffer coded at a
 time (``m`` or ``V``, the other in float32), then pairs.
@@ -16,7 +29,8 @@ Speed: ``decode → AdamW → encode`` compiled by ``torch.compile`` on one flat
 2²⁰, all timed round-robin in one process (medians). On a busy machine only the ratios
 within one run mean anything.
 
-    .venv/bin/python benchmarks/bench_lowbit_accuracy.py [--steps 200] [--candidates] [--no-speed]
+    .venv/bin/python benchmarks/bench_lowbit_accuracy.py [--steps 200] [--seeds 0] [--candidates]
+        [--no-integrated] [--no-libraries] [--no-speed] [--no-accuracy] [--threads N]
 """
 
 from __future__ import annotations
@@ -26,10 +40,11 @@ import functools
 import importlib.util
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
+import momenta
 from momenta.precision import Codec, Format, codec
 from momenta.precision.codecs import COMPILE_OPTIONS
 from momenta.precision.harness import (
@@ -77,6 +92,7 @@ def candidates() -> list[tuple[str, Codec | None, Codec | None]]:
 
 
 def libraries() -> list[tuple[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]]]:
+    """(label, constructor) of torchao's and bitsandbytes' low-bit AdamW, where installed."""
     out: list[tuple[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]]] = []
     if importlib.util.find_spec("torchao") is not None:
         from torchao.optim import AdamW4bit, AdamW8bit  # type: ignore[import-untyped]
@@ -92,35 +108,106 @@ def libraries() -> list[tuple[str, Callable[[list[torch.nn.Parameter]], torch.op
     return out
 
 
-def accuracy(steps: int, with_candidates: bool) -> None:
-    streams = {k: gradient_streams(k, steps) for k in STREAMS}
-    reference = {k: run_coded_adamw(p0, g, None, None, lr=LR) for k, (p0, g) in streams.items()}
+Make = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def integrated() -> list[tuple[str, Make]]:
+    """(label, constructor) of momenta.AdamW at each state precision, fast path then for-loop."""
+    out: list[tuple[str, Make]] = []
+    for foreach, path in ((None, "fast path"), (False, "for-loop")):
+        for precision in (None, "bf16", "int8", "int4"):
+            kw: dict[str, object] = {"state_precision": precision} if precision else {}
+            if foreach is False:
+                if precision is None:
+                    continue  # float32 on the for-loop: torch's own numbers, nothing to learn
+                kw["foreach"] = False
+            label = f"momenta.AdamW(state_precision={precision!r}), {path}" if precision else f"momenta.AdamW(), {path}"
+            out.append((label, functools.partial(lambda ps, kw: momenta.AdamW(ps, lr=LR, **kw), kw=kw)))
+    return out
+
+
+INT8 = "momenta.AdamW(state_precision='int8'), fast path"
+INT4 = "momenta.AdamW(state_precision='int4'), fast path"
+BARS = (
+    (INT8, "bitsandbytes AdamW8bit"),
+    (INT8, "torchao AdamW8bit"),
+    (INT4, "torchao AdamW4bit"),
+)
+"""Issue 14's bar: (momenta's row, the library's row it must be no further from float32 than)."""
+
+
+def accuracy(
+    steps: int,
+    with_candidates: bool = False,
+    seeds: Sequence[int] = (0,),
+    with_integrated: bool = True,
+    with_libraries: bool = True,
+) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    """(columns, rows): a column a stream and seed, a row an optimizer's drifts; prints both tables."""
+    columns = [k if len(seeds) == 1 else f"{k}, seed {s}" for s in seeds for k in STREAMS]
+    streams = [gradient_streams(k, steps, seed=s) for s in seeds for k in STREAMS]
+    reference = [run_coded_adamw(p0, g, None, None, lr=LR) for p0, g in streams]
     rows: list[tuple[str, list[float]]] = []
 
-    def ours(label: str, cm: Codec | None, cv: Codec | None) -> None:
-        d = [drift(run_coded_adamw(p0, g, cm, cv, lr=LR), reference[k], p0) for k, (p0, g) in streams.items()]
+    def record(label: str, d: list[float]) -> None:
         rows.append((label, d))
         print(f"  {label}: {', '.join(f'{x:.4g}' for x in d)}", flush=True)
 
-    def theirs(label: str, make: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]) -> None:
-        d = [drift(run_torch_optimizer(p0, g, make), reference[k], p0) for k, (p0, g) in streams.items()]
-        rows.append((label, d))
-        print(f"  {label}: {', '.join(f'{x:.4g}' for x in d)}", flush=True)
+    def ours(label: str, cm: Codec | None, cv: Codec | None) -> None:
+        record(
+            label, [drift(run_coded_adamw(p0, g, cm, cv, lr=LR), ref, p0) for (p0, g), ref in zip(streams, reference)]
+        )
+
+    def theirs(label: str, make: Make) -> None:
+        record(label, [drift(run_torch_optimizer(p0, g, make), ref, p0) for (p0, g), ref in zip(streams, reference)])
 
     theirs("torch AdamW (float32)", lambda ps: torch.optim.AdamW(ps, lr=LR))
     for precision in ("int8", "int4"):
         cm, cv = codec(precision, True), codec(precision, False)
-        ours(f"momenta {precision} ({cm.format.name} + {cv.format.name})", cm, cv)
-    for label, make in libraries():
-        theirs(label, make)
+        ours(f"harness {precision} ({cm.format.name} + {cv.format.name})", cm, cv)
+    if with_integrated:
+        for label, make in integrated():
+            theirs(label, make)
+    if with_libraries:
+        for label, make in libraries():
+            theirs(label, make)
     if with_candidates:
         for label, m_codec, v_codec in candidates():
             ours(label, m_codec, v_codec)
     print(f"\nAdamW(lr={LR}), {steps} steps; drift = ‖p − p_fp32‖ / ‖p_fp32 − p_0‖\n")
-    print("| states | " + " | ".join(f"drift, {k}" for k in STREAMS) + " |")
-    print("|---|" + "---|" * len(STREAMS))
-    for label, d in rows:
-        print(f"| {label} | " + " | ".join(f"{x:.4g}" for x in d) + " |")
+    print(table(columns, rows))
+    bars = bar_table(columns, rows)
+    if bars:
+        print("\nIssue 14's bar (momenta integrated, fast path, against each library's AdamW)\n")
+        print(bars)
+    return columns, rows
+
+
+def table(columns: Sequence[str], rows: Sequence[tuple[str, list[float]]]) -> str:
+    """The drift table, a row an optimizer."""
+    lines = ["| states | " + " | ".join(f"drift, {k}" for k in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(f"{x:.4g}" for x in d) + " |" for label, d in rows]
+    return "\n".join(lines)
+
+
+def bar_table(columns: Sequence[str], rows: Sequence[tuple[str, list[float]]]) -> str:
+    """Each bar of :data:`BARS` whose two rows were measured: momenta's drift ÷ the library's,
+    and ``meets`` (momenta no further from float32) or ``misses``; empty if none was."""
+    found = dict(rows)
+    lines = []
+    for ours, theirs in BARS:
+        if ours not in found or theirs not in found:
+            continue
+        cells = []
+        for a, b in zip(found[ours], found[theirs]):
+            verdict = "meets" if a <= b else "misses"
+            cells.append(f"{a:.4g} vs {b:.4g}: {a / b:.2f}×, {verdict}")
+        short = ours.split("'")[1]
+        lines.append(f"| momenta {short} vs {theirs} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = ["| bar | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    return "\n".join(head + lines)
 
 
 def speed(rounds: int = 15) -> None:
@@ -188,18 +275,27 @@ def speed(rounds: int = 15) -> None:
         print(f"| {label} | {med * 1e3:.1f} ms | {base / med:.2f}× | {b} |")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--seeds", default="0", help="gradient-stream seeds, comma-separated (default %(default)s)")
     parser.add_argument("--candidates", action="store_true", help="also every candidate map")
+    parser.add_argument("--no-integrated", action="store_true", help="skip momenta.AdamW(state_precision=…)")
+    parser.add_argument("--no-libraries", action="store_true", help="skip torchao and bitsandbytes")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.no_accuracy:
-        accuracy(args.steps, args.candidates)
+        accuracy(args.steps, args.candidates, seeds, not args.no_integrated, not args.no_libraries)
     if not args.no_speed:
         speed()
 
