@@ -107,6 +107,14 @@ class Stored:
     def coded(self) -> bool:
         return self.precision in ("int8", "int4")
 
+    @property
+    def stochastic(self) -> bool:
+        """Its writes round stochastically: bf16, and int4 codes (whose neighbouring values
+        near the top of a block are 25–50% apart: rounded to nearest, an average that moves
+        by less than half a step a step stalls; measured on Lion's β₂ = 0.99 average, see
+        benchmarks/RESULTS-lowbit.md). int8's codes round to nearest."""
+        return self.precision in ("bf16", "int4")
+
     @cached_property
     def codec(self) -> Codec:
         return codec(self.precision, self.signed)
@@ -144,15 +152,16 @@ class Stored:
             scales: Region(torch.float32, 1, c.block, c.block, shaped=False),
         }
 
-    def encode(self, x: Tensor) -> dict[str, Tensor]:
+    def encode(self, x: Tensor, noise: Tensor | None = None) -> dict[str, Tensor]:
         """The stored form of ``x`` (float, flat in memory order, at most ``padded`` long;
-        the rest of the last block is zeros), by key. Float storage rounds to nearest."""
+        the rest of the last block is zeros), by key. Float storage rounds to nearest; codes
+        too, unless ``noise`` (uniform in [0, 1), ``padded`` long) rounds them stochastically."""
         if not self.coded:
             return {self.name: x.to(_FLOATS[self.precision])}
         n = self.padded(x.numel())
         if n != x.numel():
             x = torch.nn.functional.pad(x.reshape(-1), (0, n - x.numel()))
-        codes, scales = self.codec.encode(x)
+        codes, scales = self.codec.encode(x, noise)
         return dict(zip(self.keys(), (codes, scales)))
 
     def decode(self, state: Mapping[str, Tensor], n: int, dtype: torch.dtype) -> Tensor:
@@ -231,7 +240,7 @@ class Storage:
     @cached_property
     def random(self) -> bool:
         """The step needs random bits (a bfloat16 write that rounds stochastically)."""
-        return self.rounding == "stochastic" or any(s.precision == "bf16" for s in self.stored)
+        return self.rounding == "stochastic" or any(s.stochastic for s in self.stored)
 
     @cached_property
     def block(self) -> int:
@@ -354,20 +363,22 @@ class Storage:
                 else:  # born at its first update: the parameter's precision
                     state[name] = value.detach().to(p.dtype).clone(memory_format=torch.preserve_format)
                 continue
+            stream = 1 + self.stored.index(s)  # the weights draw stream 0
             if s.coded and rows:
                 value = value.to(self.dtype)
                 if valid is not None:
                     index = torch.arange(value.numel(), device=value.device).view(value.shape)
                     value = torch.where(index < valid, value, 0.0)
-                for k, v in zip(s.keys(), s.codec.encode_rows(value)):
+                noise = bits.uniform(value.numel(), stream).view(value.shape) if s.stochastic and bits else None
+                for k, v in zip(s.keys(), s.codec.encode_rows(value, noise)):
                     state[k].copy_(v)
                 continue
             flat = _flat(value.to(self.dtype))
             if s.precision == "bf16" and bits is not None and flat.dtype != torch.bfloat16:
-                stream = 1 + self.stored.index(s)  # the weights draw stream 0
                 new = {name: stochastic_round_bf16(flat.float(), bits.key, bits.offset, stream)}
             else:
-                new = s.encode(flat)
+                noise = bits.uniform(s.padded(flat.numel()), stream) if s.coded and s.stochastic and bits else None
+                new = s.encode(flat, noise)
             for k, v in new.items():
                 if k in state:
                     _flat(state[k]).copy_(v)
@@ -447,6 +458,10 @@ class Bits:
     def draw(self, n: int) -> Tensor:
         """The raw bits of ``n`` elements (tests)."""
         return random_bits(self.key, n, self.offset)
+
+    def uniform(self, n: int, stream: int) -> Tensor:
+        """``n`` float32 values uniform in [0, 1) (24 random bits each), from ``stream``."""
+        return (random_bits(self.key, n, self.offset, stream) >> 8).to(torch.float32) * 2.0**-24
 
 
 def _real(x: Tensor) -> Tensor:

@@ -158,11 +158,20 @@ class Format:
         """Every magnitude code's value, float32, indexed by code (tests and documentation)."""
         return self.value(torch.arange(self.max_code + 1, dtype=torch.int32))
 
-    def code(self, y: Tensor) -> Tensor:
-        """Nearest magnitude code (int32) of ``y`` ∈ [0, vmax] (float32; larger saturates)."""
+    def code(self, y: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Nearest magnitude code (int32) of ``y`` ∈ [0, vmax] (float32; larger saturates).
+
+        With ``noise`` (uniform in [0, 1), like ``y``), the code rounds stochastically: down
+        or up with the probabilities that make its expected value ``y`` (the table is linear
+        between neighbouring codes), so that an average moving by less than half a step a
+        step still moves."""
         m = self.mantissa
+
+        def rnd(t: Tensor) -> Tensor:
+            return torch.round(t) if noise is None else torch.floor(t + noise)
+
         y = torch.where(y <= self.vmax, y, self.vmax)  # inf and NaN saturate
-        small = torch.round(y * 2.0**m).to(torch.int32)
+        small = rnd(y * 2.0**m).to(torch.int32)
         if self.exponent == 0:
             return small
         if self.exponent <= _FEW:
@@ -173,12 +182,13 @@ class Format:
             for j in range(1, (1 << self.exponent) - 1):
                 k = torch.where(y >= 2.0**j, j, k)
                 inv = torch.where(y >= 2.0**j, 2.0**-j, inv)
-            normal = ((k + 1) << m) + torch.round((y * inv - 1.0) * 2.0**m).to(torch.int32)
+            normal = ((k + 1) << m) + rnd((y * inv - 1.0) * 2.0**m).to(torch.int32)
         else:
             # the float32 pattern rounded to M mantissa bits (half up) is the code, once the
             # exponent is rebased so that 1.0 (pattern 127 << 23) is code 2^M
             shift = 23 - m
-            normal = ((y.view(torch.int32) + (1 << (shift - 1))) >> shift) - (126 << m)
+            half = (1 << (shift - 1)) if noise is None else (noise * (1 << shift)).to(torch.int32)
+            normal = ((y.view(torch.int32) + half) >> shift) - (126 << m)
         return torch.where(y < 1.0, small, normal).clamp_(max=self.max_code)
 
     def value(self, q: Tensor) -> Tensor:
@@ -243,24 +253,29 @@ class Codec:
             torch.zeros(self.scales_numel(n), dtype=torch.float32, device=device),
         )
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(codes, scales)`` of a flat tensor ``x`` (any float dtype; arithmetic in float32)."""
+    def encode(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(codes, scales)`` of a flat tensor ``x`` (any float dtype; arithmetic in float32);
+        ``noise`` (uniform in [0, 1), like ``x``): round the codes stochastically."""
         self._check(x.numel())
-        codes, scales = self.encode_rows(x.reshape(-1, self.block))
+        rows = None if noise is None else noise.reshape(-1, self.block)
+        codes, scales = self.encode_rows(x.reshape(-1, self.block), rows)
         return codes.reshape(-1), scales.reshape(-1)
 
     def decode(self, codes: Tensor, scales: Tensor) -> Tensor:
         """The float32 values of ``codes`` with their blocks' ``scales`` (flat)."""
         return self.decode_rows(codes.reshape(-1, self.codes_numel(self.block)), scales.reshape(-1, 1)).reshape(-1)
 
-    def encode_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_rows(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`encode` of rows of whole blocks, ``x`` shaped ``(rows, k·block)``: codes
         ``(rows, codes_numel(k·block))`` and scales ``(rows, k)``. The fast path's kernels
         keep this shape: every index Inductor computes is then a row times a constant plus a
-        column, no division, and its loops vectorise (a flat span's did not)."""
+        column, no division, and its loops vectorise (a flat span's did not). ``noise``: as
+        :meth:`encode`'s."""
         fmt = self.format
         rows, width = x.shape
         x = x.reshape(rows, width // self.block, self.block).to(torch.float32)
+        if noise is not None:
+            noise = noise.reshape(x.shape)
         if fmt.signed:
             a = x.abs()
         else:
@@ -274,7 +289,7 @@ class Codec:
             r = self.root(a)
         else:  # written from x.sqrt(), the update's √V: Inductor computes it once
             r = torch.where(x < 0, 0.0, self.root(x.sqrt(), skip=1))
-        q = fmt.code(r * (1.0 / d.clamp(min=_TINY)))
+        q = fmt.code(r * (1.0 / d.clamp(min=_TINY)), noise)
         if not fmt.signed:
             q = torch.where(r > 0, q.clamp(min=1), q)  # never 0 for a positive V: the zero point
         if fmt.signed:
