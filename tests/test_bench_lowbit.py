@@ -63,7 +63,7 @@ def test_accuracy_script_reports_the_integrated_optimizer(eager, capsys):
         assert fp32[stream] < 1e-4  # float32 state: the reference's numbers up to rounding
         for p in ("bf16", "int8", "int4"):
             assert drifts[fast[p]][stream] > 10 * fp32[stream], p  # the precision took effect
-        for p in ("int8", "int4"):  # the engine's codes are the harness's codes
+        for p in ("int8",):  # the engine's codes are the harness's (int4's round stochastically)
             harness = next(v for k, v in drifts.items() if k.startswith(f"harness {p} "))
             for path in (fast, loop):
                 assert drifts[path[p]][stream] == pytest.approx(harness[stream], rel=1e-2), (p, stream)
