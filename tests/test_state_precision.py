@@ -435,3 +435,38 @@ def test_an_optimizer_of_your_own_takes_state_precision_as_a_group_key(precision
         assert state["exp_avg_var_codes"].dtype == torch.uint8 and "exp_avg_var" not in state
     moved = (full - _params()[0]).norm()
     assert (narrow - full).norm() / moved < {"bf16": 0.05, "int8": 0.1, "int4": 0.5}[precision]
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_a_changed_state_precision_converts_the_state(flat: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user sets a group's ``state_precision`` between steps: the states are converted
+    (coded, then decoded back) before the next step reads them, and a bad value is refused
+    at that step, before anything changes."""
+    from momenta.engine import kernels
+
+    monkeypatch.setattr(kernels.config, "flat", flat)
+    params, twins = _params(), _params()
+    opt, twin = momenta.AdamW(params, lr=1e-3), momenta.AdamW(twins, lr=1e-3)  # twin: float32 throughout
+    g = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        for p, q in zip(params, twins):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        opt.step()
+        twin.step()
+
+    step()
+    opt.param_groups[0]["state_precision"] = "int8"
+    step()
+    assert sorted(opt.state[params[0]]) == ["exp_avg_codes", "exp_avg_scales", "exp_avg_sq_codes", "exp_avg_sq_scales", "step"]
+    del opt.param_groups[0]["state_precision"]
+    step()
+    assert sorted(opt.state[params[0]]) == ["exp_avg", "exp_avg_sq", "step"]
+    m, m_twin = opt.state[params[0]]["exp_avg"], twin.state[twins[0]]["exp_avg"]
+    assert (m - m_twin).abs().max() < 0.05 * m_twin.abs().max()  # one int8 step's coding error
+    opt.param_groups[0]["state_precision"] = "int3"
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match="Invalid state_precision: 'int3'"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, params))

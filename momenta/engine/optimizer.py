@@ -270,6 +270,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         """Phase one of a step, for every param group: rules checked, flat buffers current,
         gradients gathered. Nothing of the parameters or the state has changed."""
         groups = [(group, *self._rules_of(index, group)) for index, group in enumerate(self.param_groups)]
+        self._convert_changed_storage(groups)
         flats: list[flat.FlatGroup | None] = []
         for index, (group, rules, _) in enumerate(groups):
             if self.complex_error is not None or self.dense_error is not None:
@@ -294,6 +295,32 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             plans.append(_Plan(group, rules, hyper, ready, rest))
         return plans
 
+    def _convert_changed_storage(self, groups: list[tuple[dict[str, Any], Rules, reference.Hyper]]) -> None:
+        """A group whose ``state_precision`` or ``param_rounding`` changed since its last
+        step (a user's edit) has its states converted from the old storage to the new one
+        before anything else reads them (:mod:`.storage`)."""
+        specs: dict[int, Any] = self.__dict__.setdefault("_storage_specs", {})
+        for index, (group, rules, _) in enumerate(groups):
+            spec = {k: group[k] for k in _STORAGE_KEYS if k in group}
+            before = specs.get(index, spec)
+            specs[index] = spec
+            if before == spec:
+                continue
+            old_group = {**{k: v for k, v in group.items() if k not in _STORAGE_KEYS}, **before}
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                was, now = storage.Storage.of(old_group, rules, p), storage.Storage.of(group, rules, p)
+                if was != now:
+                    if was is not None:
+                        was.restore(state, p)
+                    if now is not None:
+                        now.store(state, p)
+                    self.state[p] = state  # a new version: the fast path adopts it anew
+            if spec and "rounding_seed" not in group:
+                group["rounding_seed"] = torch.initial_seed()
+
     def _rules_of(self, index: int, group: dict[str, Any]) -> tuple[Rules, reference.Hyper]:
         """The group's rules and engine hyperparameters, checked; rebuilt only when a value
         changed since the last step (a scheduler, a user), else reused."""
@@ -306,6 +333,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             cache[index] = _Cached(group, key, cached.rules, cached.hyper)
             return cached.rules, cached.hyper
         rules, hyper = validation.checked_rules(self, group), reference.Hyper.of(group)
+        if any(k in group for k in _STORAGE_KEYS):
+            storage.check(group, rules.buffers() if isinstance(group.get("state_precision"), Mapping) else None,
+                          group["params"], f" (param group {index})")  # fmt: skip
         if key is not None:
             cache[index] = _Cached(group, key, rules, hyper)
         return rules, hyper

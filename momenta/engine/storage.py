@@ -239,7 +239,8 @@ class Storage:
 
     @cached_property
     def random(self) -> bool:
-        """The step needs random bits (a bfloat16 write that rounds stochastically)."""
+        """The step needs random bits: a write that rounds stochastically (bf16 state, int4
+        codes, weights with ``param_rounding="stochastic"``)."""
         return self.rounding == "stochastic" or any(s.stochastic for s in self.stored)
 
     @cached_property
