@@ -61,6 +61,7 @@ from torch import Tensor
 
 from momenta.engine import Optimizer, Rules, compat, kernels
 from momenta.engine.layout import Layout
+from momenta.engine.storage import Storage
 from momenta.engine.reference import Hyper, real
 from momenta.rules import Gradient, One, Rule
 from momenta.rules.base import SecondMoment, Wrapping
@@ -488,10 +489,13 @@ def _mask(layout: Layout, owners: list[int]) -> Tensor:
 
 def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any) -> _Part | None:
     """A flat bucket's reading over its flat buffers, or ``None`` if they are not what
-    ``optimizer.state`` holds (then the caller reads the parameters one by one)."""
+    ``optimizer.state`` holds, or hold low-precision codes (then the caller reads the
+    parameters one by one, decoding their states)."""
     state = bucket.state
     layout: Layout = bucket.layout
     moments_ = spec.moments
+    if getattr(bucket, "storage", None) is not None:
+        return None
     if layout.dtype.is_complex or not state.owners or not state.current(optimizer.state, state.owners):
         return None
     t = state.uniform_step()
@@ -540,6 +544,13 @@ class _Group:
     each: list[_Part | None] | None  # per parameter, on request
 
 
+def _decoded(optimizer: Optimizer, group: dict[str, Any], rules: Rules, p: Tensor) -> Mapping[str, Any]:
+    """``optimizer.state[p]``, with buffers kept at low precision decoded (float32)."""
+    state = optimizer.state.get(p) or {}
+    kept = Storage.of(group, rules, p) if state and any(k in group for k in ("state_precision", "param_rounding")) else None
+    return {**state, **kept.read(state, p, rules.scalar_names())} if kept is not None else state
+
+
 def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_parameter: bool) -> _Group:
     rules = optimizer.rules(group)
     hyper = Hyper.of(group)
@@ -547,7 +558,7 @@ def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_paramete
     params: list[Tensor] = list(group["params"])
     compiled = bool(optimizer.__dict__.get("_compiled"))
     if per_parameter:
-        each = [_parameter(spec, p, optimizer.state.get(p) or {}, compiled) for p in params]
+        each = [_parameter(spec, p, _decoded(optimizer, group, rules, p), compiled) for p in params]
         steps = [_step_of(optimizer.state.get(p) or {}) for p in params]
         finite = [s for s in steps if not math.isnan(s)]
         return _Group([e for e in each if e is not None], spec.moments, max(finite) if finite else None, each)
@@ -566,7 +577,7 @@ def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_paramete
                 uniform = bucket.state.uniform_step()
                 step = uniform if uniform is not None else step
     for p in rest:
-        state = optimizer.state.get(p) or {}
+        state = _decoded(optimizer, group, rules, p)
         read = _parameter(spec, p, state, compiled)
         if read is not None:
             parts.append(read)

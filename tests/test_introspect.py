@@ -229,8 +229,31 @@ def test_lower_median_is_torchs(dtype, n):
     assert math.isnan(lower_median(torch.full((n,), -1.0, dtype=dtype)))
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
+def test_low_precision_states_are_decoded(precision):
+    """A ``state_precision`` optimizer's m and V are read decoded (float32): its numbers are
+    those of the same reading made from the decoded state by hand, within float32 rounding,
+    and near a float32 twin's."""
+    params, twins = _model(big=True), _model(big=True)
+    opt, inspector, before = _train(lambda ps: momenta.AdamW(ps, lr=0.01, state_precision=precision), params)
+    twin, twin_inspector, _ = _train(lambda ps: momenta.AdamW(ps, lr=0.01), twins)
+    coded, full = inspector.read().total, twin_inspector.read().total
+    assert coded.numel == full.numel
+    for key in ("m_norm", "sqrt_v_mean", "update_rms"):
+        assert getattr(coded, key) == pytest.approx(getattr(full, key), rel=0.25 if precision == "int4" else 0.1), key
+    by_parameter = inspector.read(per_parameter=True)
+    assert by_parameter.groups[0].params[0].m_norm == pytest.approx(
+        float(opt.state[params[0]]["exp_avg"].double().norm())
+        if precision == "bf16"
+        else float(momenta.engine.storage.Storage.of(opt.param_groups[0], opt.rules(opt.param_groups[0]), params[0])
+                   .read(opt.state[params[0]], params[0], ("step",))["exp_avg"].double().norm()),
+        rel=1e-6,
+    )
+
+
 def test_a_state_that_is_not_float_is_refused():
-    """Low-precision codes (``state_precision``) are not read as numbers: an error names the buffer."""
+    """Codes that no ``state_precision`` of the group explains are not read as numbers: an
+    error names the buffer."""
     params = _model(big=False)
     opt, _, _ = _train(lambda ps: momenta.Adam(ps, lr=0.01, foreach=False), params, steps=1)
     opt.state[params[0]]["exp_avg"] = torch.zeros(params[0].shape, dtype=torch.uint8)
