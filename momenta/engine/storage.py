@@ -172,6 +172,9 @@ class Stored:
         return self.codec.decode(_flat(state[codes]), _flat(state[scales]))[:n].to(dtype)
 
 
+_cache: dict[tuple[Any, ...], tuple[Rules, Storage | None]] = {}  # Storage.of's, by rules id …
+
+
 def _flat(t: Tensor) -> Tensor:
     """``t``'s elements in memory order (a view for dense tensors)."""
     if t.is_contiguous():
@@ -213,11 +216,25 @@ class Storage:
     @classmethod
     def of(cls, group: Mapping[str, Any], rules: Rules, p: Tensor) -> Storage | None:
         """``p``'s storage in ``group`` (``None``: everything at the parameter's precision,
-        rounded to nearest, the engine's usual path)."""
+        rounded to nearest, the engine's usual path). Worked out once per rules value,
+        precision and kind of parameter (the reference path asks at every step)."""
         precision = group.get("state_precision")
         rounding = group.get("param_rounding") or "nearest"
         if precision is None and rounding == "nearest":
             return None
+        spec = tuple(sorted(precision.items())) if isinstance(precision, Mapping) else precision
+        key = (id(rules), spec, rounding, tuple(p.shape), p.dtype)
+        found = _cache.get(key)
+        if found is not None and found[0] is rules:
+            return found[1]
+        value = cls._of(precision, rounding, rules, p)
+        if len(_cache) > 4096:
+            _cache.clear()
+        _cache[key] = (rules, value)
+        return value
+
+    @classmethod
+    def _of(cls, precision: Any, rounding: str, rules: Rules, p: Tensor) -> Storage | None:
         stored: list[Stored] = []
         if precision is not None and p.numel() >= SMALL:
             dtype = p.real.dtype if p.is_complex() else p.dtype
