@@ -331,6 +331,7 @@ class Storage:
         return found + ([problem] if problem else [])
 
     def compensation_problem(self, state: Mapping[str, Any], p: Tensor) -> str | None:
+        """What is wrong with a compensated parameter's ``compensation``, if anything."""
         value = state.get(COMPENSATION)
         if self.rounding != "compensated" or value is None:
             return None
@@ -472,10 +473,6 @@ class Bits:
     def ints(self, valid: int) -> Tensor:
         """``[key, offset, valid]``, the int64 input of a fast-path kernel (:func:`step`)."""
         return torch.tensor([int(self.key), int(self.offset), valid], dtype=torch.int64)
-
-    def draw(self, n: int) -> Tensor:
-        """The raw bits of ``n`` elements (tests)."""
-        return random_bits(self.key, n, self.offset)
 
     def uniform(self, n: int, stream: int) -> Tensor:
         """``n`` float32 values uniform in [0, 1) (24 random bits each), from ``stream``."""
