@@ -454,3 +454,22 @@ def test_compensated_updates_keep_tiny_increments():
     p, c = compensated_write(w)
     assert torch.equal(p, w.to(torch.bfloat16))
     assert bool(((compensated_read(p, c) - w).abs() <= w.abs() * 2.0**-16).all())
+
+
+def test_round_bf16_is_torchs_cast_and_survives_compilation():
+    """The compensation's rounding is integer math on the bits: the same as torch's cast to
+    bfloat16 (ties to even, inf, NaN, the largest values, subnormals), and compiled it still
+    leaves ``w − round(w)`` (Inductor drops a cast to bfloat16 and back)."""
+    from momenta.precision.rounding import round_bf16
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100_000, generator=g) * 10.0 ** torch.randint(-30, 30, (100_000,), generator=g).float()
+    edges = torch.tensor([float("inf"), -float("inf"), float("nan"), 3.3895314e38, 0.0, -0.0, 1e-40, 1.00390625, 1.01171875])
+    x = torch.cat([x, edges])
+    a, b = round_bf16(x), x.to(torch.bfloat16).float()
+    assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a[~a.isnan()], b[~b.isnan()])
+    w = torch.randn(4096, generator=g) + 4
+    compiled = torch.compile(compensated_write, dynamic=True)
+    p, c = compiled(w)
+    assert c.abs().max() > 0
+    assert torch.equal(p, compensated_write(w)[0]) and torch.equal(c, compensated_write(w)[1])

@@ -382,11 +382,8 @@ class _Dispatch:
             return torch.empty(n * t.numel() // p.numel(), dtype=t.dtype, device=t.device)
 
         examples = [like(p), like(g), *(t.clone() for t in inputs), *map(like, buffers.values())]
-        options: dict[str, Any] | None = None
-        if self.kept is not None:
-            # a cast to bfloat16 and back must round (Inductor would drop the pair, and
-            # with it a compensation's w − bf16(w)); a coded state's options: see precision
-            options = {"emulate_precision_casts": True, **(COMPILE_OPTIONS if self.kept.block > 1 else {})}
+        # a coded state's options: see momenta.precision.COMPILE_OPTIONS
+        options = COMPILE_OPTIONS if self.kept is not None and self.kept.block > 1 else None
         compiled = compat.compile_graph(body, examples, options)
         if compiled is not None:
             return compiled

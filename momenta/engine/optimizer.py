@@ -261,7 +261,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                     raise FloatingPointError(self._nonfinite_message())
                 self.skipped_steps += 1
                 return loss
-            self.rounding_steps += 1
+            if any(k in g for g in self.param_groups for k in _STORAGE_KEYS):
+                # (only then: dynamo before torch 2.13 cannot trace the attribute's update)
+                self.rounding_steps += 1
             calls = [call for plan in plans for call in self._apply(plan)]
             flat.execute(calls)
         return loss

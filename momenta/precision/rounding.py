@@ -118,6 +118,17 @@ def compensated_read(p: Tensor, c: Tensor) -> Tensor:
     return p.to(torch.float32) + c.to(torch.float32)
 
 
+def round_bf16(w: Tensor) -> Tensor:
+    """``w`` (float32) rounded to the nearest bfloat16 (ties to even), as a float32 tensor.
+
+    Integer math on the bit pattern, not a cast: a compiler may drop a cast to bfloat16 and
+    back as a no-op (Inductor does, unless it emulates precision casts), and the difference
+    ``w − round(w)`` a compensation keeps would then be 0. NaN stays NaN; ``±inf`` stays."""
+    bits = torch.where(w != w, 0.0, w).view(torch.int32)  # a NaN pattern could carry into inf
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).view(torch.float32)
+    return torch.where(w != w, w, rounded)
+
+
 def compensated_write(w: Tensor, dtype: torch.dtype = torch.bfloat16) -> tuple[Tensor, Tensor]:
     """``(p, c)``: ``w`` (float32) rounded to nearest, and what the rounding dropped.
 
@@ -125,5 +136,8 @@ def compensated_write(w: Tensor, dtype: torch.dtype = torch.bfloat16) -> tuple[T
         w: the new parameter, float32.
         dtype: the parameter's (and the compensation's) dtype.
     """
-    p = w.to(dtype)
-    return p, (w - p.to(torch.float32)).to(dtype)
+    if dtype != torch.bfloat16:
+        p = w.to(dtype)
+        return p, (w - p.to(torch.float32)).to(dtype)
+    p32 = round_bf16(w.to(torch.float32))
+    return p32.to(dtype), (w - p32).to(dtype)  # both casts exact: p32 is a bfloat16 value
