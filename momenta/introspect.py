@@ -547,7 +547,7 @@ class _Group:
 def _decoded(optimizer: Optimizer, group: dict[str, Any], rules: Rules, p: Tensor) -> Mapping[str, Any]:
     """``optimizer.state[p]``, with buffers kept at low precision decoded (float32)."""
     state = optimizer.state.get(p) or {}
-    kept = Storage.of(group, rules, p) if state and any(k in group for k in ("state_precision", "param_rounding")) else None
+    kept = Storage.of(group, rules, p) if state else None
     return {**state, **kept.read(state, p, rules.scalar_names())} if kept is not None else state
 
 

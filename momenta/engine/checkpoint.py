@@ -66,13 +66,6 @@ def _buffer_problem(name: str, value: Any, p: torch.Tensor, shape: torch.Size) -
     return None
 
 
-def kept_keys(kept: storage.Storage | None) -> set[str]:
-    """The keys a storage checks itself (codes, scales, bfloat16 buffers, compensation)."""
-    if kept is None:
-        return set()
-    return {k for s in kept.stored for k in s.keys()} | {storage.COMPENSATION}
-
-
 def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
     """Every way ``state_dict`` does not fit ``optimizer``; empty when it loads cleanly."""
     if not isinstance(state_dict, Mapping):
@@ -142,13 +135,11 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
         scalars = rules.scalar_names()
         # stored as saved: low-precision buffers under their own keys (checked by the storage)
         kept = storage.Storage.of(saved, rules, p)
-        stored = kept.by_name if kept is not None else {}
-        required = [*scalars, *(k for name in shapes for k in (stored[name].keys() if name in stored else (name,)))]
-        allowed = {*scalars, *shapes, *rules.buffers()} - set(stored)
-        allowed |= {k for s in stored.values() for k in s.keys()}
-        if kept is not None and kept.rounding == "compensated":
-            allowed.add(storage.COMPENSATION)
+        own = kept.own_keys if kept is not None else frozenset()
+        required = [*scalars, *(k for name in shapes for k in (kept.keys(name) if kept is not None else (name,)))]
+        if storage.COMPENSATION in own:
             required.append(storage.COMPENSATION)
+        allowed = ({*scalars, *shapes, *rules.buffers()} - set(kept.by_name if kept is not None else ())) | own
         if not entry:
             continue  # an empty state: the parameter starts afresh, as torch does
         if kept is not None:
@@ -164,7 +155,7 @@ def problems(optimizer: Optimizer, state_dict: Any) -> list[str]:
                 problem = _step_problem(value)
             elif key in scalars:
                 problem = _scalar_problem(key, value)
-            elif key in allowed and key not in kept_keys(kept):
+            elif key in allowed and key not in own:
                 problem = _buffer_problem(key, value, p, shapes.get(key, p.shape))
             else:
                 continue

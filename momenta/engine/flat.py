@@ -392,7 +392,7 @@ def _prepare_stored(
         eager = partial(_eager_stored, kept, rules, s, h)
         for i in indices:
             start, n = layout.offsets[i], layout.sizes[i]
-            place = bits(b.params[i], t) if bits is not None and kept.random else Bits(torch.zeros((), dtype=torch.int64), 0)
+            place = bits(b.params[i], t) if bits is not None and kept.random else storage.NO_BITS
             views = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
             calls.append((kernel, *views, place.ints(n), eager))
     return calls, []

@@ -43,9 +43,6 @@ def _scalar_dtype(fused: bool | None = None) -> torch.dtype:
 
 Nonfinite = Literal["skip", "raise"] | None
 
-#: the param-group keys of low-precision state (only in groups that ask for it)
-_STORAGE_KEYS = ("state_precision", "param_rounding")
-
 
 @dataclass
 class _Plan:
@@ -261,9 +258,10 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                     raise FloatingPointError(self._nonfinite_message())
                 self.skipped_steps += 1
                 return loss
-            if any(k in g for g in self.param_groups for k in _STORAGE_KEYS):
+            if self._stores():
                 # (only then: dynamo before torch 2.13 cannot trace the attribute's update)
                 self.rounding_steps += 1
+                self.__dict__["_indices"] = None  # the parameters' places, found anew once
             calls = [call for plan in plans for call in self._apply(plan)]
             flat.execute(calls)
         return loss
@@ -303,22 +301,17 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         before anything else reads them (:mod:`.storage`)."""
         specs: dict[int, Any] = self.__dict__.setdefault("_storage_specs", {})
         for index, (group, rules, _) in enumerate(groups):
-            spec = {k: group[k] for k in _STORAGE_KEYS if k in group}
+            spec = storage.spec(group)
             before = specs.get(index, spec)
             specs[index] = spec
             if before == spec:
                 continue
-            old_group = {**{k: v for k, v in group.items() if k not in _STORAGE_KEYS}, **before}
+            old_group = {**{k: v for k, v in group.items() if k not in storage.KEYS}, **before}
             for p in group["params"]:
                 state = self.state.get(p)
-                if not state:
-                    continue
                 was, now = storage.Storage.of(old_group, rules, p), storage.Storage.of(group, rules, p)
-                if was != now:
-                    if was is not None:
-                        was.restore(state, p)
-                    if now is not None:
-                        now.store(state, p)
+                if state and was != now:
+                    storage.convert(state, p, was, now)
                     self.state[p] = state  # a new version: the fast path adopts it anew
             if spec and "rounding_seed" not in group:
                 group["rounding_seed"] = torch.initial_seed()
@@ -335,7 +328,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             cache[index] = _Cached(group, key, cached.rules, cached.hyper)
             return cached.rules, cached.hyper
         rules, hyper = validation.checked_rules(self, group), reference.Hyper.of(group)
-        if any(k in group for k in _STORAGE_KEYS):
+        if storage.spec(group):
             storage.check(group, rules.buffers() if isinstance(group.get("state_precision"), Mapping) else None,
                           group["params"], f" (param group {index})")  # fmt: skip
         if key is not None:
@@ -357,13 +350,12 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             )
             calls += prepared
             rest += left
-        stored = "state_precision" in group or "param_rounding" in group
         for p in rest:
             grad = self._gradient(p, group)
             # .get: reading must not create an entry (torch's SGD without momentum keeps
             # no state at all, and state_dicts must agree)
             state = self.state.get(p) or self.new_state(p, group, rules)
-            kept = storage.Storage.of(group, rules, p) if stored else None
+            kept = storage.Storage.of(group, rules, p)
             if kept is not None:
                 t = float(state["step"]) + 1 if torch.is_tensor(state.get("step")) else math.nan
                 bits = self._bits(group, p, t) if kept.random else None
@@ -383,12 +375,16 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
 
     def _index(self, p: Tensor) -> int:
         """``p``'s place in the optimizer (its id in state_dicts): where its random bits
-        come from."""
-        index = self.__dict__.get("_indices")
-        ps = [q for group in self.param_groups for q in group["params"]]
-        if index is None or index[0] != list(map(id, ps)):
-            index = self.__dict__["_indices"] = (list(map(id, ps)), {id(q): k for k, q in enumerate(ps)})
-        return index[1][id(p)]  # type: ignore[no-any-return]
+        come from. Found once a step (:meth:`step` forgets them), not once a parameter."""
+        index: dict[int, int] | None = self.__dict__.get("_indices")
+        if index is None:
+            ps = (q for group in self.param_groups for q in group["params"])
+            index = self.__dict__["_indices"] = {id(q): k for k, q in enumerate(ps)}
+        return index[id(p)]
+
+    def _stores(self) -> bool:
+        """Some param group asks for low-precision state or rounded weights."""
+        return any(map(storage.spec, self.param_groups))
 
     def _nonfinite_message(self) -> str:
         for g_index, group in enumerate(self.param_groups):
@@ -426,10 +422,10 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         it stores its state (``state_precision``, ``param_rounding``)."""
         cache: dict[int, flat.FlatGroup] = self.__dict__.setdefault("_flat_groups", {})
         found, params = cache.get(index), group["params"]
-        spec = tuple(group.get(k) for k in _STORAGE_KEYS) if any(k in group for k in _STORAGE_KEYS) else None
+        spec = storage.spec(group)
         # the C++ checks as at the last step (see _plans)
         if found is None or found.spec != spec or not found.current(params, native=self.__dict__.get("_native", False)):
-            storage_of = (lambda p: storage.Storage.of(group, rules, p)) if spec is not None else None
+            storage_of = (lambda p: storage.Storage.of(group, rules, p)) if spec else None
             found = cache[index] = flat.FlatGroup(params, previous=found, storage_of=storage_of, spec=spec)
         return found
 
@@ -511,7 +507,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             param_group = {**param_group, "params": params} if "params" in param_group else param_group
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        if "state_precision" in group or "param_rounding" in group:
+        if storage.spec(group):
             # stochastic rounding's seed: torch's initial seed (runs seeded alike round alike)
             group.setdefault("rounding_seed", torch.initial_seed())
             try:
@@ -527,7 +523,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         sd = super().state_dict()
         if self.nonfinite is not None or self.skipped_steps:
             sd["nonfinite_skipped"] = self.skipped_steps
-        if any(k in g for g in self.param_groups for k in _STORAGE_KEYS):
+        if self._stores():
             sd["rounding"] = {"steps": self.rounding_steps}
         return sd
 
@@ -543,7 +539,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 "optimizer; nothing was loaded:\n- " + "\n- ".join(found)
             )
         before = (self.state, self.param_groups, self.skipped_steps)
-        own = [{k: g[k] for k in (*_STORAGE_KEYS, "rounding_seed") if k in g} for g in self.param_groups]
+        own = [{**storage.spec(g), **({"rounding_seed": g["rounding_seed"]} if "rounding_seed" in g else {})} for g in self.param_groups]
         try:
             super().load_state_dict(state_dict)
         except BaseException:
@@ -565,27 +561,23 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         saved_state = state_dict["state"]
         for saved, group, mine in zip(state_dict["param_groups"], self.param_groups, own):
             seed = group.get("rounding_seed", mine.pop("rounding_seed", None))  # the saved one
-            for key in _STORAGE_KEYS:
+            for key in storage.KEYS:
                 group.pop(key, None)
             group.update(mine)
-            if seed is not None and any(k in group for k in _STORAGE_KEYS):
+            if seed is not None and storage.spec(group):
                 group["rounding_seed"] = seed
-            if not any(k in saved or k in group for k in _STORAGE_KEYS):
+            if not storage.spec(saved) and not storage.spec(group):
                 continue
             rules = self.rules(group)
             for index, p in zip(saved["params"], group["params"]):
                 entry, state = saved_state.get(index), self.state.get(p)
                 if not entry or not state:
                     continue
-                was, now = storage.Storage.of(saved, rules, p), storage.Storage.of(group, rules, p)
-                for key in checkpoint.kept_keys(was):
+                was = storage.Storage.of(saved, rules, p)
+                for key in was.own_keys if was is not None else ():
                     if key in entry:
                         state[key] = entry[key].detach().to(p.device).clone()
-                if was != now:
-                    if was is not None:
-                        was.restore(state, p)
-                    if now is not None:
-                        now.store(state, p)
+                storage.convert(state, p, was, storage.Storage.of(group, rules, p))
 
     def _keep_scalar_state(self, state_dict: dict[str, Any]) -> None:
         """The rules' scalar state (NAdam's ``mu_product``, ASGD's ``eta`` …) as saved:

@@ -278,13 +278,7 @@ def step(
     scalar_names = rules.scalar_names()
     s = Scalars.of(rules, h, t, values)
     if storage is not None:
-        w = storage.weights(p, state)
-        buffers = storage.read(state, p, scalar_names)
-        # in the storage's arithmetic (float32 for 16-bit parameters), the gradient too
-        updates = update(w, grad.to(storage.dtype), buffers, rules, s, maximize=h.maximize, decays=h.decays)
-        storage.write(state, updates, p, bits)
-        storage.round(p, w, state, bits)
-        return
+        return storage.step(p, grad, state, rules, s, h.maximize, h.decays, bits, scalar_names)
     buffers = {k: real(v) for k, v in state.items() if k not in scalar_names}
     if torch.is_grad_enabled():  # differentiable=True: autograd may have saved the buffers,
         buffers = {k: v.clone() for k, v in buffers.items()}  # which are written below

@@ -45,6 +45,7 @@ Sources: Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR 2
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,6 +62,8 @@ from .reference import Scalars, update
 StatePrecision = Literal["fp32", "bf16", "int8", "int4"] | Mapping[str, str] | None
 ParamRounding = Literal["nearest", "stochastic", "compensated"] | None
 
+#: the param-group keys of low-precision state (a group has them only when asked for)
+KEYS = ("state_precision", "param_rounding")
 PRECISIONS = ("fp32", "bf16", "int8", "int4")
 ROUNDINGS = ("nearest", "stochastic", "compensated")
 #: parameters under this many elements keep their state at their own precision
@@ -192,6 +195,12 @@ def compute_dtype(p: Tensor) -> torch.dtype:
     return real if torch.finfo(real).bits >= 32 else torch.float32
 
 
+def spec(group: Mapping[str, Any]) -> dict[str, Any]:
+    """What a group asks of its storage: its ``state_precision`` and ``param_rounding``, those
+    it has (empty: the engine's usual storage)."""
+    return {k: group[k] for k in KEYS if k in group}
+
+
 def precision_of(value: Any, name: str) -> str | None:
     """The precision a group's ``state_precision`` gives buffer ``name`` (None: default)."""
     if isinstance(value, Mapping):
@@ -255,6 +264,13 @@ class Storage:
         return {s.name: s for s in self.stored}
 
     @cached_property
+    def own_keys(self) -> frozenset[str]:
+        """The state keys this storage holds and checks itself (codes, scales, bf16 buffers,
+        a compensation), in place of the rules' buffers by their names."""
+        keys = {k for s in self.stored for k in s.keys()}
+        return frozenset(keys | {COMPENSATION} if self.rounding == "compensated" else keys)
+
+    @cached_property
     def random(self) -> bool:
         """The step needs random bits: a write that rounds stochastically (bf16 state, int4
         codes, weights with ``param_rounding="stochastic"``)."""
@@ -278,9 +294,12 @@ class Storage:
         """A 1-D span of the fast path (whole blocks) as rows of :attr:`block` elements of the
         parameter: ``(rows, block)`` for the parameter, its gradient and float buffers,
         ``(rows, bytes)`` for codes, ``(rows, blocks)`` for scales."""
-        region = self.regions(flat.dtype).get(key) if key is not None else None
-        width = self.block if region is None or region.shaped else self.block * region.per // region.of
-        return flat.view(-1, width)
+        return flat.view(-1, self._widths.get(key, self.block) if key is not None else self.block)
+
+    @cached_property
+    def _widths(self) -> dict[str, int]:
+        """A row's width in each 1-D key (codes, scales); shaped keys have the block's."""
+        return {k: self.block * r.per // r.of for s in self.stored for k, r in s.regions().items() if not r.shaped}
 
     def keys(self, name: str) -> tuple[str, ...]:
         """The state keys that hold buffer ``name``."""
@@ -342,7 +361,30 @@ class Storage:
     def _present(self, state: Mapping[str, Any]) -> set[str]:
         return {s.name for s in self.stored if any(k in state for k in s.keys())}
 
-    # -- one step on the reference path --------------------------------------------------------
+    # -- one step -----------------------------------------------------------------------------
+
+    def step(
+        self,
+        p: Tensor,
+        g: Tensor,
+        state: MutableMapping[str, Any],
+        rules: Rules,
+        s: Scalars,
+        maximize: bool,
+        decays: bool,
+        bits: Bits | None,
+        scalar_names: tuple[str, ...] = (),
+        valid: Tensor | None = None,
+        rows: bool = False,
+    ) -> None:
+        """One step of ``p`` (a parameter, or a fast-path span) whose ``state`` is stored
+        here: read, update in :attr:`dtype` (the gradient too), write, round the weights.
+        ``valid``, ``rows``: the fast path's (:meth:`write`)."""
+        w = self.weights(p, state)
+        buffers = self.read(state, p, scalar_names, rows)
+        updates = update(w, g.to(self.dtype), buffers, rules, s, maximize=maximize, decays=decays)
+        self.write(state, updates, p, bits, valid, rows)
+        self.round(p, w, state, bits)
 
     def read(self, state: Mapping[str, Any], p: Tensor, scalar_names: tuple[str, ...], rows: bool = False) -> dict[str, Tensor]:
         """The rules' buffers as they compute on them (stored ones decoded, in :attr:`dtype`,
@@ -428,6 +470,17 @@ class Storage:
             p.copy_(w)
 
 
+def convert(state: MutableMapping[str, Any], p: Tensor, was: Storage | None, now: Storage | None) -> None:
+    """``p``'s state, stored as ``was``, into how ``now`` stores it (in place; ``None``: at
+    the parameter's precision): decoded from the one, coded into the other."""
+    if was == now:
+        return
+    if was is not None:
+        was.restore(state, p)
+    if now is not None:
+        now.store(state, p)
+
+
 def step(
     storage: Storage,
     rules: Rules,
@@ -447,11 +500,7 @@ def step(
     rows = storage.block > 1
     if rows:  # rows of a block: Inductor's loops index them without divisions
         p, g, buffers = storage.rows(p), storage.rows(g), {k: storage.rows(v, k) for k, v in buffers.items()}
-    w = storage.weights(p, buffers)
-    floats = storage.read(buffers, p, (), rows)
-    updates = update(w, g.to(storage.dtype), floats, rules, s, maximize=maximize, decays=decays)
-    storage.write(buffers, updates, p, bits, ints[2], rows)
-    storage.round(p, w, buffers, bits)
+    storage.step(p, g, buffers, rules, s, maximize, decays, bits, valid=ints[2], rows=rows)
 
 
 def _narrow(p: Tensor) -> bool:
@@ -468,7 +517,7 @@ class Bits:
 
     @classmethod
     def of(cls, seed: int, count: int, index: int) -> Bits:
-        return cls(step_key(seed, count), index << 32)
+        return cls(_step_key(seed, count), index << 32)
 
     def ints(self, valid: int) -> Tensor:
         """``[key, offset, valid]``, the int64 input of a fast-path kernel (:func:`step`)."""
@@ -477,6 +526,17 @@ class Bits:
     def uniform(self, n: int, stream: int) -> Tensor:
         """``n`` float32 values uniform in [0, 1) (24 random bits each), from ``stream``."""
         return (random_bits(self.key, n, self.offset, stream) >> 8).to(torch.float32) * 2.0**-24
+
+
+@functools.lru_cache(maxsize=64)
+def _step_key(seed: int, count: int) -> Tensor:
+    """:func:`~momenta.precision.step_key`, once per step for all of a group's parameters
+    (a few tensor operations each time otherwise; the tensor is never written)."""
+    return step_key(seed, count)
+
+
+#: the random bits of a step that draws none (its kernel's ``ints`` input still exists)
+NO_BITS = Bits(torch.zeros((), dtype=torch.int64), 0)
 
 
 def _real(x: Tensor) -> Tensor:
