@@ -47,6 +47,41 @@ def test_copy_all_copies_with_and_without_foreach(monkeypatch):
     compat.copy_all([], [])
 
 
+def test_zero_all_zeroes_with_and_without_foreach(monkeypatch):
+    for foreach in (True, False):
+        if not foreach:
+            monkeypatch.delattr(torch, "_foreach_zero_")
+        tensors = [torch.ones(3), torch.ones(2, 2, dtype=torch.float64)]
+        compat.zero_all(tensors)
+        assert all(not t.any() for t in tensors)
+
+
+def test_profiling_sees_both_profilers_and_fails_safe(monkeypatch):
+    assert not compat.profiling()
+    with torch.autograd.profiler.profile():
+        assert compat.profiling()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        assert compat.profiling()
+    assert not compat.profiling()
+    monkeypatch.delattr(torch._C._autograd, "_profiler_enabled")
+    assert compat.profiling()  # cannot tell: the range is recorded, as torch records it
+
+
+def test_hooked_step_falls_back_to_torchs_wrapper(monkeypatch):
+    import torch.optim.optimizer as torch_optimizer
+
+    def step(self):
+        return "stepped"
+
+    monkeypatch.delattr(torch_optimizer, "_global_optimizer_pre_hooks")
+    wrapped = compat.hooked_step(step)
+    assert wrapped.hooked and wrapped.__wrapped__ is step
+    assert "profile_hook_step" in wrapped.__code__.co_qualname  # torch's own
+    monkeypatch.undo()
+    ours = compat.hooked_step(step)
+    assert ours.hooked and "profile_hook_step" not in ours.__code__.co_qualname
+
+
 def test_fused_devices_lists_cpu_and_falls_back(monkeypatch):
     assert "cpu" in compat.fused_devices()
     import torch.utils._foreach_utils as utils

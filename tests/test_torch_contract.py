@@ -302,6 +302,80 @@ def test_zero_grad_and_hooks(name):
     assert torch.equal(w.grad, torch.zeros_like(w))
 
 
+def _hook_log(opt: torch.optim.Optimizer) -> list[Any]:
+    """Every kind of step hook on ``opt`` (global ones too), logging their order; the
+    instance pre-hook replaces the step's arguments, as a hook may."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    log: list[Any] = []
+    closure = lambda: log.append("closure") or 1.0  # noqa: E731
+    handles = [
+        register_optimizer_step_pre_hook(lambda o, a, k: log.append(("global pre", a == (o,), tuple(k)))),
+        opt.register_step_pre_hook(lambda o, a, k: (log.append(("pre", a == (o,), tuple(k))), ((o,), {"closure": closure}))[1]),
+        opt.register_step_post_hook(lambda o, a, k: log.append(("post", a == (o,), tuple(k)))),
+        register_optimizer_step_post_hook(lambda o, a, k: log.append(("global post", a == (o,), tuple(k)))),
+    ]
+    opt.step()
+    for handle in handles:
+        handle.remove()
+    return log
+
+
+def test_step_hooks_and_profiler_ranges_as_torchs():
+    """The step's hooks run as torch's wrapper runs them (order, replaced arguments, a bad
+    return's error), and a profiler sees the step and zero_grad under torch's range names;
+    momenta opens those ranges only while a profiler records (engine/compat.py)."""
+    logs = []
+    for cls in (torch.optim.SGD, momenta.SGD):
+        w = torch.nn.Parameter(torch.ones(3))
+        w.grad = torch.ones(3)
+        logs.append(_hook_log(cls([w], lr=0.1)))
+    assert logs[0] == logs[1] == [
+        ("global pre", True, ()), ("pre", True, ()), "closure", ("post", True, ("closure",)), ("global post", True, ("closure",))
+    ]
+    errors = []
+    for cls in (torch.optim.SGD, momenta.SGD):
+        opt = cls([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+        opt.register_step_pre_hook(lambda o, a, k: "neither")
+        with pytest.raises(RuntimeError, match="must return None or a tuple of") as error:
+            opt.step()
+        errors.append(str(error.value).split(" must ")[1])
+    assert errors[0] == errors[1]
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = momenta.AdamW([w])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        w.grad = torch.ones(3)
+        opt.step()
+        opt.zero_grad()
+    names = {event.name for event in prof.events()}
+    assert {"Optimizer.step#AdamW.step", "Optimizer.zero_grad#AdamW.zero_grad"} <= names
+
+
+@pytest.mark.parametrize("foreach", [None, True, False])
+def test_zero_grad_leaves_what_torchs_leaves(foreach):
+    """``zero_grad`` (momenta's, without a profiler range when no profiler records) gives
+    torch's results: ``None``, or zeros in place, detached, sparse ones too."""
+    out = []
+    for cls in (torch.optim.SGD, momenta.SGD):
+        a, b, c = (torch.nn.Parameter(torch.ones(2, 2)) for _ in range(3))
+        opt = cls([{"params": [a, b]}, {"params": [c]}], lr=0.1, foreach=foreach)
+        seen = []
+        for set_to_none in (False, True):
+            x = torch.ones(2, 2, requires_grad=True)
+            a.grad = (x * 2).detach().requires_grad_()  # a grad that requires grad
+            b.grad = x * 3  # a grad with a grad_fn
+            c.grad = torch.eye(2).to_sparse()
+            grads = [a.grad, b.grad, c.grad]
+            opt.zero_grad(set_to_none=set_to_none)
+            seen.append([
+                None if p.grad is None else (p.grad is g, p.grad.to_dense().tolist(), p.grad.requires_grad, p.grad.grad_fn is None)
+                for p, g in zip((a, b, c), grads)
+            ])
+        out.append(seen)
+    assert out[0] == out[1]
+    assert out[1][1] == [None, None, None] and out[1][0][0] == (True, [[0.0, 0.0], [0.0, 0.0]], False, True)
+
+
 def _train(opt, params, steps, start=0):
     h = harness(type(opt).__name__)
     for step in range(start, start + steps):

@@ -11,7 +11,8 @@ What a subclass implements:
 What the engine owns: param groups, the closure, steps, lazy state, weight decay, maximize,
 complex parameters (their real view), epsilon, the fast path, non-finite gradients,
 ``state_dict`` (torch's, plus the skipped-step count), ``load_state_dict`` (torch's, checked
-first and atomic), ``zero_grad`` and hooks (torch's, inherited).
+first and atomic), ``zero_grad`` and hooks (torch's: the same calls and results, with the
+profiler range opened only while a profiler records, :func:`.compat.hooked_step`).
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     @overload
     def step(self, closure: Callable[[], float]) -> float: ...
 
+    @compat.hooked_step
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One optimisation step; returns ``closure()`` (evaluated with grad) if given.
 
@@ -265,6 +267,35 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             calls = [call for plan in plans for call in self._apply(plan)]
             flat.execute(calls)
         return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``: every gradient set to ``None`` (default) or detached and
+        zeroed in place (by device and dtype in one call with ``foreach``/``fused``). The
+        profiler range ``Optimizer.zero_grad#<class>.zero_grad`` is opened only while a
+        profiler records, as for the step (:func:`.compat.hooked_step`)."""
+        if compat.profiling():
+            super().zero_grad(set_to_none)
+            return
+        foreach = self.defaults.get("foreach", False) or self.defaults.get("fused", False)
+        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                    continue
+                if grad.grad_fn is not None:
+                    grad.detach_()
+                else:
+                    grad.requires_grad_(False)
+                if not foreach or grad.is_sparse:
+                    grad.zero_()
+                else:
+                    by_kind.setdefault((grad.device, grad.dtype), []).append(grad)
+        for grads in by_kind.values():
+            compat.zero_all(grads)
 
     def _plans(self) -> list[_Plan]:
         """Phase one of a step, for every param group: rules checked, flat buffers current,
