@@ -1,5 +1,5 @@
 """Where a step's time goes: momenta's AdamW step in the real loop, taken apart, beside
-torch's fused AdamW and the two floors no optimizer on torch goes below.
+torch's fused AdamW and the floors under each.
 
     python benchmarks/bench_anatomy.py [--models gpt-2x64,resmlp-150] [--iters 40] [--out F]
 
@@ -10,16 +10,18 @@ at a time. Three variants train in lockstep (round robin, medians of the rounds)
 * momenta's AdamW, with its step cut into phases by wrapping the engine's own functions:
   ``kernels`` (the compiled update, every call), ``copy`` (the C++ call that checks every
   gradient and copies the small fresh ones into the flat buffer) and ``host`` (everything
-  else momenta does in Python: the checks that notice ``model.to``, ``p.data = …``, edited
-  state and schedulers; the step count; the kernels' numbers);
+  else: the checks that notice ``model.to``, ``p.data = …``, edited state and schedulers;
+  the step count; the kernels' numbers; the hooks);
 * torch's fused AdamW (``fused=True``);
-* an optimizer whose ``step`` does nothing: what torch's ``Optimizer.step`` wrapper
-  (profiler range, hooks) costs every optimizer, momenta and torch alike.
+* a torch optimizer whose ``step`` does nothing: what torch's ``Optimizer.step`` wrapper
+  (its profiler range, hooks) costs. torch's optimizers pay it at every step; momenta's
+  step runs the same hooks but opens the profiler range only while a profiler records
+  (momenta/engine/compat.py, ``hooked_step``), so it does not pay it.
 
 The roofline is the update's memory traffic (28 bytes a parameter: p, m, v read and
 written, g read) at the bandwidth of a stream copy over as many bytes, timed in the same
-rounds. A step can be no faster than wrapper + roofline; momenta's ``host`` is the part a
-Python engine adds on top.
+rounds. torch's step can be no faster than wrapper + roofline, momenta's no faster than the
+roofline; momenta's ``host`` is the part a Python engine adds on top.
 """
 
 from __future__ import annotations
@@ -127,14 +129,14 @@ def measure(name: str, iters: int, warmup: int) -> dict[str, float]:
     finally:
         phases.restore()
     medians = {k: statistics.median(v) for k, v in times.items()}
-    medians["host"] = medians["momenta"] - medians["kernels"] - medians["copy"] - medians["wrapper"]
+    medians["host"] = medians["momenta"] - medians["kernels"] - medians["copy"]
     return medians
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
     columns = [
-        "model", "tensors", "torch fused", "momenta", "vs fused", "wrapper", "kernels", "copy", "host",
-        "roofline", "floor (wrapper + roofline)",
+        "model", "tensors", "torch fused", "momenta", "vs fused", "torch's wrapper", "kernels", "copy", "host",
+        "roofline", "torch's floor (wrapper + roofline)",
     ]  # fmt: skip
     cells = []
     for name, m in rows.items():

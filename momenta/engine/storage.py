@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from ..precision import Codec, codec, compensated_read, compensated_write, step_key, stochastic_round_bf16
-from ..precision.rounding import random_bits
+from ..precision.rounding import random_halves
 from .composition import Rules
 from .reference import Scalars, update
 
@@ -424,7 +424,7 @@ class Storage:
                 else:  # born at its first update: the parameter's precision
                     state[name] = value.detach().to(p.dtype).clone(memory_format=torch.preserve_format)
                 continue
-            stream = 1 + self.stored.index(s)  # the weights draw stream 0
+            stream = 1 + self.stored.index(s)  # the weights draw stream 0; streams 1 and 2 share a hash
             if s.coded and rows:
                 value = value.to(self.dtype)
                 if valid is not None:
@@ -524,8 +524,8 @@ class Bits:
         return torch.tensor([int(self.key), int(self.offset), valid], dtype=torch.int64)
 
     def uniform(self, n: int, stream: int) -> Tensor:
-        """``n`` float32 values uniform in [0, 1) (24 random bits each), from ``stream``."""
-        return (random_bits(self.key, n, self.offset, stream) >> 8).to(torch.float32) * 2.0**-24
+        """``n`` float32 values uniform in [0, 1) (16 random bits each), from ``stream``."""
+        return random_halves(self.key, n, self.offset, stream).to(torch.float32) * 2.0**-16
 
 
 @functools.lru_cache(maxsize=64)

@@ -15,6 +15,7 @@ The API::
 
     key = step_key(seed, step)                   # 0-dim int64; seed, step ints or 0-dim tensors
     bits = random_bits(key, n, offset, stream)   # hash(key, stream, offset + i), int64 in [0, 2³²)
+    half = random_halves(key, n, offset, stream) # 16 bits of it; two streams share a hash
     p_bf16 = stochastic_round_bf16(w, key, offset, stream)
     w = compensated_read(p, c); p, c = compensated_write(w)
 
@@ -67,6 +68,7 @@ from .rounding import (
     compensated_read,
     compensated_write,
     random_bits,
+    random_halves,
     step_key,
     stochastic_round_bf16,
 )
@@ -79,6 +81,7 @@ __all__ = [
     "compensated_read",
     "compensated_write",
     "random_bits",
+    "random_halves",
     "step_key",
     "stochastic_round_bf16",
 ]

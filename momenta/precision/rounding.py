@@ -2,7 +2,7 @@
 
 Stochastic rounding (``param_rounding="stochastic"``, and bf16 state)::
 
-    r      = hash(seed, step, i) mod 2¹⁶                      (i: the element's index)
+    r      = 16 bits of hash(seed, step, ⌊(stream+1)/2⌋, i)    (i: the element's index)
     round(x) = bf16( bits⁻¹((bits(x) + r) & ~(2¹⁶ − 1)) )
 
 ``bits(x)`` is x's float32 pattern; bfloat16 is its upper 16 bits. Adding ``r`` uniform in
@@ -92,6 +92,17 @@ def random_bits(key: Tensor, n: int, offset: int | Tensor = 0, stream: int = 0) 
     return _mix(i ^ k)
 
 
+def random_halves(key: Tensor, n: int, offset: int | Tensor = 0, stream: int = 0) -> Tensor:
+    """16 random bits an element (int64 values in ``[0, 2¹⁶)``) for ``stream``: the upper half
+    of :func:`random_bits`' hash ``(stream + 1) // 2`` for an odd stream, the lower half for
+    the even one after it (stream 0, the weights', has the lower half of hash 0 alone).
+
+    Two streams share one hash, so a kernel that draws for both (the engine's first two state
+    buffers, streams 1 and 2) computes it once. Same arguments as :func:`random_bits`."""
+    h = random_bits(key, n, offset, (stream + 1) // 2)
+    return h >> 16 if stream % 2 == 1 else h & 0xFFFF
+
+
 def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0, stream: int = 0) -> Tensor:
     """``x`` (float32, any shape) rounded stochastically to bfloat16 (see the module).
 
@@ -105,7 +116,7 @@ def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0, stre
         stream: which of the step's draws (see :func:`random_bits`).
     """
     flat = x.reshape(-1).to(torch.float32)
-    r = (random_bits(key, flat.numel(), offset, stream) >> 16).to(torch.int32)
+    r = random_halves(key, flat.numel(), offset, stream).to(torch.int32)
     nan = flat != flat  # (isnan does not vectorise in Inductor's CPU loops)
     bits = torch.where(nan, 0.0, flat).view(torch.int32)  # a NaN pattern could overflow
     rounded = ((bits + r) & -65536).view(torch.float32)
