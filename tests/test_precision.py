@@ -20,6 +20,7 @@ from momenta.precision import (
     compensated_read,
     compensated_write,
     random_bits,
+    random_halves,
     step_key,
     stochastic_round_bf16,
 )
@@ -394,6 +395,19 @@ def test_random_bits_look_uniform():
     # neighbouring elements are not correlated
     u = top - 0.5
     assert abs(float((u[1:] * u[:-1]).mean())) < 6 * (1 / 12) / 2**9
+
+
+def test_random_halves_pair_streams_on_one_hash_and_look_independent():
+    key, n = step_key(3, 9), 1 << 18
+    h = random_bits(key, n, 5, 1)
+    assert torch.equal(random_halves(key, n, 5, 1), h >> 16)  # streams 1 and 2: one hash
+    assert torch.equal(random_halves(key, n, 5, 2), h & 0xFFFF)
+    assert torch.equal(random_halves(key, n, 5, 0), random_bits(key, n, 5, 0) & 0xFFFF)
+    assert torch.equal(random_halves(key, n, 5, 3), random_bits(key, n, 5, 2) >> 16)
+    a, b = ((random_halves(key, n, 0, s).to(torch.float64) + 0.5) / 2**16 - 0.5 for s in (1, 2))
+    for u in (a, b):
+        assert abs(float(u.mean())) < 6 * (1 / 12) ** 0.5 / 2**9
+    assert abs(float((a * b).mean())) < 6 * (1 / 12) / 2**9  # the halves are not correlated
 
 
 def test_stochastic_rounding_is_unbiased():
