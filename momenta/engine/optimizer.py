@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, cast, overload
 import torch
 from torch import Tensor
 
-from . import checkpoint, compat, flat, kernels, reference, storage, validation
+from . import checkpoint, compat, flat, kernels, reference, shards, storage, validation
 from .composition import Rules
 from .storage import ParamRounding, StatePrecision
 
@@ -361,7 +361,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
         rules, hyper = validation.checked_rules(self, group), reference.Hyper.of(group)
         if storage.spec(group):
             storage.check(group, rules.buffers() if isinstance(group.get("state_precision"), Mapping) else None,
-                          group["params"], f" (param group {index})")  # fmt: skip
+                          group["params"], f" (param group {index})", rules.elementwise)  # fmt: skip
         if key is not None:
             cache[index] = _Cached(group, key, rules, hyper)
         return rules, hyper
@@ -542,7 +542,9 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
             # stochastic rounding's seed: torch's initial seed (runs seeded alike round alike)
             group.setdefault("rounding_seed", torch.initial_seed())
             try:
-                storage.check(group, None, group["params"], f" (param group {len(self.param_groups) - 1})")
+                sharded = any(map(shards.sharded, group["params"]))  # (its rules: only then asked)
+                elementwise = self.rules(group).elementwise if sharded else True
+                storage.check(group, None, group["params"], f" (param group {len(self.param_groups) - 1})", elementwise)
             except ValueError:
                 self.param_groups.pop()  # refused: nothing changed
                 raise

@@ -25,7 +25,10 @@ A coded buffer ``m`` of a parameter of ``n`` elements is two plain tensors in it
 ``m_codes`` (uint8, ``n`` rounded up to the block, a byte an element for int8 and half a byte
 for int4) and ``m_scales`` (float32, a scale a block): a block never straddles two parameters,
 and the zeros padding the last block never change its scale. A ``bf16`` buffer keeps its name
-and its parameter's shape.
+and its parameter's shape. A sharded parameter (FSDP2's DTensor) codes each row on its own
+(``rowwise``: codes ``(rows, bytes a row)``, scales ``(rows, blocks a row)``), so that every
+rank codes its own shard (:mod:`.shards`); its 1-D parameters, and those whose rows are shorter
+than a block, keep coded-precision requests at the parameter's precision.
 
 ``param_rounding`` (bfloat16 parameters only) chooses how the new weights are written:
 ``"nearest"`` (torch's, the default), ``"stochastic"`` (an unbiased rounding), or
@@ -49,13 +52,14 @@ import functools
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 
 from ..precision import Codec, codec, compensated_read, compensated_write, step_key, stochastic_round_bf16
 from ..precision.rounding import random_halves
+from . import shards
 from .composition import Rules
 from .reference import Scalars, update
 
@@ -105,6 +109,7 @@ class Stored:
     name: str
     precision: str
     signed: bool = True
+    rowwise: bool = False  # coded a row of the parameter at a time (a sharded parameter's)
 
     @property
     def coded(self) -> bool:
@@ -139,9 +144,15 @@ class Stored:
         """Each key's shape and dtype for parameter ``p``."""
         if not self.coded:
             return {self.name: (p.shape, _FLOATS[self.precision])}
-        n = self.padded(p.numel())
         codes, scales = self.keys()
         c = self.codec
+        if self.rowwise:
+            width = self.padded(_columns(p))
+            return {
+                codes: (torch.Size([p.shape[0], c.codes_numel(width)]), torch.uint8),
+                scales: (torch.Size([p.shape[0], c.scales_numel(width)]), torch.float32),
+            }
+        n = self.padded(p.numel())
         return {codes: (torch.Size([c.codes_numel(n)]), torch.uint8), scales: (torch.Size([c.scales_numel(n)]), torch.float32)}
 
     def regions(self) -> dict[str, Region]:
@@ -155,12 +166,19 @@ class Stored:
             scales: Region(torch.float32, 1, c.block, c.block, shaped=False),
         }
 
-    def encode(self, x: Tensor, noise: Tensor | None = None) -> dict[str, Tensor]:
+    def encode(self, x: Tensor, noise: Tensor | None = None, rows: int = 0) -> dict[str, Tensor]:
         """The stored form of ``x`` (float, flat in memory order, at most ``padded`` long;
         the rest of the last block is zeros), by key. Float storage rounds to nearest; codes
-        too, unless ``noise`` (uniform in [0, 1), ``padded`` long) rounds them stochastically."""
+        too, unless ``noise`` (uniform in [0, 1), ``padded`` long) rounds them stochastically.
+        ``rowwise``: ``x`` is ``rows`` rows, each coded on its own (``noise``: ``rows`` rows
+        of whole blocks)."""
         if not self.coded:
             return {self.name: x.to(_FLOATS[self.precision])}
+        if self.rowwise:
+            x = x.reshape(rows, -1)
+            width = self.padded(x.shape[1])
+            x = torch.nn.functional.pad(x, (0, width - x.shape[1]))
+            return dict(zip(self.keys(), self.codec.encode_rows(x, noise)))
         n = self.padded(x.numel())
         if n != x.numel():
             x = torch.nn.functional.pad(x.reshape(-1), (0, n - x.numel()))
@@ -172,7 +190,18 @@ class Stored:
         if not self.coded:
             return _flat(state[self.name]).to(dtype)
         codes, scales = self.keys()
+        if self.rowwise:
+            rows = state[scales].shape[0]
+            values = self.codec.decode_rows(state[codes], state[scales])
+            return values[:, : n // rows if rows else 0].reshape(-1).to(dtype)
         return self.codec.decode(_flat(state[codes]), _flat(state[scales]))[:n].to(dtype)
+
+    def noise_numel(self, flat: Tensor, rows: int) -> int:
+        """How many uniform numbers a stochastic write of ``flat`` (``rows`` rows, if
+        ``rowwise``) draws."""
+        if self.rowwise:
+            return rows * self.padded(flat.numel() // rows if rows else 0)
+        return self.padded(flat.numel())
 
 
 _cache: dict[tuple[Any, ...], tuple[Rules, Storage | None]] = {}  # Storage.of's, by rules id …
@@ -183,6 +212,16 @@ def _flat(t: Tensor) -> Tensor:
     if t.is_contiguous():
         return t.reshape(-1)
     return t.as_strided((t.numel(),), (1,), t.storage_offset()) if _dense(t) else t.contiguous().reshape(-1)
+
+
+def _rows(p: Tensor) -> int:
+    """Rows (the first dimension) of ``p``."""
+    return p.shape[0] if p.dim() else 1
+
+
+def _columns(p: Tensor) -> int:
+    """Elements a row (along the first dimension) of ``p``."""
+    return p.numel() // p.shape[0] if p.dim() and p.shape[0] else 0
 
 
 def _dense(t: Tensor) -> bool:
@@ -221,6 +260,7 @@ class Storage:
     stored: tuple[Stored, ...]
     rounding: str
     dtype: torch.dtype
+    sharded: bool = False  # a DTensor's (FSDP2): every rank stores its own shard (:mod:`.shards`)
 
     @classmethod
     def of(cls, group: Mapping[str, Any], rules: Rules, p: Tensor) -> Storage | None:
@@ -232,7 +272,7 @@ class Storage:
         if precision is None and rounding == "nearest":
             return None
         spec = tuple(sorted(precision.items())) if isinstance(precision, Mapping) else precision
-        key = (id(rules), spec, rounding, tuple(p.shape), p.dtype)
+        key = (id(rules), spec, rounding, tuple(p.shape), p.dtype, shards.sharded(p))
         found = _cache.get(key)
         if found is not None and found[0] is rules:
             return found[1]
@@ -245,6 +285,7 @@ class Storage:
     @classmethod
     def _of(cls, precision: Any, rounding: str, rules: Rules, p: Tensor) -> Storage | None:
         stored: list[Stored] = []
+        sharded = shards.sharded(p)
         if precision is not None and p.numel() >= SMALL:
             dtype = p.real.dtype if p.is_complex() else p.dtype
             shapes = rules.initial_buffers(p)
@@ -254,10 +295,12 @@ class Storage:
                     continue
                 if chosen in _FLOATS and _FLOATS[chosen] == dtype and rounding == "nearest":
                     continue  # its own precision, written as the rules compute it
-                stored.append(Stored(name, chosen, name not in rules.nonnegative))
+                if sharded and chosen not in _FLOATS and (p.dim() < 2 or _columns(p) < codec(chosen, True).block):
+                    continue  # a sharded parameter's rows are its blocks: too short to code
+                stored.append(Stored(name, chosen, name not in rules.nonnegative, rowwise=sharded))
         if not stored and rounding == "nearest":
             return None
-        return cls(tuple(stored), rounding, compute_dtype(p))
+        return cls(tuple(stored), rounding, compute_dtype(p), sharded)
 
     @cached_property
     def by_name(self) -> dict[str, Stored]:
@@ -311,10 +354,12 @@ class Storage:
     def store(self, state: MutableMapping[str, Any], p: Tensor) -> None:
         """A state at full precision (the rules' buffers by name) into this storage, in
         place; a compensated parameter gains its (zero) compensation."""
+        if self.sharded and shards.sharded(p):
+            return self._locally(self.store, state, p)
         for s in self.stored:
             if s.name in state:
                 value = state.pop(s.name)
-                state.update(s.encode(_flat(_real(value).detach().to(self.dtype))))
+                state.update(s.encode(_flat(_real(value).detach().to(self.dtype)), rows=_rows(p)))
                 if not s.coded:
                     state[s.name] = _shaped(state[s.name], p)
         if self.rounding == "compensated" and COMPENSATION not in state:
@@ -323,6 +368,8 @@ class Storage:
     def restore(self, state: MutableMapping[str, Any], p: Tensor) -> None:
         """The inverse of :meth:`store`: every buffer at the parameter's precision (the
         compensation, if any, added into nothing: it is dropped)."""
+        if self.sharded and shards.sharded(p):
+            return self._locally(self.restore, state, p)
         for s in self.stored:
             if all(k in state for k in s.keys()):
                 flat = s.decode(state, p.numel(), self.dtype)
@@ -330,6 +377,15 @@ class Storage:
                     del state[k]
                 state[s.name] = _shaped(flat.to(p.dtype), p)
         state.pop(COMPENSATION, None)
+
+    def _locally(self, run: Any, state: MutableMapping[str, Any], p: Any, *args: Any) -> None:
+        """``run(local state, local parameter, *args)`` on this rank's shard of DTensor ``p``
+        and its state, what it added wrapped back into DTensors (:mod:`.shards`)."""
+        before = shards.local(state)
+        after = dict(before)
+        run(after, p.to_local(), *args)
+        shapes = {k: tuple(shape) for s in self.stored for k, (shape, _) in s.shapes(p).items()}
+        shards.write_back(state, before, after, p, shapes)
 
     def problems(self, state: Mapping[str, Any], p: Tensor) -> list[str]:
         """What is wrong with ``state``'s stored buffers for parameter ``p``."""
@@ -379,7 +435,15 @@ class Storage:
     ) -> None:
         """One step of ``p`` (a parameter, or a fast-path span) whose ``state`` is stored
         here: read, update in :attr:`dtype` (the gradient too), write, round the weights.
-        ``valid``, ``rows``: the fast path's (:meth:`write`)."""
+        ``valid``, ``rows``: the fast path's (:meth:`write`). A DTensor ``p`` steps its local
+        shard (:mod:`.shards`), its random bits placed after the rows before it."""
+        if self.sharded and shards.sharded(p):
+            if bits is not None:  # this shard's places: after the rows of the shards before it
+                width = max((b.padded(_columns(p)) for b in self.stored), default=_columns(p))
+                bits = Bits(bits.key, bits.offset + shards.first_row(p) * width)
+            grad = cast(Any, g).to_local()
+            self._locally(lambda st, q: self.step(q, grad, st, rules, s, maximize, decays, bits, scalar_names), state, p)
+            return
         w = self.weights(p, state)
         buffers = self.read(state, p, scalar_names, rows)
         updates = update(w, g.to(self.dtype), buffers, rules, s, maximize=maximize, decays=decays)
@@ -435,6 +499,15 @@ class Storage:
                     state[k].copy_(v)
                 continue
             flat = _flat(value.to(self.dtype))
+            if s.coded and s.rowwise:
+                n = s.noise_numel(flat, _rows(p))
+                noise = bits.uniform(n, stream) if s.stochastic and bits else None
+                for k, v in s.encode(flat, noise, _rows(p)).items():
+                    if k in state:
+                        state[k].copy_(v)
+                    else:
+                        state[k] = v
+                continue
             if s.precision == "bf16" and bits is not None and flat.dtype != torch.bfloat16:
                 new = {name: stochastic_round_bf16(flat.float(), bits.key, bits.offset, stream)}
             else:
@@ -552,7 +625,7 @@ def _shaped(flat: Tensor, p: Tensor) -> Tensor:
     return out
 
 
-def check(group: Mapping[str, Any], buffers: frozenset[str] | None, params: list[Tensor], where: str = "") -> None:
+def check(group: Mapping[str, Any], buffers: frozenset[str] | None, params: list[Tensor], where: str = "", elementwise: bool = True) -> None:
     """``state_precision`` and ``param_rounding`` of ``group`` are valid for the optimizer's
     state ``buffers`` (every name a dict gives must be one; ``None``: not checked here) and
     for the group's parameters: ``ValueError`` naming the argument and the value, before
@@ -576,12 +649,14 @@ def check(group: Mapping[str, Any], buffers: frozenset[str] | None, params: list
             raise ValueError(f"Invalid state_precision: {precision!r}{where} (expected one of {', '.join(map(repr, PRECISIONS))}, or a dict from state key to one)")
     coded = any(v in ("int8", "int4") for v in choices.values())
     for i, p in enumerate(params):
-        if (precision is not None or rounding not in (None, "nearest")) and type(p).__name__ == "DTensor":
-            raise ValueError(
-                f"Invalid state_precision/param_rounding: {precision!r}/{rounding!r}{where}: parameter {i} "
-                "is a DTensor (FSDP2, tensor parallel); low-precision state of sharded parameters "
-                "is not supported yet (each rank's blocks would have to be its own shard's)"
-            )
+        if (precision is not None or rounding not in (None, "nearest")) and shards.sharded(p):
+            why = shards.problem(p) or (None if elementwise else "its optimizer's rules are not elementwise (its step gathers whole parameters)")
+            if why:
+                raise ValueError(
+                    f"Invalid state_precision/param_rounding: {precision!r}/{rounding!r}{where}: parameter {i} "
+                    f"is a DTensor and {why}; low-precision state of sharded parameters needs each rank's "
+                    "blocks to be its own shard's"
+                )
         if coded and p.is_complex():
             raise ValueError(f"Invalid state_precision: {precision!r}{where}: parameter {i} is complex ({p.dtype}); coded states hold real values only")
         if precision is not None and p.is_complex() and not coded:
