@@ -49,6 +49,7 @@ Sources: Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR 2
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -166,18 +167,17 @@ class Stored:
             scales: Region(torch.float32, 1, c.block, c.block, shaped=False),
         }
 
-    def encode(self, x: Tensor, noise: Tensor | None = None, rows: int = 0) -> dict[str, Tensor]:
+    def encode(self, x: Tensor, noise: Tensor | None = None, columns: int = 1) -> dict[str, Tensor]:
         """The stored form of ``x`` (float, flat in memory order, at most ``padded`` long;
         the rest of the last block is zeros), by key. Float storage rounds to nearest; codes
         too, unless ``noise`` (uniform in [0, 1), ``padded`` long) rounds them stochastically.
-        ``rowwise``: ``x`` is ``rows`` rows, each coded on its own (``noise``: ``rows`` rows
-        of whole blocks)."""
+        ``rowwise``: ``x`` is rows of ``columns`` elements, each coded on its own (``noise``:
+        rows of whole blocks)."""
         if not self.coded:
             return {self.name: x.to(_FLOATS[self.precision])}
         if self.rowwise:
-            x = x.reshape(rows, -1)
-            width = self.padded(x.shape[1])
-            x = torch.nn.functional.pad(x, (0, width - x.shape[1]))
+            x = x.reshape(-1, columns)
+            x = torch.nn.functional.pad(x, (0, self.padded(columns) - columns))
             return dict(zip(self.keys(), self.codec.encode_rows(x, noise)))
         n = self.padded(x.numel())
         if n != x.numel():
@@ -196,11 +196,11 @@ class Stored:
             return values[:, : n // rows if rows else 0].reshape(-1).to(dtype)
         return self.codec.decode(_flat(state[codes]), _flat(state[scales]))[:n].to(dtype)
 
-    def noise_numel(self, flat: Tensor, rows: int) -> int:
-        """How many uniform numbers a stochastic write of ``flat`` (``rows`` rows, if
-        ``rowwise``) draws."""
+    def noise_numel(self, flat: Tensor, columns: int) -> int:
+        """How many uniform numbers a stochastic write of ``flat`` (rows of ``columns``
+        elements, if ``rowwise``) draws."""
         if self.rowwise:
-            return rows * self.padded(flat.numel() // rows if rows else 0)
+            return flat.numel() // columns * self.padded(columns)
         return self.padded(flat.numel())
 
 
@@ -214,14 +214,9 @@ def _flat(t: Tensor) -> Tensor:
     return t.as_strided((t.numel(),), (1,), t.storage_offset()) if _dense(t) else t.contiguous().reshape(-1)
 
 
-def _rows(p: Tensor) -> int:
-    """Rows (the first dimension) of ``p``."""
-    return p.shape[0] if p.dim() else 1
-
-
 def _columns(p: Tensor) -> int:
-    """Elements a row (along the first dimension) of ``p``."""
-    return p.numel() // p.shape[0] if p.dim() and p.shape[0] else 0
+    """Elements a row (along the first dimension) of ``p`` (1 for a scalar)."""
+    return math.prod(p.shape[1:])
 
 
 def _dense(t: Tensor) -> bool:
@@ -359,7 +354,7 @@ class Storage:
         for s in self.stored:
             if s.name in state:
                 value = state.pop(s.name)
-                state.update(s.encode(_flat(_real(value).detach().to(self.dtype)), rows=_rows(p)))
+                state.update(s.encode(_flat(_real(value).detach().to(self.dtype)), columns=_columns(p)))
                 if not s.coded:
                     state[s.name] = _shaped(state[s.name], p)
         if self.rounding == "compensated" and COMPENSATION not in state:
@@ -378,12 +373,12 @@ class Storage:
                 state[s.name] = _shaped(flat.to(p.dtype), p)
         state.pop(COMPENSATION, None)
 
-    def _locally(self, run: Any, state: MutableMapping[str, Any], p: Any, *args: Any) -> None:
-        """``run(local state, local parameter, *args)`` on this rank's shard of DTensor ``p``
-        and its state, what it added wrapped back into DTensors (:mod:`.shards`)."""
+    def _locally(self, run: Any, state: MutableMapping[str, Any], p: Any) -> None:
+        """``run(local state, local parameter)`` on this rank's shard of DTensor ``p`` and its
+        state, what it added wrapped back into DTensors (:mod:`.shards`)."""
         before = shards.local(state)
         after = dict(before)
-        run(after, p.to_local(), *args)
+        run(after, p.to_local())
         shapes = {k: tuple(shape) for s in self.stored for k, (shape, _) in s.shapes(p).items()}
         shards.write_back(state, before, after, p, shapes)
 
@@ -500,9 +495,9 @@ class Storage:
                 continue
             flat = _flat(value.to(self.dtype))
             if s.coded and s.rowwise:
-                n = s.noise_numel(flat, _rows(p))
+                n = s.noise_numel(flat, _columns(p))
                 noise = bits.uniform(n, stream) if s.stochastic and bits else None
-                for k, v in s.encode(flat, noise, _rows(p)).items():
+                for k, v in s.encode(flat, noise, _columns(p)).items():
                     if k in state:
                         state[k].copy_(v)
                     else:

@@ -296,14 +296,15 @@ class Codec:
             sign = 1 << (fmt.bits - 1)
             q = torch.where((x < 0) & (q > 0), q | sign, q)
             q = torch.where(x != x, sign, q)  # NaN (x != x vectorises; isnan does not)
-        return self._pack(q).reshape(rows, -1), d.reshape(rows, -1)
+        k = width // self.block  # (explicit sizes: -1 is ambiguous for zero rows, an empty shard)
+        return self._pack(q).reshape(rows, self.codes_numel(width)), d.reshape(rows, k)
 
     def decode_rows(self, codes: Tensor, scales: Tensor) -> Tensor:
         """:meth:`decode` of rows: codes ``(rows, c)`` and scales ``(rows, k)`` (``k``
         blocks a row) give float32 values ``(rows, k·block)``."""
         fmt = self.format
         rows, k = scales.shape
-        q = self._unpack(codes.reshape(rows, k, -1))
+        q = self._unpack(codes.reshape(rows, k, self.codes_numel(self.block)))
         if fmt.signed:
             sign = 1 << (fmt.bits - 1)
             mag = q & (sign - 1)

@@ -110,7 +110,8 @@ def _sharded_cases(report: Report, ctx: Context) -> None:
     both = init_device_mesh("cpu", (ctx.world_size,))
     alone_groups = [dist.new_group([r]) for r in range(ctx.world_size)]  # every rank makes every group
     alone = DeviceMesh.from_group(alone_groups[ctx.rank], "cpu")
-    shapes = [(30, 300), (17, 260), (64, 64)]  # uneven rows; rows shorter than an int8 block
+    # uneven rows; rows shorter than an int8 block; fewer rows than ranks (an empty shard)
+    shapes = [(30, 300), (17, 260), (64, 64), (1, 4608)]
     for precision in PRECISIONS:
         with report.case(f"sharded {precision} as on one rank") as m:
             runs = []
