@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..rules import Updates
 from ..rules.base import Norm, zeros
+from . import shards
 from .composition import Rules
 
 if TYPE_CHECKING:
@@ -228,10 +229,6 @@ def _start(state: MutableMapping[str, Any], rules: Rules) -> tuple[float, dict[s
     return t, values
 
 
-def _dtensor(x: Any) -> bool:
-    return type(x).__name__ == "DTensor" and hasattr(x, "full_tensor")
-
-
 def gathered_step(p: Any, grad: Any, state: MutableMapping[str, Any], rules: Rules, h: Hyper) -> None:
     """:func:`step` for a DTensor parameter (FSDP2's shard) under rules that are not
     elementwise: norms, rows and columns, matrix products are of the whole parameter, so
@@ -239,7 +236,7 @@ def gathered_step(p: Any, grad: Any, state: MutableMapping[str, Any], rules: Rul
     a time), stepped as plain tensors, and each rank keeps its own shard of the result."""
     from torch.distributed.tensor import Replicate, distribute_tensor
 
-    sharded = {k: v for k, v in state.items() if _dtensor(v)}
+    sharded = {k: v for k, v in state.items() if shards.sharded(v)}
     whole = {k: (v.full_tensor() if k in sharded else v) for k, v in state.items()}
     w = p.detach().full_tensor()
     step(w, grad.full_tensor(), whole, rules, h)
@@ -272,7 +269,7 @@ def step(
     With a ``storage`` (:mod:`.storage`: low-precision state, rounded weights), its buffers
     are read from it and written back into it, and ``bits`` gives the random bits of its
     stochastic rounding."""
-    if not rules.elementwise and _dtensor(p):
+    if not rules.elementwise and shards.sharded(p):
         return gathered_step(p, grad, state, rules, h)
     t, values = _start(state, rules)
     scalar_names = rules.scalar_names()

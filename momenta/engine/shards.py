@@ -28,13 +28,16 @@ from torch import Tensor
 
 
 def sharded(x: Any) -> bool:
-    """``x`` is a DTensor (FSDP2's parameter, or a state buffer of one)."""
-    return type(x).__name__ == "DTensor" and hasattr(x, "to_local")
+    """``x`` is a DTensor (FSDP2's parameter, or a state buffer of one): by name, so that
+    torch.distributed is not imported for the question."""
+    return type(x).__name__ == "DTensor" and hasattr(x, "to_local") and hasattr(x, "full_tensor")
 
 
 def problem(p: Any) -> str | None:
     """Why the state of DTensor ``p`` cannot be stored at low precision, or ``None``: it must
-    be sharded along its first dimension at most once (FSDP2, HSDP), with at least 2 dims."""
+    be sharded along its first dimension, at most once (FSDP2, HSDP). (Its 1-D parameters,
+    and those with rows shorter than a block, keep coded requests at full precision:
+    :meth:`.storage.Storage.of`.)"""
     from torch.distributed.tensor import Replicate, Shard
 
     shards = [q for q in p.placements if not isinstance(q, Replicate)]
