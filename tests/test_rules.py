@@ -77,6 +77,23 @@ def test_second_moment_formulas():
         AMSGrad(One()).update({"max_exp_avg_sq": g}, g, None, 1.0)
 
 
+def test_the_step_root_of_c2_is_taken_once_on_the_host():
+    """√c₂ is a number of the step (Scalars.root_c2, taken in float64 as torch takes its bias
+    corrections' roots), handed to the denominator in its state: a compiled kernel reads it
+    instead of taking the root in every vector iteration; without it the rule takes it."""
+    from momenta.engine.reference import Hyper, Scalars
+    from momenta.rules.base import ROOT_C2
+
+    rules = Rules(EMA(0.9, True), EMASq(0.999, True), weight_decay="decoupled")
+    group = {"lr": 1e-3, "eps": 1e-8, "weight_decay": 0.0, "maximize": False}
+    s = Scalars.of(rules, Hyper.of(group), 3.0)
+    assert s.root_c2 == (1 - 0.999**3) ** 0.5 and s.c2 == 1 - 0.999**3
+    v = torch.tensor([4.0, 9.0])
+    assert torch.equal(rules.second.denominator(v, s.c2, 0.0, "outside", 3.0, {}), v.sqrt() / s.c2**0.5)
+    assert torch.equal(rules.second.denominator(v, s.c2, 0.0, "outside", 3.0, {ROOT_C2: 2.0}), v.sqrt() / 2.0)
+    assert torch.equal(rules.second.denominator(v, s.c2, 0.0, "uncorrected", 3.0, {ROOT_C2: 2.0}), v.sqrt() / 2.0)
+
+
 def test_rules_validate_themselves():
     with pytest.raises(TypeError, match="Rules.first must be a FirstMoment"):
         Rules(EMASq(0.9))  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..rules import Updates
-from ..rules.base import Norm, zeros
+from ..rules.base import ROOT_C2, Norm, sqrt, zeros
 from . import shards
 from .composition import Rules
 
@@ -71,6 +71,7 @@ class Scalars:
     step_size: Scalar  # lr / (c₁·d(t)), d(t) the product of every part's decay
     lr: Scalar  # the group's learning rate
     c2: Scalar  # V̂ = V / c₂
+    root_c2: Scalar  # √c₂, taken here once (in float64 for numbers, as torch does)
     eps: Scalar
     weight_decay: Scalar  # λ
     shrink: Scalar  # 1 − lr·λ (decoupled)
@@ -88,10 +89,12 @@ class Scalars:
         step_size = h.lr / divisor
         if isinstance(step_size, Tensor) and not step_size.requires_grad:
             step_size = step_size.item()
+        c2 = rules.second.correction(t)
         return cls(
             step_size=step_size,
             lr=h.lr,
-            c2=rules.second.correction(t),
+            c2=c2,
+            root_c2=sqrt(c2),
             eps=h.eps,
             weight_decay=h.weight_decay,
             shrink=1 - h.lr * h.weight_decay,
@@ -159,8 +162,7 @@ def update(
         g = -g
     if decays and rules.weight_decay == "coupled":
         g = g + s.weight_decay * p
-    if s.values:
-        buffers = {**buffers, **dict(s.values)}
+    buffers = {**buffers, **dict(s.values), ROOT_C2: s.root_c2}  # this step's values
     d, updates = moments(rules, buffers, g, p, s, decays, norm)
     shrink = s.shrink if decays and rules.weight_decay == "decoupled" else None
     (base, scale, direction), more = rules.iterate.apply(buffers, p, d, s.step_size, s.lr, shrink, s.t)

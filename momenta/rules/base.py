@@ -47,6 +47,8 @@ import torch
 from torch import Tensor
 
 State = Mapping[str, Any]
+#: the key under which a rule's ``state`` holds √c₂ of the step (:meth:`SecondMoment.denominator`)
+ROOT_C2 = "√c₂"
 """A rule's named buffers (tensors) and this step's scalar values (numbers, or 0-dim tensors
 in kernels), as the engine hands them in (read-only for the rule)."""
 
@@ -291,15 +293,20 @@ class SecondMoment(Rule):
         """What divides ``m``: ``√V̂ + ε`` with ``V̂ = V / c₂`` and ε placed as ``where_eps``
         says. A rule whose ``V`` is already a root (Adamax's ``u``), or that rectifies it
         (RAdam), says so here. ``state`` is what :meth:`update` sees: the buffers and this
-        step's values from :meth:`advance` (RAdam's ``r_t``)."""
+        step's values from :meth:`advance` (RAdam's ``r_t``), and ``state[ROOT_C2]``, √c₂ as
+        the engine computed it once for the step (on the host, as torch does; a compiled
+        kernel would otherwise take the root in every vector iteration)."""
         if where_eps == "inside":
             return ((v / c2 if _corrected(c2) else v) + eps).sqrt()
+        root = state.get(ROOT_C2)
+        if root is None:
+            root = sqrt(c2)
         if where_eps == "uncorrected":
             denom = v.sqrt() + eps
-            return denom / sqrt(c2) if _corrected(c2) else denom
+            return denom / root if _corrected(c2) else denom
         if _corrected(c2):
             # √V / √c₂ rather than √(V / c₂): torch's order, so results agree to the last bit
-            return v.sqrt() / sqrt(c2) + eps
+            return v.sqrt() / root + eps
         return v.sqrt() + eps
 
 
