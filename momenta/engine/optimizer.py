@@ -545,7 +545,7 @@ class Optimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
                 sharded = any(map(shards.sharded, group["params"]))  # (its rules: only then asked)
                 elementwise = self.rules(group).elementwise if sharded else True
                 storage.check(group, None, group["params"], f" (param group {len(self.param_groups) - 1})", elementwise)
-            except ValueError:
+            except BaseException:  # (building the rules may refuse a value too)
                 self.param_groups.pop()  # refused: nothing changed
                 raise
 

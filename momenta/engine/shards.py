@@ -40,8 +40,8 @@ def problem(p: Any) -> str | None:
     :meth:`.storage.Storage.of`.)"""
     from torch.distributed.tensor import Replicate, Shard
 
-    shards = [q for q in p.placements if not isinstance(q, Replicate)]
-    if any(not isinstance(q, Shard) or q.dim != 0 for q in shards) or len(shards) > 1:
+    sharding = [q for q in p.placements if not isinstance(q, Replicate)]
+    if any(not isinstance(q, Shard) or q.dim != 0 for q in sharding) or len(sharding) > 1:
         return f"its placements {tuple(p.placements)} shard it otherwise than along dim 0, once (FSDP2)"
     return None
 

@@ -494,23 +494,15 @@ class Storage:
                     state[k].copy_(v)
                 continue
             flat = _flat(value.to(self.dtype))
-            if s.coded and s.rowwise:
-                n = s.noise_numel(flat, _columns(p))
-                noise = bits.uniform(n, stream) if s.stochastic and bits else None
-                for k, v in s.encode(flat, noise, _columns(p)).items():
-                    if k in state:
-                        state[k].copy_(v)
-                    else:
-                        state[k] = v
-                continue
             if s.precision == "bf16" and bits is not None and flat.dtype != torch.bfloat16:
                 new = {name: stochastic_round_bf16(flat.float(), bits.key, bits.offset, stream)}
             else:
-                noise = bits.uniform(s.padded(flat.numel()), stream) if s.coded and s.stochastic and bits else None
-                new = s.encode(flat, noise)
+                columns = _columns(p)  # (a rowwise buffer's rows)
+                noise = bits.uniform(s.noise_numel(flat, columns), stream) if s.coded and s.stochastic and bits else None
+                new = s.encode(flat, noise, columns)
             for k, v in new.items():
                 if k in state:
-                    _flat(state[k]).copy_(v)
+                    _flat(state[k]).copy_(v.reshape(-1))  # (rowwise codes come as rows)
                 else:
                     state[k] = _shaped(v, p) if k == name else v
 

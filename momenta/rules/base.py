@@ -47,10 +47,11 @@ import torch
 from torch import Tensor
 
 State = Mapping[str, Any]
-#: the key under which a rule's ``state`` holds √c₂ of the step (:meth:`SecondMoment.denominator`)
-ROOT_C2 = "√c₂"
 """A rule's named buffers (tensors) and this step's scalar values (numbers, or 0-dim tensors
 in kernels), as the engine hands them in (read-only for the rule)."""
+
+#: the key under which a rule's ``state`` holds √c₂ of the step (:meth:`SecondMoment.denominator`)
+ROOT_C2 = "√c₂"
 
 Updates = dict[str, Tensor]
 """New values for a rule's buffers; the engine writes them into ``optimizer.state``."""
