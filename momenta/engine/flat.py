@@ -393,8 +393,10 @@ def _prepare_stored(
         for i in indices:
             start, n = layout.offsets[i], layout.sizes[i]
             place = bits(b.params[i], t) if bits is not None and kept.random else storage.NO_BITS
-            views = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
-            calls.append((kernel, *views, place.ints(n), eager))
+            p, grad, buffers = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
+            # as rows of a block (the kernel's inputs; see Storage.rows)
+            rows = kept.rows(p), kept.rows(grad), {k: kept.rows(v, k) for k, v in buffers.items()}
+            calls.append((kernel, *rows, place.ints(n), eager))
     return calls, []
 
 

@@ -329,10 +329,17 @@ class Storage:
         return found
 
     def rows(self, flat: Tensor, key: str | None = None) -> Tensor:
-        """A 1-D span of the fast path (whole blocks) as rows of :attr:`block` elements of the
-        parameter: ``(rows, block)`` for the parameter, its gradient and float buffers,
+        """A span of the fast path (whole blocks; 1-D, or already rows) as rows of
+        :attr:`block` elements of the parameter: ``(rows, block)`` for the parameter, its gradient and float buffers,
         ``(rows, bytes)`` for codes, ``(rows, blocks)`` for scales."""
-        return flat.view(-1, self._widths.get(key, self.block) if key is not None else self.block)
+        width = self._widths.get(key, self.block) if key is not None else self.block
+        if flat.dim() == 1:
+            flat = flat.view(-1, width)
+        # traced with symbolic sizes, a 2-D span's width is a symbol too; pinned to its
+        # constant, every index Inductor computes is a row times a constant plus a column:
+        # no division or remainder, and the results written where they were read (in place)
+        torch._check(flat.shape[1] == width)
+        return flat
 
     @cached_property
     def _widths(self) -> dict[str, int]:
@@ -558,7 +565,7 @@ def step(
     random bits, and how many of the span's elements are the parameter's."""
     bits = Bits(ints[0], ints[1]) if storage.random else None
     rows = storage.block > 1
-    if rows:  # rows of a block: Inductor's loops index them without divisions
+    if rows:  # rows of a block (:meth:`Storage.rows`), their widths constants to the compiler
         p, g, buffers = storage.rows(p), storage.rows(g), {k: storage.rows(v, k) for k, v in buffers.items()}
     storage.step(p, g, buffers, rules, s, maximize, decays, bits, valid=ints[2], rows=rows)
 

@@ -339,7 +339,10 @@ class Codec:
         c = codes.to(torch.int32)
         if self.format.bits == 8:
             return c
-        return torch.cat([c & 15, c >> 4], dim=-1)  # [low halves, high halves]
+        # [low halves, high halves] by a broadcast shift, not a concatenation: Inductor
+        # writes a concatenation's parts to memory, a shift it fuses into the loop
+        shifts = torch.arange(2, dtype=torch.int32, device=c.device).unsqueeze(-1) * 4
+        return ((c.unsqueeze(-2) >> shifts) & 15).flatten(-2)
 
     def _check(self, n: int) -> None:
         if n % self.block:
