@@ -10,9 +10,10 @@ Stochastic rounding (``param_rounding="stochastic"``, and bf16 state)::
 zero with probability proportional to its distance from the value below: ``E[round(x)] = x``,
 and an EMA of increments far below half a bf16 ulp still moves (round-to-nearest stalls).
 
-The random bits are a counter-based hash of ``(seed, step, stream, index)`` in int64 tensor
-math (a 32-bit xor-shift-multiply mix, every product below 2⁶³; one mix an element, the rest
-once a call), not a generator's state:
+The random bits are a counter-based hash of ``(seed, step, stream, index)`` in integer tensor
+math (a 32-bit xor-shift-multiply mix: the per-call part in int64, every product below 2⁶³;
+the one mix an element in int32 lanes, products wrapping modulo 2³², the same bits), not a
+generator's state:
 a compiled kernel computes them in its loop, two runs with the same ``(seed, step, index)``
 get the same bits, and a resumed run needs nothing but the seed and the step.
 
@@ -47,6 +48,21 @@ def _mix(x: Tensor) -> Tensor:
     x = x ^ (x >> 15)
     x = (x * 0x735A2D97) & _M32
     return x ^ (x >> 15)
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """:func:`_mix` on int32 tensors holding 32-bit patterns: the same bits, in 32-bit lanes.
+
+    Products wrap modulo 2³² as the 64-bit version's masks do; ``>>`` on int32 is
+    arithmetic, so each shift masks off the copies of the sign bit it brings in. Vector
+    units multiply 32-bit lanes in one instruction and 64-bit lanes in several (or, without
+    AVX-512 DQ, emulate them); the elementwise hash of a stochastic rounding is half its
+    kernel's arithmetic."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x21F0AAAD
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * 0x735A2D97
+    return x ^ ((x >> 15) & 0x1FFFF)
 
 
 def _int64(v: int | Tensor) -> Tensor:
@@ -86,21 +102,27 @@ def random_bits(key: Tensor, n: int, offset: int | Tensor = 0, stream: int = 0) 
             bits whatever the order or grouping in which elements are rounded.
         stream: which of a step's independent draws (the weights, each state buffer …).
     """
+    return _hash32(key, n, offset, stream).to(torch.int64) & _M32
+
+
+def _hash32(key: Tensor, n: int, offset: int | Tensor, stream: int) -> Tensor:
+    """:func:`random_bits` as int32 patterns (a value ``≥ 2³¹`` reads as negative)."""
     high = offset >> 32 if isinstance(offset, Tensor) else torch.tensor(offset >> 32, dtype=torch.int64)
     k = _mix(key ^ _mix(high.to(key.device) ^ ((0x9E3779B9 * (stream + 1)) & _M32)))
-    i = (torch.arange(n, dtype=torch.int64, device=key.device) + (offset & _M32)) & _M32
-    return _mix(i ^ k)
+    i = torch.arange(n, dtype=torch.int64, device=key.device) + (offset & _M32)
+    # the low 32 bits of i ^ k as int32 (a wrapping cast), mixed in 32-bit lanes
+    return _mix32((i ^ k).to(torch.int32))
 
 
 def random_halves(key: Tensor, n: int, offset: int | Tensor = 0, stream: int = 0) -> Tensor:
-    """16 random bits an element (int64 values in ``[0, 2¹⁶)``) for ``stream``: the upper half
+    """16 random bits an element (int32 values in ``[0, 2¹⁶)``) for ``stream``: the upper half
     of :func:`random_bits`' hash ``(stream + 1) // 2`` for an odd stream, the lower half for
     the even one after it (stream 0, the weights', has the lower half of hash 0 alone).
 
     Two streams share one hash, so a kernel that draws for both (the engine's first two state
     buffers, streams 1 and 2) computes it once. Same arguments as :func:`random_bits`."""
-    h = random_bits(key, n, offset, (stream + 1) // 2)
-    return h >> 16 if stream % 2 == 1 else h & 0xFFFF
+    h = _hash32(key, n, offset, (stream + 1) // 2)
+    return ((h >> 16) if stream % 2 == 1 else h) & 0xFFFF
 
 
 def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0, stream: int = 0) -> Tensor:
@@ -116,7 +138,7 @@ def stochastic_round_bf16(x: Tensor, key: Tensor, offset: int | Tensor = 0, stre
         stream: which of the step's draws (see :func:`random_bits`).
     """
     flat = x.reshape(-1).to(torch.float32)
-    r = random_halves(key, flat.numel(), offset, stream).to(torch.int32)
+    r = random_halves(key, flat.numel(), offset, stream)
     nan = flat != flat  # (isnan does not vectorise in Inductor's CPU loops)
     bits = torch.where(nan, 0.0, flat).view(torch.int32)  # a NaN pattern could overflow
     rounded = ((bits + r) & -65536).view(torch.float32)
