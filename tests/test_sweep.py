@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from momenta import cli  # noqa: E402
-from momenta.compare import UsageError, compare, experiment, sweep  # noqa: E402
+from momenta.compare import UsageError, compare, experiment, sweep, sweep_report  # noqa: E402
 from momenta.compare import data as datasets  # noqa: E402
 
 
@@ -110,6 +110,7 @@ def test_the_best_value_is_the_argmin_of_the_mean_validation_loss(tmp_path):
         assert r.sweep.best(name) == pytest.approx(best)
         chosen = summary["sweep"]["optimizers"][name]["best"]
         assert chosen["value"] == pytest.approx(best)
+        assert chosen["at_edge"] == ("low" if best == min(means) else "high")  # two values: both edges
         assert chosen["val_loss_mean"] == pytest.approx(means[best])
         accs = [float(row["test_acc"]) for row in mine if float(row["value"]) == best]
         assert chosen["test_acc_mean"] == pytest.approx(np.mean(accs))
@@ -128,6 +129,21 @@ def test_the_best_value_is_the_argmin_of_the_mean_validation_loss(tmp_path):
     report = (out / "report.html").read_text()
     assert "Same budget for every optimizer" in report and "2 values of lr" in report
     assert "2 seed(s) × 2 epochs = 4 runs" in report
+
+
+def test_a_best_value_inside_the_grid_is_not_at_its_edge():
+    config = experiment.CompareConfig(optimizers=["sgd"], sweep="lr=0.01:1:3", repeats=1)
+    result = sweep.SweepResult(sweep.parse("lr=0.01:1:3"), config)
+
+    def point(value: float, loss: float) -> sweep.Point:
+        run = experiment.Run("sgd", 1, {"lr": value}, {}, train_loss=[loss], val_loss=[loss], test_acc=[1.0])
+        return sweep.Point("sgd", value, 1, run)
+
+    for losses, edge in (([3.0, 1.0, 2.0], None), ([1.0, 2.0, 3.0], "low"), ([3.0, 2.0, 1.0], "high")):
+        result.points = [point(v, loss) for v, loss in zip(result.spec.values(), losses)]
+        assert result.best_summary("sgd")["at_edge"] == edge
+        cell = sweep_report.ranking_rows(result)[0][2]
+        assert ("edge" in cell) == (edge is not None), cell
 
 
 def test_an_element_of_betas(tmp_path):

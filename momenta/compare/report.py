@@ -540,7 +540,9 @@ def compare_html(result: CompareResult, plots: Sequence[Path], extra: dict[str, 
                     else f"the validation text ({result.dataset.get('val_chars', '?')} characters). "
                 )
                 + "Only the chosen value's test numbers are reported "
-                "(mean ± std over seeds); the plots below show the chosen values' runs.</p>"
+                "(mean ± std over seeds); the plots below show the chosen values' runs. "
+                "A value marked as the grid's edge is the lowest or highest tried: that "
+                "optimizer's best may lie outside the range.</p>"
                 + ranking
                 + images_html([extra["sensitivity"]])
                 + "<p>Every point: <code>sweep.csv</code>.</p>",

@@ -12,7 +12,9 @@ made on held-out rows, and only the chosen value's test numbers are reported.
         record final train loss, final validation loss L(v, s), test accuracy, diverged
     best v* = argmin_v mean_s L(v, s)   (a value with a diverged seed has mean ∞; an
                                          optimizer whose every value diverged has no v*)
-    reported: at v* only, test accuracy and validation loss as mean ± std over the K seeds
+    reported: at v* only, test accuracy and validation loss as mean ± std over the K seeds,
+              and whether v* is the grid's lowest or highest value (``at_edge``: the best
+              value may lie outside the range; widen it before trusting the ranking)
 
 ``sweep.csv`` gets one row per finished (optimizer, value, seed), written as it finishes:
 Ctrl-C keeps every finished point.
@@ -213,8 +215,11 @@ class SweepResult:
         val, val_std = _mean_std([p.val_loss for p in points])
         acc, acc_std = _mean_std([p.run.final_test_acc for p in points])  # type: ignore[misc]
         train_loss, train_std = _mean_std([p.run.final_train_loss for p in points])  # type: ignore[misc]
+        values = self.spec.values()
         return {
             "value": best,
+            # the lowest or highest value tried: the optimum may lie outside the range
+            "at_edge": "low" if best == values[0] else "high" if best == values[-1] else None,
             "val_loss_mean": val,
             "val_loss_std": val_std,
             "test_acc_mean": acc,

@@ -3,8 +3,9 @@
     sensitivity.<fmt>   final validation loss vs the swept value, one line per optimizer (mean
                         over seeds, min–max band), × where a seed diverged (drawn at the top
                         edge), ○ at the chosen value; a log y axis when the losses span > 10×
-    ranking             optimizers by the chosen value's mean validation loss: value, validation
-                        loss and test accuracy as mean ± std over seeds (std: sample, K−1)
+    ranking             optimizers by the chosen value's mean validation loss: value (marked
+                        when it is the grid's lowest or highest), validation loss and test
+                        accuracy as mean ± std over seeds (std: sample, K−1)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def ranking_rows(sweep: SweepResult) -> list[list[str]]:
             rows.append(["—", name, sweep.status(name), "—", "—", "—", diverged])
             continue
         rows.append(
-            [str(rank), name, f"{best['value']:.4g}", _pm(best["val_loss_mean"], best["val_loss_std"], 4),
+            [str(rank), name, f"{best['value']:.4g}" + (f" (grid's {best['at_edge']} edge)" if best["at_edge"] else ""), _pm(best["val_loss_mean"], best["val_loss_std"], 4),
              _pm(best["test_acc_mean"], best["test_acc_std"], 3),
              _pm(best["train_loss_mean"], best["train_loss_std"], 4), diverged]  # fmt: skip
         )
