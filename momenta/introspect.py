@@ -32,16 +32,30 @@ m (Adadelta's Δ, Rprop's step sizes) or V (a factored or centered V), the quant
 need it are ``None``. AdEMAMix declares its fast EMA: m̂ is read as that EMA, uncorrected
 (the rule corrects it inside its update), without α times the slow one.
 
-Cost. ‖m‖, mean √V̂, min and max of r are exact, over every coordinate: on the fast path one
-pass over each flat bucket's m, V and w (a kernel compiled by Inductor when the optimizer's
-own kernels are, the same formula eagerly otherwise). The median of r is exact up to
+Cost. ‖m‖, mean √V̂, min and max of r and rms(Δw) are exact, over every coordinate: on the
+fast path one pass over each flat bucket's m, V, w and (under an :class:`Inspector`) its copy
+of w before the step, each term computed at the parameters' precision (at least float32) and
+summed in float64 (a kernel compiled by Inductor when the optimizer's own kernels are, the
+same formula eagerly otherwise). The median of r is exact up to
 :data:`SAMPLE` coordinates a bucket (or parameter); above, it is the median of a fixed
 strided sample of at most :data:`SAMPLE` (every k-th coordinate, k = ⌈n/SAMPLE⌉), found
 by a histogram of the values' bits and a selection within one bin (:func:`lower_median`).
-Everything else stays on the device until one host read at the end (the median's selection
-reads one count on the host before it). An :class:`Inspector`'s hook adds one copy of the
-weights to every step. ``benchmarks/bench_inspect.py`` (AdamW, one thread, median of
-interleaved rounds, this project's 2-core CPU machine): see README's "What m and V do".
+Everything else stays on the device until one host read at the end (each median's
+selection reads one count on the host before it). An :class:`Inspector`'s hook adds one
+copy of the weights to every step (one copy of each flat bucket). ``benchmarks/bench_inspect.py``
+(AdamW, one thread, median of interleaved rounds, this project's 2-core CPU machine): see
+README's "What m and V do".
+
+Sharded parameters (FSDP2's DTensors): each rank reads its own shard, and the shards' sums,
+minima and maxima are all-reduced over the mesh dimensions that shard the parameter (a few
+collectives a read for all of them), so that every rank gets the same reading, one
+process's over the whole tensors to float rounding. The median's sample is each rank's
+strided sample of its shard (every k-th coordinate, k from the whole parameter), gathered:
+where FSDP2 splits the rows (``Shard(0)``, once) it is the sample one process takes of the
+parameter, so the median is exact up to :data:`SAMPLE` coordinates a parameter, and that
+process's above; under other placements each shard's sample starts at its own first
+coordinate, an approximation of it. Reading is then a collective: every rank reads, as
+every rank steps.
 
 This is a module of its own (not part of ``momenta.compare``): it reads any momenta
 optimizer in any training loop; ``momenta compare --inspect`` is one user of it.
@@ -54,17 +68,18 @@ import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from operator import is_
 from typing import Any, Final, cast
 
 import torch
 from torch import Tensor
 
-from momenta.engine import Optimizer, Rules, compat, kernels
+from momenta.engine import Optimizer, Rules, compat, kernels, shards
 from momenta.engine.layout import Layout
 from momenta.engine.storage import Storage
-from momenta.engine.reference import Hyper, real
+from momenta.engine.reference import real
 from momenta.rules import Gradient, One, Rule
-from momenta.rules.base import SecondMoment, Wrapping
+from momenta.rules.base import ROOT_C2, SecondMoment, Wrapping
 
 __all__ = ["GRADIENT", "Inspector", "Moments", "Reading", "Stats", "inspect", "lower_median", "moments"]
 
@@ -205,10 +220,10 @@ def lower_median(r: Tensor) -> Tensor:
     read as an integer, orders as the float does, so a histogram (``torch.bincount``) of
     the top bits below the sign bit finds the bin that holds the median and its rank
     there; the value is then selected among that bin's entries alone (``kthvalue``: one
-    host read of the rank). A NaN entry makes Σ r NaN (r has no −∞ to make one of +∞).
+    host read, of the bin, the rank and whether Σ r is NaN: r has no −∞ to make one of +∞).
     """
-    nan = torch.full((), math.nan, dtype=r.dtype, device=r.device)
     if r.numel() <= SMALL or r.dtype not in _KEY_BITS:
+        nan = torch.full((), math.nan, dtype=r.dtype, device=r.device)
         found = torch.where(r >= 0, r, nan).nanmedian()
         return torch.where(torch.isnan(r).any(), nan, found)
     size = 1 << _KEY_BITS[r.dtype]
@@ -219,18 +234,17 @@ def lower_median(r: Tensor) -> Tensor:
     cum = hist[1:].cumsum(0)
     rank = (cum[-1:] - 1).div(2, rounding_mode="floor")  # of the median among all
     at = torch.searchsorted(cum, rank, right=True).clamp_max(size - 1)  # its bin, less one
-    within = r[bins == at + 1]
-    if within.numel():
-        found = within.kthvalue(int((rank - (cum[at] - hist[at + 1])).item()) + 1).values
-    else:
-        found = nan  # nothing ≥ 0
-    return torch.where(torch.isnan(r.sum()), nan, found)
+    within_rank = rank - (cum[at] - hist[at + 1])
+    b, k, total, nans = torch.cat([at, within_rank, cum[-1:], r.sum().isnan().reshape(1)]).tolist()
+    if nans or not total:  # a NaN, or nothing ≥ 0
+        return torch.full((), math.nan, dtype=r.dtype, device=r.device)
+    return r[bins == b + 1].kthvalue(k + 1).values
 
 
 # ---------------------------------------------------------------- one pass over m, V and w
 
-#: a part's sums, in this order (a float64 tensor): Σ m², Σ √V̂, min r, max r
-SUMS = ("m_sq", "sqrt_v", "ratio_min", "ratio_max")
+#: a part's sums, in this order (a float64 tensor): Σ m², Σ √V̂, min r, max r, Σ Δw²
+SUMS = ("m_sq", "sqrt_v", "ratio_min", "ratio_max", "update_sq")
 
 
 @dataclass(frozen=True)
@@ -244,25 +258,41 @@ class _Spec:
 
 
 @dataclass(frozen=True)
+class _Shards:
+    """Where the rest of a DTensor is: the process groups of the mesh dimensions that shard
+    it, and the length of its sample on every rank (padded with −1, 'r not defined')."""
+
+    groups: tuple[Any, ...]
+    length: int
+
+
+@dataclass(frozen=True)
 class _Part:
     """One bucket's or parameter's reading, on the device: :data:`SUMS` (NaN where not
-    defined) and its sample of r (−1 where r is not defined), over ``numel`` coordinates."""
+    defined; min +∞ and max −∞ where no r is) and its sample of r (−1 where r is not
+    defined), over ``numel`` coordinates. ``shards``: only this rank's shard of a DTensor
+    (of ``numel`` coordinates in all) is read, until :func:`_across` reads the rest."""
 
     numel: int
     sums: Tensor
     sample: Tensor | None
+    shards: _Shards | None = None
 
 
-def _strided(n: int, device: torch.device) -> Tensor:
-    """Every k-th index of ``n``, k = ⌈n / SAMPLE⌉ (every index when n ≤ SAMPLE)."""
-    key = (n, SAMPLE, device)
+def _strided(n: int, device: torch.device, k: int | None = None, start: int = 0) -> Tensor:
+    """Every k-th index of ``n`` from ``start``, k = ⌈n / SAMPLE⌉ unless given (every index
+    when n ≤ SAMPLE)."""
+    k = max(1, -(-n // SAMPLE)) if k is None else k
+    key = (n, k, start, device)
     found = _samples.get(key)
     if found is None:
-        found = _samples[key] = torch.arange(0, n, max(1, -(-n // SAMPLE)), device=device)
+        if len(_samples) > 1024:
+            _samples.clear()
+        found = _samples[key] = torch.arange(start, n, k, device=device)
     return found
 
 
-_samples: dict[tuple[int, int, torch.device], Tensor] = {}
+_samples: dict[tuple[int, int, int, torch.device], Tensor] = {}
 
 
 @dataclass(frozen=True)
@@ -284,17 +314,25 @@ class _Pass:
     def __call__(self, x: dict[str, Tensor]) -> None:
         """Writes :data:`SUMS` into ``x["sums"]`` and r at ``x["index"]`` into ``x["sample"]``:
 
-            Σ m²,  Σ √V̂,  min r,  max r        over the coordinates in ``mask`` (r: and w ≠ 0)
+            Σ m²,  Σ √V̂,  min r,  max r,  Σ (w − w0)²   over the coordinates in ``mask`` (r: and w ≠ 0)
             √V̂ = denominator(V, c₂, 0);  r = scale·|m| / (√V̂ + ε) / |w|,  scale = lr/(d(t)·c₁(t))
 
-        The sample is computed from the inputs gathered at ``index`` (not gathered from a
-        whole r, which a compiled pass would write out in full)."""
+        Sums accumulate in float64. The mask (uint8) multiplies, as the coordinates it leaves
+        out hold finite numbers (zeros, a rule's ε): Inductor's CPU kernels select under a
+        loaded mask (``torch.where``) several times slower than they multiply (measured 10.6
+        vs 3.2 ms for one sum over 10.7M floats). The sample is computed from the inputs
+        gathered at ``index`` (not gathered from a whole r, which a compiled pass would write
+        out in full)."""
         nan = torch.full((), math.nan, dtype=torch.float64, device=x["w"].device)
-        mask = x.get("mask")
-        kept: Callable[[Tensor], Tensor] = (lambda y: y) if mask is None else (lambda y: torch.where(mask, y, 0))
         m, root, r, valid = self.coordinates(x, x)
-        m_sq = kept(m * m).sum(dtype=torch.float64) if m is not None else nan
-        sqrt_v = kept(root).sum(dtype=torch.float64) if root is not None else nan
+        keep = x["mask"].to(x["packed"].dtype) if "mask" in x else None
+        total: Callable[[Tensor], Tensor] = lambda y: (y if keep is None else y * keep).sum(dtype=torch.float64)  # noqa: E731
+        m_sq = total(m * m) if m is not None else nan
+        sqrt_v = total(root) if root is not None else nan
+        update_sq = nan
+        if "w0" in x:
+            d = x["w"].to(x["packed"].dtype) - x["w0"].to(x["packed"].dtype)
+            update_sq = total(d * d)
         low = high = nan
         if r is not None:
             low = torch.where(valid, r, math.inf).amin().double()
@@ -303,7 +341,7 @@ class _Pass:
             sample: dict[str, Tensor] = {k: x[k][index] for k in ("m", "v", "w", "mask") if k in x}
             _, _, r_sample, valid_sample = self.coordinates(x, sample)
             x["sample"].copy_(torch.where(valid_sample, r_sample, -1.0))  # type: ignore[arg-type]
-        x["sums"].copy_(torch.stack([m_sq, sqrt_v, low, high]))
+        x["sums"].copy_(torch.stack([m_sq, sqrt_v, low, high, update_sq]))
 
     def coordinates(
         self, x: dict[str, Tensor], at: dict[str, Tensor]
@@ -311,11 +349,13 @@ class _Pass:
         """m, √V̂, r and where r is defined, per coordinate of ``at`` (the numbers: ``x``'s)."""
         numbers = dict(zip(self.names, x["packed"].unbind(0)))
         second = cast(SecondMoment, kernels.rebuild(self.second, "second", numbers))
-        values = {n: numbers[n] for n in self.value_names}
+        # √c₂ taken on the host, as the engine's step takes it (a kernel would take it in
+        # every vector iteration)
+        values = {**{n: numbers[n] for n in self.value_names}, ROOT_C2: numbers["root_c2"]}
         # 0-dim tensors, as in the engine's kernels (a rule's t is a number or a tensor)
         t: Any = numbers["t"]
         c2, eps, scale = numbers["c2"], numbers["eps"], numbers["scale"]
-        work = torch.promote_types(at["w"].dtype, torch.float32)  # half precision: read in float32
+        work = x["packed"].dtype  # half precision: read in float32
         w = at["w"].to(work)
         m = at["m"].to(work) if "m" in at else None
         root: Tensor | None = None
@@ -327,7 +367,7 @@ class _Pass:
             denom = root + eps if where == "outside" else second.denominator(v, c2, eps, where, t, values)
         elif "one" in x:  # V = 1: √V̂ = 1 at every coordinate
             root = torch.ones_like(w)
-        valid = w != 0 if "mask" not in at else (w != 0) & at["mask"]
+        valid = w != 0 if "mask" not in at else w * at["mask"].to(work) != 0
         if not self.ratio or m is None:
             return m, root, None, valid
         if denom is None or self.rules.precondition != "moment":  # no division, or m = g/√V̂ already
@@ -340,8 +380,12 @@ class _Pass:
 _compiled: dict[tuple[Any, ...], Callable[..., None] | None] = {}
 
 
-def _run(spec: _Spec, t: float, tensors: dict[str, Tensor], numel: int, compiled: bool) -> _Part:
-    """The pass over 1-D ``m`` / ``v`` / ``w`` / ``mask`` (those present in ``tensors``)."""
+def _run(
+    spec: _Spec, t: float, tensors: dict[str, Tensor], numel: int, compiled: bool, index: Tensor | None = None,
+    shards: _Shards | None = None,
+) -> _Part:  # fmt: skip
+    """The pass over 1-D ``m`` / ``v`` / ``w`` / ``w0`` / ``mask`` (those present in
+    ``tensors``), sampling r at ``index`` (default: :func:`_strided`)."""
     rules, moments_ = spec.rules, spec.moments
     w = tensors["w"]
     second = rules.second
@@ -354,16 +398,23 @@ def _run(spec: _Spec, t: float, tensors: dict[str, Tensor], numel: int, compiled
     scale = spec.lr / decay / float(moments_.m_rule.correction(t)) if moments_.m_rule is not None else math.nan
     structure, hyper = _structure(second)
     value_names = tuple(values)
-    names = ("t", "c2", "eps", "scale", *value_names, *hyper)
-    numbers = [t, c2, spec.eps, scale, *(float(values[n]) for n in value_names), *(float(h) for h in hyper.values())]
+    names = ("t", "c2", "root_c2", "eps", "scale", *value_names, *hyper)
+    numbers = [t, c2, math.sqrt(c2) if c2 >= 0 else math.nan, spec.eps, scale, *(float(values[n]) for n in value_names)]
+    numbers += [float(h) for h in hyper.values()]
     work = torch.promote_types(w.dtype, torch.float32)
+    if w.numel() == 0:  # an empty shard: nothing to add, no r
+        defined = {"m_sq": "m" in tensors, "sqrt_v": "v" in tensors or moments_.V == ONE, "update_sq": "w0" in tensors}
+        sums = [0.0 if defined.get(name) else math.nan for name in SUMS]
+        sums[2:4] = [math.inf, -math.inf]
+        empty = w.new_empty(0, dtype=work) if ratio else None
+        return _Part(numel, torch.tensor(sums, dtype=torch.float64, device=w.device), empty, shards)
     x = dict(tensors)
     if moments_.V == ONE:
         x["one"] = w.new_empty(0)
     x["packed"] = torch.tensor(numbers, dtype=work, device=w.device)
     x["sums"] = torch.empty(len(SUMS), dtype=torch.float64, device=w.device)
     if ratio:
-        x["index"] = _strided(w.numel(), w.device)
+        x["index"] = _strided(w.numel(), w.device) if index is None else index
         x["sample"] = torch.empty(x["index"].numel(), dtype=work, device=w.device)
     inputs = tuple(x)
     run = _Pass(inputs, second, rules, names, value_names, ratio)
@@ -377,9 +428,9 @@ def _run(spec: _Spec, t: float, tensors: dict[str, Tensor], numel: int, compiled
             graph = _compiled[key] = _compile(run, x)
         if graph is not None:
             graph(*x.values())
-            return _Part(numel, x["sums"], x.get("sample"))
+            return _Part(numel, x["sums"], x.get("sample"), shards)
     run(x)
-    return _Part(numel, x["sums"], x.get("sample"))
+    return _Part(numel, x["sums"], x.get("sample"), shards)
 
 
 def _structure(second: SecondMoment) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -444,13 +495,41 @@ def _buffer(state: Mapping[str, Any], name: str, where: str) -> Tensor | None:
     return _float(name, state[name], where)
 
 
-def _parameter(spec: _Spec, p: Tensor, state: Mapping[str, Any], compiled: bool) -> _Part | None:
+def _local(x: Tensor) -> Tensor:
+    """This rank's shard of a DTensor; any other tensor as it is."""
+    return cast(Tensor, cast(Any, x).to_local()) if shards.sharded(x) else x
+
+
+def _shards(p: Any, numel: int, k: int) -> tuple[_Shards | None, int]:
+    """How DTensor ``p``'s shards are read (``None``: every rank holds all of it) and where
+    this rank's sample of every k-th coordinate starts: where FSDP2 splits the rows (once),
+    at the first multiple of k in the shard (one process's sample); else at its start."""
+    placements = list(p.placements)
+    dims = [d for d, q in enumerate(placements) if q.is_shard()]
+    if not dims:
+        return None, 0
+    mesh = p.device_mesh
+    shape = list(p.shape)
+    for d in dims:  # the largest shard: torch.chunk's split, ⌈n / ranks⌉ a rank
+        shape[placements[d].dim] = -(-shape[placements[d].dim] // mesh.size(d))
+    bound = math.prod(shape) * (numel // max(p.numel(), 1))  # real coordinates (complex: 2 a number)
+    start = 0
+    if p.dim() > 0 and shards.problem(p) is None:
+        offset = shards.first_row(p) * (numel // p.shape[0])
+        start = -offset % k
+    return _Shards(tuple(mesh.get_group(d) for d in dims), -(-bound // k)), start
+
+
+def _parameter(
+    spec: _Spec, p: Tensor, state: Mapping[str, Any], compiled: bool, before: Tensor | None = None
+) -> _Part | None:
     """One parameter's reading, from ``optimizer.state[p]`` (views of flat buffers on the
-    fast path); ``None`` for a parameter without state."""
+    fast path; a DTensor's: this rank's shard), with Δw from ``before`` (w before the step);
+    ``None`` for a parameter without state."""
     moments_ = spec.moments
     if not state and moments_.m != GRADIENT:
         return None
-    flat = lambda x: real(x.detach()).reshape(-1)  # noqa: E731
+    flat = lambda x: real(_local(x).detach()).reshape(-1)  # noqa: E731
     where = f"a parameter of shape {tuple(p.shape)}"
     tensors = {"w": flat(p)}
     if moments_.m == GRADIENT:
@@ -464,30 +543,46 @@ def _parameter(spec: _Spec, p: Tensor, state: Mapping[str, Any], compiled: bool)
         v = _buffer(state, moments_.V, where)
         if v is not None:
             tensors["v"] = flat(v)
-    if "m" not in tensors and "v" not in tensors and moments_.V != ONE:
-        return _Part(p.numel() * (2 if p.is_complex() else 1), _nans(p.device), None)
-    return _run(spec, _step_of(state), tensors, p.numel() * (2 if p.is_complex() else 1), compiled)
+    if before is not None:
+        tensors["w0"] = real(before).reshape(-1)
+    numel = p.numel() * (2 if p.is_complex() else 1)
+    found, index = None, None
+    if shards.sharded(p):
+        k = max(1, -(-numel // SAMPLE))
+        found, start = _shards(p, numel, k)
+        if found is not None:
+            index = _strided(tensors["w"].numel(), tensors["w"].device, k, start)[: found.length]
+    if "m" not in tensors and "v" not in tensors and "w0" not in tensors and moments_.V != ONE:
+        return _Part(numel, _nans(tensors["w"].device), None, found)
+    return _run(spec, _step_of(state), tensors, numel, compiled, index, found)
 
 
 def _nans(device: torch.device) -> Tensor:
     return torch.full((len(SUMS),), math.nan, dtype=torch.float64, device=device)
 
 
-#: a cached mask of the coordinates of a layout's parameters with a state (gaps excluded)
-_masks: weakref.WeakKeyDictionary[Layout, tuple[tuple[int, ...], Tensor]] = weakref.WeakKeyDictionary()
+#: a layout's cached mask of the coordinates of its parameters with a state, and their number
+_masks: weakref.WeakKeyDictionary[Layout, tuple[list[int], Tensor | None, int]] = weakref.WeakKeyDictionary()
 
 
-def _mask(layout: Layout, owners: list[int]) -> Tensor:
+def _mask(layout: Layout, owners: list[int]) -> tuple[Tensor | None, int]:
+    """1 (uint8) at the coordinates of the parameters ``owners``, 0 elsewhere: the gaps, which
+    some rules' steps fill (Adamax's and AdaBelief's ε, Rprop's step sizes), and parameters
+    without a state; ``None`` where nothing is left out. And how many coordinates are 1."""
     found = _masks.get(layout)
-    if found is None or found[0] != tuple(owners):
-        mask = torch.zeros(layout.numel, dtype=torch.bool, device=layout.device)
-        for i in owners:
-            mask[layout.offsets[i] : layout.offsets[i] + layout.sizes[i]] = True
-        found = _masks[layout] = (tuple(owners), mask)
-    return found[1]
+    if found is None or found[0] != owners:
+        ends = [o + s for o, s in zip(layout.offsets, layout.sizes)]
+        whole = len(owners) == len(layout.params) and ends[-1] == layout.numel and ends[:-1] == layout.offsets[1:]
+        mask = None
+        if not whole:
+            mask = torch.zeros(layout.numel, dtype=torch.uint8, device=layout.device)
+            for i in owners:
+                mask[layout.offsets[i] : ends[i]] = 1
+        found = _masks[layout] = (list(owners), mask, sum(layout.sizes[i] for i in owners))
+    return found[1], found[2]
 
 
-def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any) -> _Part | None:
+def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any, inspector: Inspector | None) -> _Part | None:
     """A flat bucket's reading over its flat buffers, or ``None`` if they are not what
     ``optimizer.state`` holds, or hold low-precision codes (then the caller reads the
     parameters one by one, decoding their states)."""
@@ -496,7 +591,8 @@ def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any) -> _Part | None:
     moments_ = spec.moments
     if getattr(bucket, "storage", None) is not None:
         return None
-    if layout.dtype.is_complex or not state.owners or not state.current(optimizer.state, state.owners):
+    native = bool(optimizer.__dict__.get("_native"))  # the step's own checks: in C++ where it has them
+    if layout.dtype.is_complex or not state.owners or not state.current(optimizer.state, state.owners, native):
         return None
     t = state.uniform_step()
     if t is None:
@@ -509,7 +605,10 @@ def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any) -> _Part | None:
         else:
             t = math.nan
     where = f"a flat bucket of {len(bucket.params)} parameters"
-    tensors = {"w": layout.data, "mask": _mask(layout, state.owners)}
+    tensors = {"w": layout.data}
+    mask, numel = _mask(layout, state.owners)
+    if mask is not None:
+        tensors["mask"] = mask
     if moments_.m == GRADIENT:
         grads = [p.grad for p in bucket.params]
         if all(view is not None and g is view for g, view in zip(grads, bucket.grad_views)):  # no large ones
@@ -530,7 +629,9 @@ def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any) -> _Part | None:
         if moments_.V not in state.buffers:
             return None
         tensors["v"] = _float(moments_.V, state.buffers[moments_.V], where)
-    numel = sum(layout.sizes[i] for i in state.owners)
+    before = inspector.flat_before(layout) if inspector is not None else None
+    if before is not None:
+        tensors["w0"] = before
     return _run(spec, t, tensors, numel, bool(optimizer.__dict__.get("_compiled")))
 
 
@@ -545,20 +646,26 @@ class _Group:
 
 
 def _decoded(optimizer: Optimizer, group: dict[str, Any], rules: Rules, p: Tensor) -> Mapping[str, Any]:
-    """``optimizer.state[p]``, with buffers kept at low precision decoded (float32)."""
+    """``optimizer.state[p]``, with buffers kept at low precision decoded (float32; a DTensor's:
+    this rank's shard)."""
     state = optimizer.state.get(p) or {}
     kept = Storage.of(group, rules, p) if state else None
-    return {**state, **kept.read(state, p, rules.scalar_names())} if kept is not None else state
+    if kept is None:
+        return state
+    local = shards.local(state) if shards.sharded(p) else state
+    return {**state, **kept.read(local, _local(p), rules.scalar_names())}
 
 
-def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_parameter: bool) -> _Group:
-    rules = optimizer.rules(group)
-    hyper = Hyper.of(group)
+def _group(
+    optimizer: Optimizer, index: int, group: dict[str, Any], per_parameter: bool, inspector: Inspector | None
+) -> _Group:
+    rules, hyper = optimizer._rules_of(index, group)  # the step's own (checked, reused while nothing changes)
     spec = _Spec(rules, moments(rules), float(hyper.lr), float(hyper.eps))
     params: list[Tensor] = list(group["params"])
     compiled = bool(optimizer.__dict__.get("_compiled"))
+    before = inspector.before if inspector is not None else lambda p: None
     if per_parameter:
-        each = [_parameter(spec, p, _decoded(optimizer, group, rules, p), compiled) for p in params]
+        each = [_parameter(spec, p, _decoded(optimizer, group, rules, p), compiled, before(p)) for p in params]
         steps = [_step_of(optimizer.state.get(p) or {}) for p in params]
         finite = [s for s in steps if not math.isnan(s)]
         return _Group([e for e in each if e is not None], spec.moments, max(finite) if finite else None, each)
@@ -566,10 +673,10 @@ def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_paramete
     step: float | None = None
     rest = params
     flat_group = getattr(optimizer, "_flat_groups", {}).get(index)
-    if flat_group is not None and flat_group.current(params):
+    if flat_group is not None and flat_group.current(params, bool(optimizer.__dict__.get("_native"))):
         rest = list(flat_group.others)
         for bucket in flat_group.buckets:
-            part = _bucket(spec, optimizer, bucket)
+            part = _bucket(spec, optimizer, bucket, inspector)
             if part is None:
                 rest += bucket.params
             else:
@@ -578,7 +685,7 @@ def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_paramete
                 step = uniform if uniform is not None else step
     for p in rest:
         state = _decoded(optimizer, group, rules, p)
-        read = _parameter(spec, p, state, compiled)
+        read = _parameter(spec, p, state, compiled, before(p))
         if read is not None:
             parts.append(read)
             s = _step_of(state)
@@ -586,31 +693,82 @@ def _group(optimizer: Optimizer, index: int, group: dict[str, Any], per_paramete
     return _Group(parts, spec.moments, step, None)
 
 
-def _combine(parts: list[_Part], update_sq: Tensor | None) -> tuple[int, list[Tensor]]:
-    """The 0-dim float64 tensors a :class:`Stats` is made of (NaN for 'none'): Σ m², Σ √V̂,
-    min, median and max of r, Σ Δw²; and the number of coordinates."""
-    numel = sum(p.numel for p in parts)
-    device = parts[0].sums.device if parts else torch.device("cpu")
-    nan = torch.full((), math.nan, dtype=torch.float64, device=device)
-    if parts:
-        sums = torch.stack([p.sums.to(device) for p in parts])
-        # a sum is 'none' only where every part has none (a part without a gradient adds nothing)
-        total = torch.where(sums.isnan().all(0), nan, sums.nan_to_num(0.0).sum(0))
-        m_sq, sqrt_v = total[0], total[1]
-        defined = sums[:, 3] > -math.inf  # a part with an r (max −∞: no w ≠ 0 there)
-        low = torch.where(defined, sums[:, 2], math.inf).amin()
-        high = torch.where(defined, sums[:, 3], -math.inf).amax()
-        low, high = (torch.where(defined.any(), x, nan) for x in (low, high))
-    else:
-        m_sq = sqrt_v = low = high = nan
-    samples = [p.sample.to(device) for p in parts if p.sample is not None]
-    mid = lower_median(torch.cat(samples) if len(samples) > 1 else samples[0]).double() if samples else nan
-    updates = update_sq.to(device, torch.float64) if update_sq is not None else nan
-    return numel, [m_sq, sqrt_v, low, mid, high, updates]
+# ---------------------------------------------------------------- sharded parameters: the rest
 
 
-def _stats(numel: int, values: list[float]) -> Stats:
-    m_sq, sqrt_v, low, mid, high, update_sq = (None if math.isnan(x) else x for x in values)
+def _across(parts: list[_Part]) -> dict[int, _Part]:
+    """Each part by ``id``, those of a DTensor's shard replaced by the whole tensor's: their
+    sums all-reduced (SUM; min and max by MAX) and samples all-gathered over the mesh
+    dimensions that shard them, a few collectives for all of them (every rank has the same
+    parts, in the same order: it steps the same parameters)."""
+    found = {id(p): p for p in parts}
+    by_groups: dict[tuple[Any, ...], list[_Part]] = {}
+    for p in parts:
+        if p.shards is not None:
+            by_groups.setdefault(p.shards.groups, []).append(p)
+    if not by_groups:
+        return found
+    import torch.distributed as dist
+
+    for groups, local in by_groups.items():
+        sums = torch.stack([p.sums for p in local])
+        added = sums[:, [0, 1, 4]]  # Σ m², Σ √V̂, Σ Δw², and on how many ranks each is defined
+        totals = torch.cat([added.nan_to_num(0.0), (~added.isnan()).double()], 1)
+        defined = sums[:, 3] > -math.inf
+        extremes = torch.stack(
+            [torch.where(defined, sums[:, 3], -math.inf), torch.where(defined, -sums[:, 2], -math.inf)], 1
+        )
+        lengths = [p.shards.length if p.sample is not None else 0 for p in local]  # type: ignore[union-attr]
+        samples = torch.full((sum(lengths),), -1.0, dtype=_sample_dtype(local), device=sums.device)
+        at = 0
+        for p, n in zip(local, lengths):
+            if p.sample is not None:
+                samples[at : at + p.sample.numel()] = p.sample
+            at += n
+        for group in groups:
+            dist.all_reduce(totals, dist.ReduceOp.SUM, group=group)
+            dist.all_reduce(extremes, dist.ReduceOp.MAX, group=group)
+            if samples.numel():
+                gathered = samples.new_empty((dist.get_world_size(group), samples.numel()))
+                dist.all_gather(list(gathered.unbind(0)), samples, group=group)
+                samples = gathered.reshape(-1)
+        samples = samples.reshape(-1, max(sum(lengths), 1))
+        nan = torch.full((), math.nan, dtype=torch.float64, device=sums.device)
+        whole = torch.where(totals[:, 3:] > 0, totals[:, :3], nan)
+        rows = torch.stack([whole[:, 0], whole[:, 1], -extremes[:, 1], extremes[:, 0], whole[:, 2]], 1)
+        at = 0
+        for i, (p, n) in enumerate(zip(local, lengths)):
+            sample = samples[:, at : at + n].reshape(-1) if p.sample is not None else None
+            found[id(p)] = _Part(p.numel, rows[i], sample)
+            at += n
+    return found
+
+
+def _sample_dtype(parts: list[_Part]) -> torch.dtype:
+    dtypes = [p.sample.dtype for p in parts if p.sample is not None]
+    return dtypes[0] if dtypes else torch.float32
+
+
+# ---------------------------------------------------------------- the numbers on the host
+
+
+def _values(rows: list[list[float]]) -> tuple[float, float, float, float, float]:
+    """Σ m², Σ √V̂, min r, max r, Σ Δw² over parts (:data:`SUMS` each, NaN for 'none'): a sum
+    is 'none' only where every part has none (a part without a gradient adds nothing); min
+    and max are over the parts with an r (max −∞: no w ≠ 0 there)."""
+
+    def total(j: int) -> float:
+        known = [row[j] for row in rows if not math.isnan(row[j])]
+        return math.fsum(known) if known else math.nan
+
+    defined = [row for row in rows if row[3] > -math.inf]
+    low = min(row[2] for row in defined) if defined else math.nan
+    high = max(row[3] for row in defined) if defined else math.nan
+    return total(0), total(1), low, high, total(4)
+
+
+def _stats(numel: int, values: tuple[float, ...], median: float) -> Stats:
+    m_sq, sqrt_v, low, high, update_sq = (None if math.isnan(x) else x for x in values)
     n = max(numel, 1)
     return Stats(
         numel=numel,
@@ -618,10 +776,19 @@ def _stats(numel: int, values: list[float]) -> Stats:
         m_rms=math.sqrt(m_sq / n) if m_sq is not None else None,
         sqrt_v_mean=sqrt_v / n if sqrt_v is not None else None,
         ratio_min=low,
-        ratio_median=mid,
+        ratio_median=None if math.isnan(median) else median,
         ratio_max=high,
         update_rms=math.sqrt(update_sq / n) if update_sq is not None else None,
     )
+
+
+def _median(parts: list[_Part]) -> Tensor | None:
+    """The lower median of r over the parts' samples (a 0-dim tensor), ``None`` without any."""
+    samples = [p.sample for p in parts if p.sample is not None]
+    if not samples:
+        return None
+    device = samples[0].device
+    return lower_median(torch.cat([s.to(device) for s in samples]) if len(samples) > 1 else samples[0])
 
 
 # ---------------------------------------------------------------- the API
@@ -642,6 +809,7 @@ def inspect(optimizer: Optimizer, *, per_parameter: bool = False) -> Reading:
     ``update_rms`` is ``None`` unless an :class:`Inspector` watches the optimizer (which
     knows the weights before the last step). With ``per_parameter``, each group's reading
     also holds each parameter's (read one by one: slower, for a look, not every step).
+    With sharded (DTensor) parameters, every rank must call it (module docstring).
     """
     inspector = _watching.get(_check(optimizer))
     return _read(optimizer, per_parameter, inspector)
@@ -649,51 +817,82 @@ def inspect(optimizer: Optimizer, *, per_parameter: bool = False) -> Reading:
 
 class Inspector:
     """Watches an optimizer: before each of its steps, copies the weights (one copy of the
-    model, the cost of ``Δw``), so that :meth:`read` also gives the last update.
+    model: each flat bucket's buffer, each other parameter, a DTensor's local shard), so
+    that :meth:`read` also gives the last update, Δw, summed in the same pass as the rest.
 
     ``close()`` (or leaving a ``with`` block) removes the hook.
     """
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.optimizer = _check(optimizer)
-        self._before: list[list[Tensor]] | None = None
-        self._params: list[list[Tensor]] = []
-        self._update_sq: dict[int, Tensor] = {}  # by group, once a step
+        self._flat: dict[Layout, Tensor] = {}  # a bucket's weights before the step, by layout
+        self._single: dict[Tensor, Tensor] = {}  # another parameter's, by parameter
+        self._regions: dict[Tensor, Tensor] | None = None  # every parameter's, on request
         self._handle = optimizer.register_step_pre_hook(self._snapshot)
         _watching[optimizer] = self
 
     def _snapshot(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        params = [list(g["params"]) for g in self.optimizer.param_groups]
-        same = len(params) == len(self._params) and all(
-            len(a) == len(b) and all(x is y for x, y in zip(a, b)) for a, b in zip(params, self._params)
-        )
-        self._update_sq = {}
+        flat: dict[Layout, Tensor] = {}
+        single: list[Tensor] = []
+        flat_groups = getattr(self.optimizer, "_flat_groups", {})
+        native = bool(self.optimizer.__dict__.get("_native"))
+        for index, group in enumerate(self.optimizer.param_groups):
+            params = group["params"]
+            flat_group = flat_groups.get(index)
+            held: set[int] = set()
+            if (
+                flat_group is not None
+                and len(flat_group.params) == len(params)
+                and all(map(is_, params, flat_group.params))
+            ):
+                for bucket in flat_group.buckets:
+                    if bucket.layout.holds(native):
+                        flat[bucket.layout] = bucket.layout.data
+                        held.update(map(id, bucket.params))
+            single += [p for p in params if id(p) not in held]
         with torch.no_grad():
-            if not same or self._before is None:
-                self._params = params
-                self._before = [[p.detach().clone() for p in ps] for ps in params]
+            self._flat = {layout: self._copy(self._flat.get(layout), data) for layout, data in flat.items()}
+            sources = [_local(p).detach() for p in single]
+            kept = [self._single.get(p) for p in single]
+            if sources and all(
+                k is not None and k.shape == s.shape and k.dtype == s.dtype for k, s in zip(kept, sources)
+            ):
+                torch._foreach_copy_(cast(list[Tensor], kept), sources)
+                self._single = dict(zip(single, cast(list[Tensor], kept)))
             else:
-                for before, ps in zip(self._before, params):
-                    if ps:
-                        torch._foreach_copy_(before, [p.detach() for p in ps])
+                self._single = {p: s.clone() for p, s in zip(single, sources)}
+        self._regions = None
 
-    def update_sq(self, index: int) -> Tensor | None:
-        """Σ (w − w_before)² over group ``index`` (``None`` before the first step).
+    @staticmethod
+    def _copy(kept: Tensor | None, data: Tensor) -> Tensor:
+        if kept is None or kept.shape != data.shape:
+            return data.clone()
+        return kept.copy_(data)
 
-        Worked out once a step, in place in the copy (which the next step's hook overwrites):
-        no buffer of the model's size is allocated."""
-        if self._before is None or index >= len(self._before):
+    def before(self, p: Tensor) -> Tensor | None:
+        """Parameter ``p``'s weights before the last step (a DTensor's: this rank's shard), or
+        ``None`` (not stepped since this inspector watches, or added since)."""
+        found = self._single.get(p)
+        if found is not None:
+            return found
+        if self._regions is None:
+            self._regions = {
+                q: layout.region(data, i) for layout, data in self._flat.items() for i, q in enumerate(layout.params)
+            }
+        return self._regions.get(p)
+
+    def flat_before(self, layout: Layout) -> Tensor | None:
+        """A flat bucket's weights before the last step, in ``layout``'s flat buffer (copied
+        there if the step built the layout anew), or ``None`` where some parameter has none."""
+        found = self._flat.get(layout)
+        if found is not None:
+            return found
+        befores = [self.before(p) for p in layout.params]
+        if any(b is None for b in befores):
             return None
-        found = self._update_sq.get(index)
-        if found is None:
-            ps = [p.detach() for p in self._params[index]]
-            if not ps:
-                return None
-            before = self._before[index]
-            torch._foreach_sub_(before, ps)  # w_before − w, in the copy
-            norms = torch._foreach_norm([real(d) for d in before])
-            found = self._update_sq[index] = torch.stack(norms).double().square().sum()
-        return found
+        flat = layout.zeros()
+        torch._foreach_copy_(layout.regions(flat), cast(list[Tensor], befores))
+        return flat
 
     def read(self, *, per_parameter: bool = False) -> Reading:
         """:func:`inspect` with the last update."""
@@ -715,44 +914,48 @@ _watching: weakref.WeakKeyDictionary[Optimizer, Inspector] = weakref.WeakKeyDict
 
 
 def _read(optimizer: Optimizer, per_parameter: bool, inspector: Inspector | None) -> Reading:
+    """Every part's pass, the sharded ones' collectives, the medians, then one host read of
+    all of it; the rest (sums over parts, min and max) is arithmetic on the host."""
     with torch.no_grad():
-        groups = [_group(optimizer, i, g, per_parameter) for i, g in enumerate(optimizer.param_groups)]
-        updates = [inspector.update_sq(i) if inspector else None for i in range(len(groups))]
-        each_group = [_combine(g.parts, u) for g, u in zip(groups, updates)]
-        if len(groups) == 1:  # the usual: the whole optimizer's numbers are the group's
-            rows = [each_group[0], *each_group]
-        else:
-            known = [u for u in updates if u is not None]
-            whole_update = torch.stack([u.cpu() for u in known]).sum() if known else None
-            rows = [_combine([part for g in groups for part in g.parts], whole_update), *each_group]
-        per_param: list[list[int]] = []
-        for g in groups:
-            indices = []
-            for part in g.each or []:
-                if part is not None:
-                    indices.append(len(rows))
-                    rows.append(_combine([part], None))
-                else:
-                    indices.append(-1)
-            per_param.append(indices)
-        values = _host([t for _, ts in rows for t in ts])
-    width = 6
-    stats = [_stats(n, values[k * width : (k + 1) * width]) for k, (n, _) in enumerate(rows)]
+        groups = [_group(optimizer, i, g, per_parameter, inspector) for i, g in enumerate(optimizer.param_groups)]
+        parts = list({id(p): p for g in groups for p in g.parts}.values())
+        whole = _across(parts)
+        rows = [[whole[id(p)] for p in g.parts] for g in groups]
+        if len(rows) > 1:  # the whole optimizer; with one group, the group's numbers are its
+            rows.insert(0, [p for row in rows for p in row])
+        each = [
+            [[whole[id(p)]] if p is not None else None for p in g.each] if g.each is not None else None for g in groups
+        ]
+        rows += [row for g in each if g is not None for row in g if row is not None]
+        medians = [_median(row) for row in rows]
+        tensors = [p.sums for p in whole.values()] + [m for m in medians if m is not None]
+        host = iter(_host(tensors))
+        sums = {id(part): [next(host) for _ in SUMS] for part in whole.values()}
+        middle = [next(host) if m is not None else math.nan for m in medians]
+    stats = [
+        _stats(sum(p.numel for p in row), _values([sums[id(p)] for p in row]), mid) for row, mid in zip(rows, middle)
+    ]
+    first = 1 if len(groups) > 1 else 0
+    total, by_group, by_parameter = stats[0], stats[first : first + len(groups)], iter(stats[first + len(groups) :])
     readings = []
-    for gi, (g, indices) in enumerate(zip(groups, per_param)):
-        params = tuple(stats[k] if k >= 0 else None for k in indices) if g.each is not None else None
-        readings.append(GroupReading(gi, stats[1 + gi], g.moments, g.step, params))
-    return Reading(tuple(readings), stats[0])
+    for gi, (g, ps) in enumerate(zip(groups, each)):
+        params = tuple(next(by_parameter) if p is not None else None for p in ps) if ps is not None else None
+        readings.append(GroupReading(gi, by_group[gi], g.moments, g.step, params))
+    return Reading(tuple(readings), total)
 
 
 def _host(tensors: Iterable[Tensor]) -> list[float]:
-    """Every number on the host: one read per device (on the CPU, one ``tolist``)."""
+    """Every number on the host (float64), in order: one read per device (on the CPU, one
+    ``tolist``)."""
     tensors = list(tensors)
     by_device: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
-    out = [math.nan] * len(tensors)
+    out: list[list[float]] = [[]] * len(tensors)
     for indices in by_device.values():
-        for i, value in zip(indices, torch.stack([tensors[i].double() for i in indices]).tolist()):
-            out[i] = value
-    return out
+        flat = torch.cat([tensors[i].reshape(-1).double() for i in indices]).tolist()
+        at = 0
+        for i in indices:
+            n = tensors[i].numel()
+            out[i], at = flat[at : at + n], at + n
+    return [x for values in out for x in values]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import momenta
+from distributed import launch
 from momenta import registry
 from momenta.engine import kernels
 from momenta import introspect
@@ -112,7 +113,7 @@ def test_numbers_equal_the_state_by_hand(case, path, monkeypatch):
 
 def test_per_parameter_readings_add_up_to_the_group():
     params = _model(big=False) + [torch.zeros(3, requires_grad=True)]
-    opt, inspector, _ = _train(lambda ps: momenta.AdamW(ps, lr=0.01), params)
+    opt, inspector, before = _train(lambda ps: momenta.AdamW(ps, lr=0.01), params)
     opt.add_param_group({"params": [torch.zeros(4, requires_grad=True)]})  # never stepped: no state
     reading = inspector.read(per_parameter=True)
     late = reading.groups[1]
@@ -125,7 +126,9 @@ def test_per_parameter_readings_add_up_to_the_group():
     assert min(s.ratio_min for s in each) == pytest.approx(group.ratio_min)
     assert max(s.ratio_max for s in each) == pytest.approx(group.ratio_max)
     assert each[0].m_norm == pytest.approx(opt.state[params[0]]["exp_avg"].norm().item(), rel=1e-6)
-    assert each[0].update_rms is None  # Δw is per group
+    delta = (params[0].detach() - before[0]).double()
+    assert each[0].update_rms == pytest.approx((delta.norm() / math.sqrt(delta.numel())).item(), rel=1e-6)
+    assert sum(s.update_rms**2 * s.numel for s in each) / group.numel == pytest.approx(group.update_rms**2, rel=1e-6)
     assert reading.total.numel == group.numel  # the coordinates read: parameters with a state
 
 
@@ -277,3 +280,198 @@ def test_the_compiled_pass_equals_the_eager_one(monkeypatch):
     eager = inspector.read().total
     for key, value in eager.as_dict().items():
         assert compiled.as_dict()[key] == pytest.approx(value, rel=1e-5), key
+
+
+def _float64_by_hand(opt, params, before, lr, c1, eps):
+    """Adamax's numbers, summed in float64 from ``optimizer.state`` over the parameters with
+    a state (√V̂ = u, the running maximum, uncorrected)."""
+    owned = [p for p in params if opt.state.get(p)]
+    m = torch.cat([opt.state[p]["exp_avg"].double().flatten() for p in owned])
+    u = torch.cat([opt.state[p]["exp_inf"].double().flatten() for p in owned])
+    w = torch.cat([p.detach().double().flatten() for p in owned])
+    delta = torch.cat(
+        [(p.detach().double() - b.double()).flatten() for p, b in zip(params, before) if opt.state.get(p)]
+    )
+    ratio = (lr / c1 * m.abs() / (u + eps) / w.abs())[w != 0]
+    return {
+        "numel": m.numel(),
+        "m_norm": m.norm().item(),
+        "sqrt_v_mean": u.mean().item(),
+        "ratio_min": ratio.min().item(),
+        "ratio_median": ratio.median().item(),
+        "ratio_max": ratio.max().item(),
+        "update_rms": (delta.norm() / math.sqrt(delta.numel())).item(),
+    }
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_a_flat_bucket_is_summed_in_float64_over_its_parameters_alone(compile, monkeypatch):
+    """One pass over a flat bucket sums in float64: its numbers are the float64 sums of the
+    state by hand to float32's rounding of each term (rel 2e-7; a float32 sum of these 10⁵
+    terms is off by ~1e-6). The bucket has gaps (regions start on 64-byte boundaries), which
+    Adamax's steps fill with ε, and a parameter without a state (no gradient, w ≠ 0): the
+    mask leaves both out. Δw is summed in the same pass, against the Inspector's copy of the
+    bucket."""
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    monkeypatch.setattr(kernels.config, "compile", compile)
+    monkeypatch.setattr(introspect, "SAMPLE", 10**9)  # every coordinate: the median exact too
+    g = torch.Generator().manual_seed(1)
+    params = [torch.randn(n, generator=g).requires_grad_() for n in (70_001, 3, 29_999)]
+    idle = torch.randn(5, generator=g).requires_grad_()  # in the bucket, never a gradient
+    params.insert(1, idle)
+    opt = momenta.Adamax(params, lr=0.01)
+    inspector = Inspector(opt)
+    for k in range(3):
+        before = [p.detach().clone() for p in params]
+        opt.zero_grad()
+        sum(
+            ((p - 0.1 * (k + 1)) ** 2 * torch.linspace(0.5, 2, p.numel())).sum() for p in params if p is not idle
+        ).backward()
+        opt.step()
+    bucket = opt._flat_groups[0].buckets[0]
+    layout = bucket.layout
+    assert len(bucket.params) == 4 and bucket.state.owners == [0, 2, 3]
+    assert layout.numel > sum(layout.sizes)  # gaps, which Adamax's ε fills
+    gaps = torch.ones(layout.numel, dtype=torch.bool)
+    for o, n in zip(layout.offsets, layout.sizes):
+        gaps[o : o + n] = False
+    assert (bucket.state.buffers["exp_inf"][gaps] > 0).any()
+    assert inspector.flat_before(layout) is inspector._flat[layout]  # Δw from the bucket's copy
+    want = _float64_by_hand(opt, params, before, lr=0.01, c1=1 - 0.9**3, eps=1e-8)
+    got = inspector.read().total.as_dict()
+    assert got["numel"] == want["numel"] == sum(p.numel() for p in params if p is not idle)
+    for key in ("m_norm", "sqrt_v_mean", "update_rms"):
+        assert got[key] == pytest.approx(want[key], rel=2e-7), key
+    for key in ("ratio_min", "ratio_median", "ratio_max"):  # r in float32: a few roundings
+        assert got[key] == pytest.approx(want[key], rel=1e-6), key
+
+
+def test_a_read_after_a_step_that_moved_the_weights_elsewhere():
+    """A step that builds the flat buffers anew (a parameter moved out of them, a group added)
+    still gives Δw: the hook copied each parameter (the old bucket no longer held them all),
+    and the read copies them into the new bucket's layout. (A bucket's own copy, region by
+    region, serves per-parameter reads: test_per_parameter_readings_add_up_to_the_group.)"""
+    params = _model(big=False)
+    opt, inspector, _ = _train(lambda ps: momenta.AdamW(ps, lr=0.01), params, steps=2)
+    old = opt._flat_groups[0].buckets[0].layout
+    before = [p.detach().clone() for p in params]
+    extra = torch.ones(3, requires_grad=True)
+    opt.add_param_group({"params": [extra]})
+    params[0].data = params[0].data.clone()  # out of the flat buffer: the next step rebuilds it
+    opt.zero_grad()
+    (_loss(params, 2) + extra.sum()).backward()
+    opt.step()
+    assert opt._flat_groups[0].buckets[0].layout is not old
+    reading = inspector.read()
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before)]).double()
+    assert reading.groups[0].update_rms == pytest.approx((delta.norm() / math.sqrt(delta.numel())).item(), rel=1e-6)
+    moved = (extra.detach() - 1).double()  # the group added before the step: watched from it
+    assert reading.groups[1].update_rms == pytest.approx((moved.norm() / math.sqrt(3)).item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- sharded parameters (FSDP2)
+
+#: what a sharded read is compared on: m a buffer, m = g, V = 1, no m (and so no r to
+#: sample); the reference path, one parameter at a time as FSDP2's DTensors take it, so that
+#: both sample the same coordinates
+SHARDED = {
+    "AdamW": lambda groups: momenta.AdamW(groups, lr=0.01, foreach=False),
+    "RMSprop": lambda groups: momenta.RMSprop(groups, lr=0.01, foreach=False),
+    "SGD momentum": lambda groups: momenta.SGD(groups, lr=0.05, momentum=0.9, foreach=False),
+    "Adadelta": lambda groups: momenta.Adadelta(groups, lr=1.0, foreach=False),
+}
+#: every coordinate in the median's sample; every k-th of each parameter
+SAMPLES = {"every coordinate": None, "sampled": 4}
+#: the meshes: FSDP2's one dimension; HSDP's (replicate, shard), sharded over both ranks or
+#: replicated on both (each holds all of every parameter: nothing to add up)
+MESHES = {"FSDP": (2,), "HSDP 1×2": (1, 2), "HSDP 2×1": (2, 1)}
+#: each case: its optimizer, sample and mesh
+SHARDED_CASES = {
+    **{f"{name}, {label}": (make, sample, "FSDP") for name, make in SHARDED.items() for label, sample in SAMPLES.items()},
+    **{f"AdamW, {label}, {kind}": (SHARDED["AdamW"], sample, kind) for kind in MESHES if kind != "FSDP" for label, sample in SAMPLES.items()},
+}
+
+
+def _close(m, what: str, got, want) -> None:
+    """``got`` equals ``want`` (a reading's ``as_dict()``): floats to 1e-9, the rest exactly."""
+    if isinstance(want, dict):
+        m.check(what, isinstance(got, dict) and got.keys() == want.keys(), f"{got} != {want}")
+        for key in want if isinstance(got, dict) else ():
+            _close(m, f"{what}.{key}", got[key], want[key])
+    elif isinstance(want, list):
+        m.check(what, isinstance(got, list) and len(got) == len(want), f"{got} != {want}")
+        for i, (a, b) in enumerate(zip(got, want)):
+            _close(m, f"{what}[{i}]", a, b)
+    elif isinstance(want, float) and isinstance(got, float):
+        m.check(what, math.isclose(got, want, rel_tol=1e-9, abs_tol=0.0), f"{got!r} != {want!r}")
+    else:
+        m.check(what, got == want, f"{got!r} != {want!r}")
+
+
+def scenario(ctx):
+    """On every rank: each optimizer trains a float64 MLP sharded by FSDP2 (every Linear and
+    the root, ``Shard(0)``; the last layer's one row leaves rank 1 an empty shard; HSDP's
+    mesh adds a dimension that replicates) and the
+    same MLP whole on the whole batch; both have a plain parameter in their second group
+    (replicated: every rank holds all of it). Their readings (``Inspector``, with and
+    without ``per_parameter``) must agree, and be the same on every rank."""
+    import torch.distributed as dist
+    from distributed.common import STEPS, Report, loss_of, make_model
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor, init_device_mesh
+
+    report = Report()
+    assert ctx.world_size == 2, "MESHES' shapes"
+    meshes = {
+        kind: init_device_mesh(ctx.device.type, shape, mesh_dim_names=("replicate", "shard")[-len(shape) :])
+        for kind, shape in MESHES.items()
+    }
+    for case, (make, sample, kind) in SHARDED_CASES.items():
+        with report.case(case) as m:
+            readings = []
+            for sharded in (False, True):
+                model = make_model(ctx.device)
+                if sharded:
+                    for layer in model:
+                        if isinstance(layer, torch.nn.Linear):
+                            fully_shard(layer, mesh=meshes[kind])
+                    fully_shard(model, mesh=meshes[kind])
+                extra = torch.linspace(-1, 1, 4, dtype=torch.float64, device=ctx.device).requires_grad_()
+                named = list(model.named_parameters())
+                groups = [
+                    {"params": [p for n, p in named if n.endswith("weight")], "weight_decay": 0.01},
+                    {"params": [p for n, p in named if n.endswith("bias")] + [extra]},
+                ]
+                m.check("sharded", all(isinstance(p, DTensor) == sharded for _, p in named))
+                opt = make(groups)
+                inspector = Inspector(opt)
+                for step in range(STEPS):
+                    opt.zero_grad()
+                    loss = loss_of(model, step, ctx.rows if sharded else slice(None), ctx.device)
+                    (loss + ((extra - 0.5) ** 2).sum()).backward()
+                    opt.step()
+                kept = introspect.SAMPLE
+                introspect.SAMPLE = sample or kept
+                try:
+                    readings.append([inspector.read().as_dict(), inspector.read(per_parameter=True).as_dict()])
+                finally:
+                    introspect.SAMPLE = kept
+            one, shards = readings
+            m.check("Δw", shards[0]["total"]["update_rms"] is not None)
+            _close(m, "sharded vs one process", shards, one)
+            every = [None] * ctx.world_size
+            dist.all_gather_object(every, shards)
+            m.check("the same on every rank", all(r == every[0] for r in every), f"{every}")
+    return report.result()
+
+
+@launch.POSIX_ONLY
+@pytest.mark.parametrize("case", list(SHARDED_CASES))
+def test_sharded_parameters_read_as_one_process(case, tmp_path_factory):
+    """FSDP2's DTensor parameters on 2 gloo ranks: each rank reads its shards, the sums,
+    minima, maxima and the median's samples are combined across the ranks, and every rank
+    gets the reading one process makes of the whole tensors (to 1e-9; the median too, its
+    strided sample being the coordinates one process samples)."""
+    scenario = "test_introspect:scenario"
+    results = launch.shared_run(tmp_path_factory, "introspect-gloo", [scenario], timeout=120)[scenario]
+    launch.assert_case(results, case)

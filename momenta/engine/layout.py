@@ -2,8 +2,9 @@
 
 A :class:`Layout` places the parameters of one (param group, device, dtype) end to end in a
 flat buffer, each region starting on a 64-byte boundary and keeping its parameter's strides
-(channels_last stays channels_last). The gaps between regions hold zeros in every flat
-buffer and are never read back. Every flat buffer of a bucket (parameters, gradients, each
+(channels_last stays channels_last). The gaps between regions start as zeros in every flat
+buffer; a step may write there what its rule makes of zeros (Adamax's ε in ``exp_inf``), and
+nothing reads a gap back as a parameter's. Every flat buffer of a bucket (parameters, gradients, each
 state buffer) has this same layout, so region ``i`` of any of them belongs to parameter ``i``.
 """
 
