@@ -296,19 +296,24 @@ def native(wait: bool = False) -> Native | None:
     return _native if isinstance(_native, Native) else None
 
 
-def _index() -> Path:
-    """Where the build of ``native.cpp`` for this source, torch and Python is noted: its
-    library's path, or ``failed: …``. Beside Inductor's cache, in Inductor's default place
-    (asking Inductor costs a second's import)."""
+def cache_root() -> Path:
+    """Inductor's cache directory, in Inductor's default place (asking Inductor costs a
+    second's import): momenta's own builds are kept beside its kernels."""
     try:
         user = getpass.getuser()
     except (KeyError, ModuleNotFoundError, OSError):
         user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
-    root = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), "torchinductor_" + re.sub(r"[\\/:*?\"<>|]", "_", user)
+    return Path(
+        os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r"[\\/:*?\"<>|]", "_", user))
     )
+
+
+def _index() -> Path:
+    """Where the build of ``native.cpp`` for this source, torch and Python is noted: its
+    library's path, or ``failed: …`` (in :func:`cache_root`)."""
     key = hashlib.sha256(_NATIVE_SOURCE.read_bytes() + f"{torch.__version__} {sys.version}".encode()).hexdigest()
-    return Path(root) / "momenta" / f"native-{key[:24]}.path"
+    return cache_root() / "momenta" / f"native-{key[:24]}.path"
 
 
 def _noted() -> Native | bool | None:

@@ -171,9 +171,12 @@ def gather(b: Bucket, direct: bool, native: bool = False) -> tuple[Gathered | No
     with ``native`` (an optimizer that compiles its kernels or has many tensors,
     :func:`~.compat.native`), else a few passes over the gradients in C (``map``), none in
     Python: with hundreds of small parameters, each pass costs tens of µs."""
-    if b.storage is not None and b.storage.block > 1:
-        direct = False  # a call runs to the end of its last block: its gradient too
-    split = b.split(kernels.config.direct_min_numel if direct else None)
+    least = kernels.config.direct_min_numel
+    if direct and b.storage is not None and b.storage.block > 1:
+        # a call runs to the end of its parameter's last block, its gradient too: a large
+        # gradient is used where autograd put it when every large parameter fills whole blocks
+        direct = all(n % b.storage.block == 0 for n in b.layout.sizes if n >= least)
+    split = b.split(least if direct else None)
     fast = compat.native() if native else None
     if fast is not None:
         found, flat_large = fast.gather(b.params, split.views, split.flags)

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from ..precision import COMPILE_OPTIONS
 from ..rules import Rule
-from . import compat, storage
+from . import blocks, compat, storage
 from .composition import Rules
 from .reference import Scalars, update
 from .storage import Storage
@@ -76,6 +76,9 @@ class Config:
             hundred nanoseconds a tensor, nothing that matters for a small model.
         slow_compile_s: a compile that takes longer than this is reported on the
             ``momenta`` logger at WARNING level, with how to turn compilation off.
+        blocks: 8-bit coded state steps in block kernels of its own (:mod:`.blocks`: one
+            pass a block, C++ generated from the rules) where they cover the bucket, else
+            in Inductor's kernel (``MOMENTA_BLOCKS``; both give the same bits).
     """
 
     flat: bool = os.environ.get("MOMENTA_FLAT", "1") != "0"
@@ -84,6 +87,7 @@ class Config:
     direct_min_numel: int = int(os.environ.get("MOMENTA_DIRECT_MIN_NUMEL", str(2**16)))
     native_min_tensors: int = int(os.environ.get("MOMENTA_NATIVE_MIN_TENSORS", "128"))
     slow_compile_s: float = 2.0
+    blocks: bool = os.environ.get("MOMENTA_BLOCKS", "1") != "0"
 
 
 config = Config()
@@ -303,7 +307,7 @@ def _structure(
 ) -> tuple[_Structure, list[Any]]:
     """The structure of ``rules`` and their hyperparameter values, worked out once per
     ``Rules`` value (the engine reuses one until a hyperparameter changes)."""
-    by_rules = (id(rules), buffers, value_names, maximize, decays, kept)
+    by_rules = (id(rules), buffers, value_names, maximize, decays, kept, kept is not None and config.blocks)
     cached = _by_rules.get(by_rules)
     if cached is not None and cached[0] is rules:
         return cached[1], cached[2]
@@ -312,6 +316,7 @@ def _structure(
     key = (
         *(structure(part) for part in rules.parts()), rules.precondition, rules.weight_decay,
         rules.eps, rules.zero_over_zero, buffers, names, maximize, decays, kept,
+        kept is not None and config.blocks,
     )  # fmt: skip
     with _lock:
         found = _structures.get(key)
@@ -367,6 +372,12 @@ class _Dispatch:
 
     def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Callable[..., None]:
         log.info("momenta: compiling the kernel of %s for %s on %s", _describe(self.template), p.dtype, p.device)
+        if self.kept is not None and self.kept.block > 1 and config.blocks:  # one pass a block (.blocks)
+            block = blocks.kernel(
+                self.template, self.names, self.value_names, self.maximize, self.decays, self.kept, p, g, buffers, inputs[0]
+            )
+            if block is not None:
+                return block
         body = self.body(tuple(buffers))
         # examples of a typical size: Inductor's choices (threads, vector width) follow
         # the sizes it is shown; every call then passes its own (a coded buffer's size in

@@ -1,0 +1,418 @@
+"""Block-local C++ kernels for 8-bit coded state: decode, update and encode in one pass.
+
+    for each block b of B = 256 elements (in parallel over the blocks):
+        x_k[i]   = decode(codes_k[i], scale_k[b])         each coded buffer k, float32
+        p[i], x'_k[i] = the rules' update                 generated C++, one statement an op
+        x'_k[i]  = 0 where i is past the parameter        (the padding codes as zeros)
+        d'_k     = max_i |x'_k[i]| (finite)               the block's scale, from the values
+        codes_k[i], scale_k[b] = encode(x'_k[i], d'_k)     kept in L1 since the update
+
+Inductor compiles the same step (:func:`.storage.step`) as two loops over the blocks, the
+maxima and then the codes, each decoding and updating again: it cannot keep a block's
+updated values between two loops (an outer-loop fusion it attempts fails on the scales'
+loop), so every element is decoded and updated twice, and its vectorised codec costs about
+eleven instructions an element. Here a block's new values stay in a local array between
+the update and the encode, and the compiler vectorises the loops itself (``#pragma omp
+simd``): measured in ``benchmarks/bench_lowbit.py`` (RESULTS-lowbit.md), about twice as fast
+as Inductor's kernel for AdamW with int8 state.
+
+The update is not written by hand: :func:`reference.update` is traced (``make_fx``, 1-D
+float32 tensors, every number read by name from the kernel's packed numbers, as
+:mod:`.kernels` does) and each aten op becomes one C++ statement on ``float``s. Where a
+rule uses an op this module does not know, or a storage it does not cover (see
+:func:`supported`), :func:`kernel` answers ``None`` and the engine compiles with Inductor.
+
+Numbers: each op rounds to float32 as Inductor's generated code does (no contraction into
+fused multiply-adds: ``-ffp-contract=off``; ``sqrt`` and ``/`` are IEEE's), and the codec
+(:mod:`momenta.precision.codecs`, the ``int8`` maps, ``E = 0``, ``p = 4``) is written out
+below in the same order of operations: parameters, codes and scales equal Inductor's
+kernel's to the bit, for every elementwise optimizer (``tests/test_blocks.py``). Both differ
+from the eager path where torch's eager kernels divide by a scalar through its reciprocal
+(a code step now and then; ``tests/test_state_precision.py`` bounds it).
+
+Built once per kernel source by the C++ compiler Inductor uses (``-O3 -march=native
+-fopenmp``), into Inductor's cache directory; a build that fails is reported once and the
+engine keeps Inductor's kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import logging
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..precision import codecs
+from . import compat
+from .composition import Rules
+from .reference import Scalars, update
+from .storage import Storage
+
+log = logging.getLogger("momenta")
+
+BLOCK = 256
+#: the codecs written out below (int8: signed and unsigned, linear in ∜|x|)
+_FORMATS = {codecs.PRECISIONS["int8"][0]: "s", codecs.PRECISIONS["int8"][1]: "u"}
+
+_PRELUDE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+static const float INF = std::numeric_limits<float>::infinity();
+static const float NAN_ = std::numeric_limits<float>::quiet_NaN();
+static const float TINY = 1.17549435082228750797e-38f;  // 2^-126
+
+// codecs.Format(8, signed, 0, power=4): x̂ = ±(q · 2^-M · d)^4
+static inline float decode_s(uint8_t c, float d) {
+  int q = c, mag = q & 127;
+  float y = (float)mag * 0.0078125f;  // 2^-7
+  y = y * d; y = y * y; y = y * y;
+  y = q >= 128 ? -y : y;
+  return q == 128 ? NAN_ : y;
+}
+static inline float decode_u(uint8_t c, float d) {
+  float y = (float)(int)c * 0.00390625f;  // 2^-8
+  y = y * d; y = y * y;
+  return y * y;
+}
+// the block's scale from its largest finite magnitude (of x; its root is taken here)
+static inline float scale_of(float absmax, float vmax) {
+  float d = std::sqrt(std::sqrt(absmax)) / vmax;
+  return d > 0.f ? std::max(d, TINY) : 0.f;
+}
+static inline uint8_t encode_s(float x, float inv) {
+  float y = std::sqrt(std::sqrt(std::fabs(x))) * inv;
+  y = y <= 0.9921875f ? y : 0.9921875f;  // vmax = 1 - 2^-7; NaN saturates
+  int q = (int)std::nearbyint(y * 128.f);
+  q = (x < 0.f && q > 0) ? (q | 128) : q;
+  q = x != x ? 128 : q;  // NaN: "sign set, magnitude 0"
+  return (uint8_t)q;
+}
+static inline uint8_t encode_u(float x, float inv) {
+  float r = x < 0.f ? 0.f : std::sqrt(std::sqrt(x));
+  float y = r * inv;
+  y = y <= 0.99609375f ? y : 0.99609375f;  // vmax = 1 - 2^-8; NaN saturates
+  int q = (int)std::nearbyint(y * 256.f);
+  q = (r > 0.f && q < 1) ? 1 : q;  // never 0 for a positive value: the zero point
+  return (uint8_t)q;
+}
+static inline float sign_(float x) { return (float)((0.f < x) - (x < 0.f)); }
+static inline float maximum_(float a, float b) { return a != a ? a : (b != b ? b : (a > b ? a : b)); }
+static inline float minimum_(float a, float b) { return a != a ? a : (b != b ? b : (a < b ? a : b)); }
+"""
+
+_VMAX = {"s": "0.9921875f", "u": "0.99609375f"}
+
+
+def supported(kept: Storage, p: Tensor, buffers: dict[str, Tensor]) -> bool:
+    """Whether :func:`kernel` covers this bucket: float32 parameters rounded to nearest,
+    every buffer of the kernel an ``int8`` buffer's codes or scales (blocks of 256), on the
+    CPU, not sharded."""
+    if p.device.type != "cpu" or p.dtype != torch.float32 or kept.dtype != torch.float32:
+        return False
+    if kept.rounding != "nearest" or kept.sharded or not kept.stored:
+        return False
+    keys = {k for s in kept.stored for k in s.keys()}
+    return set(buffers) == keys and all(s.coded and s.codec in _FORMATS and s.codec.block == BLOCK for s in kept.stored)
+
+
+# -- the update as C++ ------------------------------------------------------------------------
+
+
+class Unsupported(Exception):
+    """An op (or an argument) this module has no C++ for."""
+
+
+def _literal(x: Any) -> str:
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, (int, float)):
+        return f"((float){float(x)!r})" if x == x and abs(x) != float("inf") else ("NAN_" if x != x else ("INF" if x > 0 else "(-INF)"))
+    raise Unsupported(f"argument {x!r}")
+
+
+_BINARY = {
+    "aten.mul.Tensor": "({a} * {b})",
+    "aten.div.Tensor": "({a} / {b})",
+    "aten.maximum.default": "maximum_({a}, {b})",
+    "aten.minimum.default": "minimum_({a}, {b})",
+    "aten.gt.Tensor": "({a} > {b})", "aten.gt.Scalar": "({a} > {b})",
+    "aten.ge.Tensor": "({a} >= {b})", "aten.ge.Scalar": "({a} >= {b})",
+    "aten.lt.Tensor": "({a} < {b})", "aten.lt.Scalar": "({a} < {b})",
+    "aten.le.Tensor": "({a} <= {b})", "aten.le.Scalar": "({a} <= {b})",
+    "aten.eq.Tensor": "({a} == {b})", "aten.eq.Scalar": "({a} == {b})",
+    "aten.ne.Tensor": "({a} != {b})", "aten.ne.Scalar": "({a} != {b})",
+    "aten.clamp_min.default": "maximum_({a}, {b})",
+    "aten.clamp_max.default": "minimum_({a}, {b})",
+}  # fmt: skip
+_UNARY = {
+    "aten.sqrt.default": "std::sqrt({a})",
+    "aten.neg.default": "(-{a})",
+    "aten.abs.default": "std::fabs({a})",
+    "aten.sign.default": "sign_({a})",
+    "aten.reciprocal.default": "(1.f / {a})",
+}
+_LIKE = {"aten.zeros_like.default": "0.f", "aten.ones_like.default": "1.f", "aten.full_like.default": ""}
+_LOGICAL = {
+    "aten.logical_and.default": "({} && {})", "aten.logical_or.default": "({} || {})",
+    "aten.logical_not.default": "(!{})", "aten.bitwise_and.Tensor": "({} && {})",
+    "aten.bitwise_or.Tensor": "({} || {})", "aten.bitwise_not.default": "(!{})",
+}  # fmt: skip (on bools: the value's dtype is checked below)
+_IN_PLACE = {"aten.add_.Tensor": "aten.add.Tensor", "aten.sub_.Tensor": "aten.sub.Tensor",
+             "aten.mul_.Tensor": "aten.mul.Tensor", "aten.div_.Tensor": "aten.div.Tensor"}  # fmt: skip
+
+
+def _statements(graph: torch.fx.Graph, inputs: list[str]) -> tuple[list[str], list[str]]:
+    """C++ statements for ``graph``'s nodes (placeholders named ``inputs``: ``p``, ``g``,
+    ``K`` (the packed numbers), then the buffers), and the expressions of its outputs with
+    the final ``p`` first."""
+    var: dict[torch.fx.Node, str] = {}
+    root: dict[torch.fx.Node, torch.fx.Node] = {}  # an in-place op's result: the tensor it wrote
+    lists: dict[torch.fx.Node, list[str]] = {}
+    lines: list[str] = []
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for node, name in zip(placeholders, inputs):
+        var[node] = name
+    p_node = placeholders[0]
+
+    def arg(x: Any) -> str:  # a tensor's value now (an alias reads what was written last)
+        return var[root.get(x, x)] if isinstance(x, torch.fx.Node) else _literal(x)
+
+    outputs: list[str] = []
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "output":
+            outputs = [arg(x) for x in n.args[0]]
+            continue
+        target = str(n.target)
+        kwargs = dict(n.kwargs)
+        if target == "aten.unbind.int" and n.args[0] is placeholders[2] and n.args[1:] in ((), (0,)):
+            lists[n] = [f"k{i}" for i in range(len(n.meta["val"]))]
+            continue
+        if target == "<built-in function getitem>" and n.args[0] in lists:
+            var[n] = lists[n.args[0]][n.args[1]]
+            continue
+        if target == "aten.copy_.default" and not kwargs:
+            dst, src = n.args
+            root[n] = root.get(dst, dst)
+            var[root[n]] = arg(src)
+            continue
+        mutated = None
+        if target in _IN_PLACE:
+            mutated, target = n.args[0], _IN_PLACE[target]
+        if target in ("aten.add.Tensor", "aten.sub.Tensor"):
+            alpha = kwargs.pop("alpha", 1)
+            b = arg(n.args[1]) if alpha == 1 else f"({_literal(alpha)} * {arg(n.args[1])})"
+            expr = f"({arg(n.args[0])} {'+' if target == 'aten.add.Tensor' else '-'} {b})"
+        elif target == "aten.rsub.Scalar":
+            alpha = kwargs.pop("alpha", 1)
+            a = arg(n.args[0]) if alpha == 1 else f"({_literal(alpha)} * {arg(n.args[0])})"
+            expr = f"({arg(n.args[1])} - {a})"
+        elif target in _BINARY and len(n.args) == 2:
+            expr = _BINARY[target].format(a=arg(n.args[0]), b=arg(n.args[1]))
+        elif target in _UNARY and len(n.args) == 1:
+            expr = _UNARY[target].format(a=arg(n.args[0]))
+        elif target == "aten.where.self":
+            expr = f"({arg(n.args[0])} ? {arg(n.args[1])} : {arg(n.args[2])})"
+        elif target in ("aten.pow.Tensor_Scalar", "aten.square.default") and n.args[1:] in ((2,), ()):
+            a = arg(n.args[0])
+            expr = f"({a} * {a})"
+        elif target in _LIKE:  # a constant tensor like another (its dtype: checked below)
+            for k in ("dtype", "layout", "device", "pin_memory", "memory_format"):
+                kwargs.pop(k, None)
+            expr = _literal(n.args[1]) if target == "aten.full_like.default" else _LIKE[target]
+        elif target in _LOGICAL:
+            expr = _LOGICAL[target].format(*map(arg, n.args))
+        else:
+            raise Unsupported(target)
+        if kwargs:
+            raise Unsupported(f"{target} with {kwargs}")
+        val = n.meta.get("val")
+        if not isinstance(val, Tensor) or val.dtype not in (torch.float32, torch.bool):
+            raise Unsupported(f"{target} giving {getattr(val, 'dtype', val)}")
+        kind = "bool" if val.dtype == torch.bool else "float"
+        name = f"v{len(lines)}"
+        lines.append(f"const {kind} {name} = {expr};")
+        var[n] = name
+        if mutated is not None:
+            root[n] = root.get(mutated, mutated)
+            var[root[n]] = name
+    return lines, [var[p_node], *outputs]
+
+
+def _trace(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool,
+           buffer_names: tuple[str, ...]) -> tuple[torch.fx.Graph, tuple[str, ...]]:  # fmt: skip
+    """The update of 1-D float32 tensors ``(p, g, packed, *buffers)``, traced; and which of
+    the buffers it updates (the outputs, in that order)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from .kernels import PARTS, STEP_SCALARS, rebuild
+
+    updated: list[tuple[str, ...]] = []
+
+    def fn(p: Tensor, g: Tensor, packed: Tensor, *buffers: Tensor) -> tuple[Tensor, ...]:
+        x = dict(zip(names, packed.unbind(0)))
+        parts = {part: rebuild(getattr(rules, part), part, x) for part in PARTS}
+        now = dataclasses.replace(rules, **parts)  # type: ignore[arg-type]
+        s = Scalars(**{f: x[f] for f in STEP_SCALARS}, values=tuple((v, x[v]) for v in value_names))
+        new = update(p, g, dict(zip(buffer_names, buffers)), now, s, maximize=maximize, decays=decays)
+        if not set(new) <= set(buffer_names):
+            raise Unsupported(f"buffers born in the update: {sorted(set(new) - set(buffer_names))}")
+        updated.append(tuple(k for k in buffer_names if k in new))
+        return tuple(new[k] for k in updated[-1])
+
+    n = BLOCK * 4
+    examples = [torch.randn(n), torch.randn(n), torch.rand(len(names)) + 0.5, *(torch.rand(n) for _ in buffer_names)]
+    graph = make_fx(fn, tracing_mode="symbolic")(*examples).graph
+    return graph, updated[-1]
+
+
+def source(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool,
+           kept: Storage) -> tuple[str, tuple[str, ...]]:  # fmt: skip
+    """The C++ of the block kernel, and the rule buffers it reads, in the order of its
+    codes and scales arguments."""
+    stored = {s.name: s for s in kept.stored}
+    buffer_names = tuple(sorted(stored))
+    graph, updated = _trace(rules, names, value_names, maximize, decays, buffer_names)
+    inputs = ["p_", "g_", "K", *(f"x{j}" for j in range(len(buffer_names)))]
+    lines, outs = _statements(graph, inputs)
+    new_p, new = outs[0], dict(zip(updated, outs[1:]))
+    kinds = [_FORMATS[stored[b].codec] for b in buffer_names]
+    out = [i for i, b in enumerate(buffer_names) if b in new]
+    body = "\n".join(f"      {line}" for line in lines)
+    decode = "\n".join(f"      const float x{j} = decode_{k}(c{j}[i], s{j});" for j, k in enumerate(kinds))
+    pointers = " ".join(f"uint8_t* c{j} = C[{j}] + o; const float s{j} = S[{j}][b];" for j in range(len(kinds)))
+    numbers = " ".join(f"const float k{i} = K[{i}];" for i in range(len(names)))
+    keep = "\n".join(
+        f"      {{ const float y = MASKED({new[buffer_names[j]]}); y{j}[i] = y;"
+        f" const float a = {'std::fabs(y)' if kinds[j] == 's' else '(y < 0.f ? 0.f : y)'};"
+        f" m{j} = std::max(m{j}, a < INF ? a : 0.f); }}"
+        for j in out
+    )
+    arrays = " ".join(f"float y{j}[{BLOCK}]; float m{j} = 0.f;" for j in out)
+    reduction = f" reduction(max: {', '.join(f'm{j}' for j in out)})" if out else ""
+    encode = "\n".join(
+        f"    {{ const float d = scale_of(m{j}, {_VMAX[kinds[j]]}); const float inv = 1.f / std::max(d, TINY);"
+        f" S[{j}][b] = d;\n      #pragma omp simd\n      for (int i = 0; i < {BLOCK}; ++i)"
+        f" c{j}[i] = encode_{kinds[j]}(y{j}[i], inv); }}"
+        for j in out
+    )
+    loop = f"""      #pragma omp simd{reduction}
+      for (int i = 0; i < {BLOCK}; ++i) {{
+        const float p_ = pb[i], g_ = gb[i];
+{decode}
+{body}
+        pb[i] = {new_p};
+{keep}
+      }}"""
+    kernel = f"""
+extern "C" void momenta_block_step(float* P, const float* G, const float* K, uint8_t** C, float** S,
+                                   int64_t rows, int64_t valid, int threads) {{
+  {numbers}
+  #pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t b = 0; b < rows; ++b) {{
+    const int64_t o = b * {BLOCK}, lim = valid - o;
+    float* pb = P + o; const float* gb = G + o;
+    {pointers}
+    {arrays}
+    if (lim >= {BLOCK}) {{  // a whole block of the parameter's
+      #define MASKED(y) (y)
+{loop}
+      #undef MASKED
+    }} else {{  // its last block, partial: the rest codes as zeros
+      #define MASKED(y) (i < lim ? (y) : 0.f)
+{loop}
+      #undef MASKED
+    }}
+{encode}
+  }}
+}}
+"""
+    return _PRELUDE + kernel, buffer_names
+
+
+# -- building and calling ---------------------------------------------------------------------
+
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
+_built: dict[str, Callable[..., None] | None] = {}
+_lock = threading.Lock()
+
+
+def _build(code: str) -> Callable[..., None] | None:
+    """The compiled ``momenta_block_step`` of ``code`` (built once per source and machine,
+    kept beside Inductor's cache), or ``None`` where it cannot be built."""
+    key = hashlib.sha256((code + " ".join(_FLAGS) + torch.__version__).encode()).hexdigest()[:24]
+    with _lock:
+        if key in _built:
+            return _built[key]
+        found: Callable[..., None] | None = None
+        try:
+            root = compat.cache_root() / "momenta" / "blocks"
+            library = root / f"{key}.so"
+            if not library.is_file():
+                root.mkdir(parents=True, exist_ok=True)
+                src = root / f"{key}.cpp"
+                src.write_text(code)
+                partial = root / f"{key}.{os.getpid()}.so"
+                from torch._inductor.cpp_builder import get_cpp_compiler
+
+                subprocess.run([get_cpp_compiler(), *_FLAGS, str(src), "-o", str(partial)], check=True, capture_output=True)
+                partial.replace(library)
+            fn = ctypes.CDLL(str(library)).momenta_block_step
+            fn.restype = None
+            fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+            found = fn
+        except (OSError, subprocess.CalledProcessError, ImportError) as error:
+            text = getattr(error, "stderr", b"") or str(error).encode()
+            log.warning("momenta: the block kernel did not build (%s); Inductor's kernel runs instead", text[:300])
+        _built[key] = found
+        return found
+
+
+class BlockKernel:
+    """A built block kernel, called as a compiled graph is: ``kernel(p, g, packed, ints,
+    *buffers)`` with the spans as rows of a block (:meth:`Storage.rows`) and the buffers
+    in the bucket's order of keys."""
+
+    def __init__(self, fn: Callable[..., None], order: list[int], count: int) -> None:
+        self.fn, self.order, self.count = fn, order, count
+
+    def __call__(self, p: Tensor, g: Tensor, packed: Tensor, ints: Tensor, *buffers: Tensor) -> None:
+        ptrs = [buffers[i].data_ptr() for i in self.order]
+        codes = (ctypes.c_void_p * self.count)(*ptrs[: self.count])
+        scales = (ctypes.c_void_p * self.count)(*ptrs[self.count :])
+        valid = int(ints[2])
+        self.fn(p.data_ptr(), g.data_ptr(), packed.data_ptr(), codes, scales, p.shape[0], valid, torch.get_num_threads())
+
+
+def kernel(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool,
+           kept: Storage, p: Tensor, g: Tensor, buffers: dict[str, Tensor], packed: Tensor) -> BlockKernel | None:  # fmt: skip
+    """The block kernel of this step, or ``None`` (not :func:`supported`, an op without C++,
+    or no compiler): the caller compiles with Inductor."""
+    if not supported(kept, p, buffers) or packed.dtype != torch.float32:
+        return None
+    if not (p.dim() == g.dim() == 2 and p.shape[1] == g.shape[1] == BLOCK and p.is_contiguous() and g.is_contiguous()):
+        return None
+    try:
+        code, order_names = source(rules, names, value_names, maximize, decays, kept)
+    except Unsupported as why:
+        log.info("momenta: no block kernel (%s); Inductor's kernel runs", why)
+        return None
+    fn = _build(code)
+    if fn is None:
+        return None
+    keys = list(buffers)
+    by_name = {s.name: s.keys() for s in kept.stored}
+    order = [keys.index(by_name[n][0]) for n in order_names] + [keys.index(by_name[n][1]) for n in order_names]
+    return BlockKernel(fn, order, len(order_names))
