@@ -1,11 +1,13 @@
-"""Block-local C++ kernels for 8-bit coded state: decode, update and encode in one pass.
+"""Block-local C++ kernels for coded state (int8, int4): decode, update and encode in one pass.
 
-    for each block b of B = 256 elements (in parallel over the blocks):
+    for each block b of B elements (256 for int8, 128 for int4; in parallel over the blocks):
         x_k[i]   = decode(codes_k[i], scale_k[b])         each coded buffer k, float32
         p[i], x'_k[i] = the rules' update                 generated C++, one statement an op
         x'_k[i]  = 0 where i is past the parameter        (the padding codes as zeros)
         d'_k     = max_i |x'_k[i]| (finite)               the block's scale, from the values
         codes_k[i], scale_k[b] = encode(x'_k[i], d'_k)     kept in L1 since the update
+                                   (int4: rounded stochastically, the noise of
+                                   precision.rounding's hash of each element's place)
 
 Inductor compiles the same step (:func:`.storage.step`) as two loops over the blocks, the
 maxima and then the codes, each decoding and updating again: it cannot keep a block's
@@ -23,10 +25,13 @@ rule uses an op this module does not know, or a storage it does not cover (see
 :func:`supported`), :func:`kernel` answers ``None`` and the engine compiles with Inductor.
 
 Numbers: each op rounds to float32 as Inductor's generated code does (no contraction into
-fused multiply-adds: ``-ffp-contract=off``; ``sqrt`` and ``/`` are IEEE's), and the codec
-(:mod:`momenta.precision.codecs`, the ``int8`` maps, ``E = 0``, ``p = 4``) is written out
-below in the same order of operations: parameters, codes and scales equal Inductor's
-kernel's to the bit, for every elementwise optimizer (``tests/test_blocks.py``). Both differ
+fused multiply-adds: ``-ffp-contract=off``; ``sqrt`` and ``/`` are IEEE's;
+``-fno-trapping-math`` lets the compiler compute both sides of a select, which changes no
+value), and the codecs (:mod:`momenta.precision.codecs`: int8's linear maps of ∜|x|, int4's
+E2M1 and E2M2) and the hash are written out below in the same order of operations:
+parameters, codes and scales equal Inductor's kernel's to the bit, for every elementwise
+optimizer at int8 and for AdamW at int4 (``tests/test_blocks.py``, which also checks the C++
+codecs and random bits against torch's). Both differ
 from the eager path where torch's eager kernels divide by a scalar through its reciprocal
 (a code step now and then; ``tests/test_state_precision.py`` bounds it).
 
@@ -58,9 +63,12 @@ from .storage import Storage
 
 log = logging.getLogger("momenta")
 
-BLOCK = 256
-#: the codecs written out below (int8: signed and unsigned, linear in ∜|x|)
-_FORMATS = {codecs.PRECISIONS["int8"][0]: "s", codecs.PRECISIONS["int8"][1]: "u"}
+#: the codecs written out below, by their C++ names: int8 (linear in ∜|x|, blocks of 256)
+#: and int4 (E2M1 signed, E2M2 unsigned, blocks of 128, two codes a byte)
+_FORMATS = {
+    codecs.PRECISIONS["int8"][0]: "s8", codecs.PRECISIONS["int8"][1]: "u8",
+    codecs.PRECISIONS["int4"][0]: "s4", codecs.PRECISIONS["int4"][1]: "u4",
+}  # fmt: skip
 
 _PRELUDE = r"""
 #include <algorithm>
@@ -73,57 +81,114 @@ static const float NAN_ = std::numeric_limits<float>::quiet_NaN();
 static const float TINY = 1.17549435082228750797e-38f;  // 2^-126
 
 // codecs.Format(8, signed, 0, power=4): x̂ = ±(q · 2^-M · d)^4
-static inline float decode_s(uint8_t c, float d) {
-  int q = c, mag = q & 127;
+static inline float decode_s8(int q, float d) {
+  int mag = q & 127;
   float y = (float)mag * 0.0078125f;  // 2^-7
   y = y * d; y = y * y; y = y * y;
   y = q >= 128 ? -y : y;
   return q == 128 ? NAN_ : y;
 }
-static inline float decode_u(uint8_t c, float d) {
-  float y = (float)(int)c * 0.00390625f;  // 2^-8
+static inline float decode_u8(int q, float d) {
+  float y = (float)q * 0.00390625f;  // 2^-8
   y = y * d; y = y * y;
   return y * y;
 }
-// the block's scale from its largest finite magnitude (of x; its root is taken here)
-static inline float scale_of(float absmax, float vmax) {
-  float d = std::sqrt(std::sqrt(absmax)) / vmax;
+// the block's scale from the root of its largest finite magnitude
+static inline float scale_of(float root, float vmax) {
+  float d = root / vmax;
   return d > 0.f ? std::max(d, TINY) : 0.f;
 }
-static inline uint8_t encode_s(float x, float inv) {
+static inline int encode_s8(float x, float inv, float) {
   float y = std::sqrt(std::sqrt(std::fabs(x))) * inv;
   y = y <= 0.9921875f ? y : 0.9921875f;  // vmax = 1 - 2^-7; NaN saturates
   int q = (int)std::nearbyint(y * 128.f);
   q = (x < 0.f && q > 0) ? (q | 128) : q;
   q = x != x ? 128 : q;  // NaN: "sign set, magnitude 0"
-  return (uint8_t)q;
+  return q;
 }
-static inline uint8_t encode_u(float x, float inv) {
+static inline int encode_u8(float x, float inv, float) {
   float r = x < 0.f ? 0.f : std::sqrt(std::sqrt(x));
   float y = r * inv;
   y = y <= 0.99609375f ? y : 0.99609375f;  // vmax = 1 - 2^-8; NaN saturates
   int q = (int)std::nearbyint(y * 256.f);
-  q = (r > 0.f && q < 1) ? 1 : q;  // never 0 for a positive value: the zero point
-  return (uint8_t)q;
+  return std::max(q, (int)(r > 0.f));  // never 0 for a positive value: the zero point
+}
+// codecs.Format(4, signed, 2): E2M1 (vmax 6) signed, E2M2 (vmax 7) unsigned; codes round
+// stochastically, floor(t + noise), noise uniform in [0, 1)
+template <int M>
+static inline float value_e2(int q) {
+  const float small = (float)q * (1.f / (1 << M));
+  const int e = q >> M;
+  float unit = 1.f / (1 << M);
+  unit = e == 2 ? 2.f / (1 << M) : unit;
+  unit = e == 3 ? 4.f / (1 << M) : unit;
+  const float normal = (float)((q & ((1 << M) - 1)) + (1 << M)) * unit;
+  return q < (1 << M) ? small : normal;
+}
+template <int M>
+static inline int code_e2(float y, float noise, float vmax) {
+  y = y <= vmax ? y : vmax;
+  const int small = (int)std::floor(y * (float)(1 << M) + noise);
+  int k = 0;
+  float inv = 1.f;
+  k = y >= 2.f ? 1 : k; inv = y >= 2.f ? 0.5f : inv;
+  k = y >= 4.f ? 2 : k; inv = y >= 4.f ? 0.25f : inv;
+  const int normal = ((k + 1) << M) + (int)std::floor((y * inv - 1.f) * (float)(1 << M) + noise);
+  const int q = y < 1.f ? small : normal;
+  return q < (1 << (2 + M)) - 1 ? q : (1 << (2 + M)) - 1;
+}
+static inline float decode_s4(int q, float d) {
+  float y = value_e2<1>(q & 7) * d;
+  y = q >= 8 ? -y : y;
+  return q == 8 ? NAN_ : y;
+}
+static inline float decode_u4(int q, float d) { return value_e2<2>(q) * d; }
+static inline int encode_s4(float x, float inv, float noise) {
+  int q = code_e2<1>(std::fabs(x) * inv, noise, 6.f);
+  q = (x < 0.f && q > 0) ? (q | 8) : q;
+  return x != x ? 8 : q;
+}
+static inline int encode_u4(float x, float inv, float noise) {
+  const float r = x < 0.f ? 0.f : x;
+  const int q = code_e2<2>(r * inv, noise, 7.f);
+  return std::max(q, (int)(r > 0.f));  // (q ≥ 0)
+}
+// precision.rounding's hash: a per-call key (int64 mixes, products below 2^63), then one
+// 32-bit mix an element; 16 bits of it are the element's uniform noise
+static inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 16; x = (x * 0x21F0AAADull) & 0xFFFFFFFFull;
+  x ^= x >> 15; x = (x * 0x735A2D97ull) & 0xFFFFFFFFull;
+  return x ^ (x >> 15);
+}
+static inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16; x *= 0x21F0AAADu; x ^= x >> 15; x *= 0x735A2D97u;
+  return x ^ (x >> 15);
+}
+static inline uint32_t stream_key(int64_t key, int64_t offset, int stream) {  // stream: the hash's
+  const uint64_t high = (uint64_t)(offset >> 32);
+  const uint64_t s = (0x9E3779B9ull * (uint64_t)(stream + 1)) & 0xFFFFFFFFull;
+  return (uint32_t)mix64((uint64_t)key ^ mix64(high ^ s));
 }
 static inline float sign_(float x) { return (float)((0.f < x) - (x < 0.f)); }
 static inline float maximum_(float a, float b) { return a != a ? a : (b != b ? b : (a > b ? a : b)); }
 static inline float minimum_(float a, float b) { return a != a ? a : (b != b ? b : (a < b ? a : b)); }
 """
 
-_VMAX = {"s": "0.9921875f", "u": "0.99609375f"}
+_VMAX = {"s8": "0.9921875f", "u8": "0.99609375f", "s4": "6.f", "u4": "7.f"}
+#: the root a format codes (the block's scale is taken from the root of its largest value)
+_ROOT = {"s8": "std::sqrt(std::sqrt({}))", "u8": "std::sqrt(std::sqrt({}))", "s4": "({})", "u4": "({})"}
 
 
 def supported(kept: Storage, p: Tensor, buffers: dict[str, Tensor]) -> bool:
     """Whether :func:`kernel` covers this bucket: float32 parameters rounded to nearest,
-    every buffer of the kernel an ``int8`` buffer's codes or scales (blocks of 256), on the
-    CPU, not sharded."""
+    every buffer of the kernel an ``int8`` or every one an ``int4`` buffer's codes or scales
+    (one block size), on the CPU, not sharded."""
     if p.device.type != "cpu" or p.dtype != torch.float32 or kept.dtype != torch.float32:
         return False
     if kept.rounding != "nearest" or kept.sharded or not kept.stored:
         return False
     keys = {k for s in kept.stored for k in s.keys()}
-    return set(buffers) == keys and all(s.coded and s.codec in _FORMATS and s.codec.block == BLOCK for s in kept.stored)
+    return set(buffers) == keys and all(s.coded and s.codec in _FORMATS and s.codec.block == kept.block for s in kept.stored)
 
 
 # -- the update as C++ ------------------------------------------------------------------------
@@ -272,7 +337,7 @@ def _trace(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
         updated.append(tuple(k for k in buffer_names if k in new))
         return tuple(new[k] for k in updated[-1])
 
-    n = BLOCK * 4
+    n = 1024
     examples = [torch.randn(n), torch.randn(n), torch.rand(len(names)) + 0.5, *(torch.rand(n) for _ in buffer_names)]
     graph = make_fx(fn, tracing_mode="symbolic")(*examples).graph
     return graph, updated[-1]
@@ -282,51 +347,84 @@ def source(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
            kept: Storage) -> tuple[str, tuple[str, ...]]:  # fmt: skip
     """The C++ of the block kernel, and the rule buffers it reads, in the order of its
     codes and scales arguments."""
+    B, half = kept.block, kept.block // 2
     stored = {s.name: s for s in kept.stored}
     buffer_names = tuple(sorted(stored))
     graph, updated = _trace(rules, names, value_names, maximize, decays, buffer_names)
-    inputs = ["p_", "g_", "K", *(f"x{j}" for j in range(len(buffer_names)))]
+    inputs = ["p_", "g_", "K", *(f"b{j}" for j in range(len(buffer_names)))]
     lines, outs = _statements(graph, inputs)
     new_p, new = outs[0], dict(zip(updated, outs[1:]))
     kinds = [_FORMATS[stored[b].codec] for b in buffer_names]
-    out = [i for i, b in enumerate(buffer_names) if b in new]
-    body = "\n".join(f"      {line}" for line in lines)
-    decode = "\n".join(f"      const float x{j} = decode_{k}(c{j}[i], s{j});" for j, k in enumerate(kinds))
-    pointers = " ".join(f"uint8_t* c{j} = C[{j}] + o; const float s{j} = S[{j}][b];" for j in range(len(kinds)))
+    # the random bits of a stochastic write: the stream of the buffer's place in the storage
+    streams = {j: 1 + kept.stored.index(stored[b]) for j, b in enumerate(buffer_names) if stored[b].stochastic}
+    out = [j for j, b in enumerate(buffer_names) if b in new]
+
+    def decode(j: int) -> str:
+        k = kinds[j]
+        if k.endswith("8"):
+            return f"    #pragma omp simd\n    for (int i = 0; i < {B}; ++i) x{j}[i] = decode_{k}(c{j}[i], s{j});"
+        return (
+            f"    #pragma omp simd\n    for (int i = 0; i < {half}; ++i) {{ const int c = c{j}[i];"
+            f" x{j}[i] = decode_{k}(c & 15, s{j}); x{j}[i + {half}] = decode_{k}(c >> 4, s{j}); }}"
+        )
+
+    def noise(j: int, at: str) -> str:
+        if j not in streams:
+            return "0.f"
+        h = f"mix32((uint32_t)(o + {at} + low) ^ key{j})"
+        bits = f"({h} >> 16)" if streams[j] % 2 == 1 else f"({h} & 0xFFFFu)"
+        return f"(float)(int){bits} * 1.52587890625e-05f"
+
+    def encode(j: int) -> str:
+        k = kinds[j]
+        scale = (
+            f"    {{ const float d = scale_of({_ROOT[k].format(f'm{j}')}, {_VMAX[k]});"
+            f" const float inv = 1.f / std::max(d, TINY); S[{j}][b] = d;\n"
+        )
+        if k.endswith("8"):
+            return scale + f"      #pragma omp simd\n      for (int i = 0; i < {B}; ++i) c{j}[i] = (uint8_t)encode_{k}(y{j}[i], inv, 0.f); }}"
+        return scale + (
+            f"      #pragma omp simd\n      for (int i = 0; i < {half}; ++i) c{j}[i] = (uint8_t)(encode_{k}(y{j}[i], inv, {noise(j, 'i')})"
+            f" | (encode_{k}(y{j}[i + {half}], inv, {noise(j, f'i + {half}')}) << 4)); }}"
+        )
+
+    body = "\n".join(f"        {line}" for line in lines)
+    pointers = " ".join(
+        f"uint8_t* c{j} = C[{j}] + b * {B if kinds[j].endswith('8') else half}; const float s{j} = S[{j}][b];"
+        for j in range(len(kinds))
+    )
     numbers = " ".join(f"const float k{i} = K[{i}];" for i in range(len(names)))
+    keys = " ".join(f"const uint32_t key{j} = stream_key(I[0], I[1], {(n + 1) // 2});" for j, n in streams.items())
     keep = "\n".join(
-        f"      {{ const float y = MASKED({new[buffer_names[j]]}); y{j}[i] = y;"
-        f" const float a = {'std::fabs(y)' if kinds[j] == 's' else '(y < 0.f ? 0.f : y)'};"
+        f"        {{ const float y = MASKED({new[buffer_names[j]]}); y{j}[i] = y;"
+        f" const float a = {'std::fabs(y)' if kinds[j].startswith('s') else '(y < 0.f ? 0.f : y)'};"
         f" m{j} = std::max(m{j}, a < INF ? a : 0.f); }}"
         for j in out
     )
-    arrays = " ".join(f"float y{j}[{BLOCK}]; float m{j} = 0.f;" for j in out)
+    arrays = " ".join(f"float x{j}[{B}];" for j in range(len(kinds))) + " " + " ".join(f"float y{j}[{B}]; float m{j} = 0.f;" for j in out)
     reduction = f" reduction(max: {', '.join(f'm{j}' for j in out)})" if out else ""
-    encode = "\n".join(
-        f"    {{ const float d = scale_of(m{j}, {_VMAX[kinds[j]]}); const float inv = 1.f / std::max(d, TINY);"
-        f" S[{j}][b] = d;\n      #pragma omp simd\n      for (int i = 0; i < {BLOCK}; ++i)"
-        f" c{j}[i] = encode_{kinds[j]}(y{j}[i], inv); }}"
-        for j in out
-    )
     loop = f"""      #pragma omp simd{reduction}
-      for (int i = 0; i < {BLOCK}; ++i) {{
+      for (int i = 0; i < {B}; ++i) {{
         const float p_ = pb[i], g_ = gb[i];
-{decode}
+        {" ".join(f"const float b{j} = x{j}[i];" for j in range(len(kinds)))}
 {body}
         pb[i] = {new_p};
 {keep}
       }}"""
     kernel = f"""
 extern "C" void momenta_block_step(float* P, const float* G, const float* K, uint8_t** C, float** S,
-                                   int64_t rows, int64_t valid, int threads) {{
+                                   const int64_t* I, int64_t rows, int threads) {{
   {numbers}
+  const int64_t valid = I[2]; const uint32_t low = (uint32_t)I[1];
+  {keys}
   #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t b = 0; b < rows; ++b) {{
-    const int64_t o = b * {BLOCK}, lim = valid - o;
+    const int64_t o = b * {B}, lim = valid - o;
     float* pb = P + o; const float* gb = G + o;
     {pointers}
     {arrays}
-    if (lim >= {BLOCK}) {{  // a whole block of the parameter's
+{chr(10).join(decode(j) for j in range(len(kinds)))}
+    if (lim >= {B}) {{  // a whole block of the parameter's
       #define MASKED(y) (y)
 {loop}
       #undef MASKED
@@ -335,7 +433,7 @@ extern "C" void momenta_block_step(float* P, const float* G, const float* K, uin
 {loop}
       #undef MASKED
     }}
-{encode}
+{chr(10).join(encode(j) for j in out)}
   }}
 }}
 """
@@ -344,7 +442,7 @@ extern "C" void momenta_block_step(float* P, const float* G, const float* K, uin
 
 # -- building and calling ---------------------------------------------------------------------
 
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
 _built: dict[str, Callable[..., None] | None] = {}
 _lock = threading.Lock()
 
@@ -371,7 +469,7 @@ def _build(code: str) -> Callable[..., None] | None:
                 partial.replace(library)
             fn = ctypes.CDLL(str(library)).momenta_block_step
             fn.restype = None
-            fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+            fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64, ctypes.c_int]
             found = fn
         except (OSError, subprocess.CalledProcessError, ImportError) as error:
             text = getattr(error, "stderr", b"") or str(error).encode()
@@ -392,8 +490,7 @@ class BlockKernel:
         ptrs = [buffers[i].data_ptr() for i in self.order]
         codes = (ctypes.c_void_p * self.count)(*ptrs[: self.count])
         scales = (ctypes.c_void_p * self.count)(*ptrs[self.count :])
-        valid = int(ints[2])
-        self.fn(p.data_ptr(), g.data_ptr(), packed.data_ptr(), codes, scales, p.shape[0], valid, torch.get_num_threads())
+        self.fn(p.data_ptr(), g.data_ptr(), packed.data_ptr(), codes, scales, ints.data_ptr(), p.shape[0], torch.get_num_threads())
 
 
 def kernel(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool,
@@ -402,7 +499,7 @@ def kernel(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
     or no compiler): the caller compiles with Inductor."""
     if not supported(kept, p, buffers) or packed.dtype != torch.float32:
         return None
-    if not (p.dim() == g.dim() == 2 and p.shape[1] == g.shape[1] == BLOCK and p.is_contiguous() and g.is_contiguous()):
+    if not (p.dim() == g.dim() == 2 and p.shape[1] == g.shape[1] == kept.block and p.is_contiguous() and g.is_contiguous()):
         return None
     try:
         code, order_names = source(rules, names, value_names, maximize, decays, kept)
