@@ -75,6 +75,15 @@ def test_block_kernels_step_as_inductors_kernel_to_the_bit(name: str, monkeypatc
         assert called  # these rules' ops all have C++
 
 
+@pytest.mark.parametrize("name", ["AdamW", "Lion", "SGD", "Adagrad", "AdEMAMix", "seed.RMSProp"])
+def test_bf16_kernels_step_as_inductors_kernel_to_the_bit(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 state (every write rounded stochastically): the same bits as Inductor's kernel."""
+    shapes = [(64, 80), (64, 81), (16, 8)]
+    with_blocks, inductor, called = _both(monkeypatch, lambda: _train(name, shapes, state_precision="bf16"))
+    _equal(with_blocks, inductor)
+    assert called
+
+
 def test_a_fresh_gradient_of_whole_blocks_is_used_where_autograd_put_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Large parameters that fill whole blocks keep their gradients where they are (no copy
     into the flat buffer); the results are the same either way."""
@@ -88,8 +97,8 @@ def test_a_fresh_gradient_of_whole_blocks_is_used_where_autograd_put_it(monkeypa
 
 
 def test_what_block_kernels_cover() -> None:
-    """Every buffer int8, or every one int4 (a bf16 one, two block sizes, or weights
-    rounded otherwise take Inductor's kernel)."""
+    """Every buffer int8, or every one int4, or every one bf16 (a mix, or two block sizes,
+    take Inductor's kernel)."""
     p = torch.nn.Parameter(torch.randn(64, 128))
 
     def covered(**kw: Any) -> bool:
@@ -98,7 +107,7 @@ def test_what_block_kernels_cover() -> None:
         rules, _ = opt._rules_of(0, group)
         kept = momenta.engine.storage.Storage.of(group, rules, p)
         assert kept is not None
-        buffers = {k: torch.empty(0) for s in kept.stored for k in s.keys()}
+        buffers = {k: torch.empty(0, dtype=torch.bfloat16 if s.precision == "bf16" else torch.uint8) for s in kept.stored for k in s.keys()}
         return blocks.supported(kept, p.detach().view(-1, 256), buffers)
 
     assert covered(state_precision="int8")
@@ -106,7 +115,7 @@ def test_what_block_kernels_cover() -> None:
     assert covered(state_precision={"exp_avg": "int8", "exp_avg_sq": "int8"})
     assert not covered(state_precision={"exp_avg": "int8", "exp_avg_sq": "int4"})  # two block sizes
     assert not covered(state_precision={"exp_avg": "int8", "exp_avg_sq": "bf16"})
-    assert not covered(state_precision="bf16")
+    assert covered(state_precision="bf16")
 
 
 def test_an_op_without_cpp_falls_back() -> None:

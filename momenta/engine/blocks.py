@@ -1,4 +1,5 @@
-"""Block-local C++ kernels for coded state (int8, int4): decode, update and encode in one pass.
+"""C++ kernels of their own for low-precision state: coded (int8, int4) blocks decoded,
+updated and encoded in one pass; bf16 state updated and rounded stochastically in one loop.
 
     for each block b of B elements (256 for int8, 128 for int4; in parallel over the blocks):
         x_k[i]   = decode(codes_k[i], scale_k[b])         each coded buffer k, float32
@@ -9,7 +10,11 @@
                                    (int4: rounded stochastically, the noise of
                                    precision.rounding's hash of each element's place)
 
-Inductor compiles the same step (:func:`.storage.step`) as two loops over the blocks, the
+bf16 state (:func:`elementwise_source`) is one loop over the elements: read, update, write
+each new value rounded stochastically (``precision.rounding``'s bit trick, the hash of two
+streams computed once); Inductor's kernel of it cast and hashed in wider, slower lanes.
+
+Inductor compiles the coded step (:func:`.storage.step`) as two loops over the blocks, the
 maxima and then the codes, each decoding and updating again: it cannot keep a block's
 updated values between two loops (an outer-loop fusion it attempts fails on the scales'
 loop), so every element is decoded and updated twice, and its vectorised codec costs about
@@ -30,8 +35,8 @@ fused multiply-adds: ``-ffp-contract=off``; ``sqrt`` and ``/`` are IEEE's;
 value), and the codecs (:mod:`momenta.precision.codecs`: int8's linear maps of ∜|x|, int4's
 E2M1 and E2M2) and the hash are written out below in the same order of operations:
 parameters, codes and scales equal Inductor's kernel's to the bit, for every elementwise
-optimizer at int8 and for AdamW at int4 (``tests/test_blocks.py``, which also checks the C++
-codecs and random bits against torch's). Both differ
+optimizer at int8, for AdamW at int4 and for six optimizers at bf16 (``tests/test_blocks.py``,
+which also checks the C++ codecs and random bits against torch's). Both differ
 from the eager path where torch's eager kernels divide by a scalar through its reciprocal
 (a code step now and then; ``tests/test_state_precision.py`` bounds it).
 
@@ -74,6 +79,7 @@ _PRELUDE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 static const float INF = std::numeric_limits<float>::infinity();
@@ -169,6 +175,19 @@ static inline uint32_t stream_key(int64_t key, int64_t offset, int stream) {  //
   const uint64_t s = (0x9E3779B9ull * (uint64_t)(stream + 1)) & 0xFFFFFFFFull;
   return (uint32_t)mix64((uint64_t)key ^ mix64(high ^ s));
 }
+// bfloat16 storage: its value, and precision.rounding.stochastic_round_bf16 (16 random bits
+// added to the float32 pattern, the low half dropped; NaN as torch converts it)
+static inline float bf16_value(uint16_t h) {
+  const uint32_t b = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+static inline uint16_t bf16_round(float x, uint32_t r) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  return x != x ? (uint16_t)0x7FC0 : (uint16_t)((b + r) >> 16);
+}
 static inline float sign_(float x) { return (float)((0.f < x) - (x < 0.f)); }
 static inline float maximum_(float a, float b) { return a != a ? a : (b != b ? b : (a > b ? a : b)); }
 static inline float minimum_(float a, float b) { return a != a ? a : (b != b ? b : (a < b ? a : b)); }
@@ -180,15 +199,19 @@ _ROOT = {"s8": "std::sqrt(std::sqrt({}))", "u8": "std::sqrt(std::sqrt({}))", "s4
 
 
 def supported(kept: Storage, p: Tensor, buffers: dict[str, Tensor]) -> bool:
-    """Whether :func:`kernel` covers this bucket: float32 parameters rounded to nearest,
-    every buffer of the kernel an ``int8`` or every one an ``int4`` buffer's codes or scales
-    (one block size), on the CPU, not sharded."""
+    """Whether :func:`kernel` covers this bucket: float32 parameters rounded to nearest, on
+    the CPU, not sharded, and every stored buffer ``int8``, or every one ``int4`` (one block
+    size), or every one ``bf16``."""
     if p.device.type != "cpu" or p.dtype != torch.float32 or kept.dtype != torch.float32:
         return False
     if kept.rounding != "nearest" or kept.sharded or not kept.stored:
         return False
     keys = {k for s in kept.stored for k in s.keys()}
-    return set(buffers) == keys and all(s.coded and s.codec in _FORMATS and s.codec.block == kept.block for s in kept.stored)
+    if set(buffers) != keys:
+        return False
+    if all(s.precision == "bf16" for s in kept.stored):
+        return all(buffers[s.name].dtype == torch.bfloat16 for s in kept.stored)
+    return all(s.coded and s.codec in _FORMATS and s.codec.block == kept.block for s in kept.stored)
 
 
 # -- the update as C++ ------------------------------------------------------------------------
@@ -440,6 +463,45 @@ extern "C" void momenta_block_step(float* P, const float* G, const float* K, uin
     return _PRELUDE + kernel, buffer_names
 
 
+def elementwise_source(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool,
+                       decays: bool, kept: Storage) -> tuple[str, tuple[str, ...]]:  # fmt: skip
+    """:func:`source` for bf16 state: no blocks, one loop over the elements, each new value
+    rounded stochastically to bfloat16 (``C`` holds the bf16 buffers; ``S`` is unused)."""
+    stored = {s.name: s for s in kept.stored}
+    buffer_names = tuple(sorted(stored))
+    graph, updated = _trace(rules, names, value_names, maximize, decays, buffer_names)
+    lines, outs = _statements(graph, ["p_", "g_", "K", *(f"b{j}" for j in range(len(buffer_names)))])
+    new_p, new = outs[0], dict(zip(updated, outs[1:]))
+    streams = {j: 1 + kept.stored.index(stored[b]) for j, b in enumerate(buffer_names)}
+    body = "\n".join(f"    {line}" for line in lines)
+
+    hashes = sorted({(n + 1) // 2 for j, n in streams.items() if buffer_names[j] in new})  # two streams a hash
+
+    def bits(j: int) -> str:
+        h = f"h{(streams[j] + 1) // 2}"
+        return f"({h} >> 16)" if streams[j] % 2 == 1 else f"({h} & 0xFFFFu)"
+
+    kernel = f"""
+extern "C" void momenta_block_step(float* P, const float* G, const float* K, uint8_t** C, float**,
+                                   const int64_t* I, int64_t n, int threads) {{
+  {" ".join(f"const float k{i} = K[{i}];" for i in range(len(names)))}
+  const uint32_t low = (uint32_t)I[1];
+  {" ".join(f"const uint32_t key{h} = stream_key(I[0], I[1], {h});" for h in hashes)}
+  {" ".join(f"uint16_t* c{j} = (uint16_t*)C[{j}];" for j in range(len(buffer_names)))}
+  #pragma omp parallel for simd schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) {{
+    const float p_ = P[i], g_ = G[i];
+    {" ".join(f"const float b{j} = bf16_value(c{j}[i]);" for j in range(len(buffer_names)))}
+{body}
+    P[i] = {new_p};
+    {" ".join(f"const uint32_t h{h} = mix32((uint32_t)(i + low) ^ key{h});" for h in hashes)}
+    {" ".join(f"c{j}[i] = bf16_round({new[b]}, {bits(j)});" for j, b in enumerate(buffer_names) if b in new)}
+  }}
+}}
+"""
+    return _PRELUDE + kernel, buffer_names
+
+
 # -- building and calling ---------------------------------------------------------------------
 
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
@@ -489,7 +551,7 @@ class BlockKernel:
     def __call__(self, p: Tensor, g: Tensor, packed: Tensor, ints: Tensor, *buffers: Tensor) -> None:
         ptrs = [buffers[i].data_ptr() for i in self.order]
         codes = (ctypes.c_void_p * self.count)(*ptrs[: self.count])
-        scales = (ctypes.c_void_p * self.count)(*ptrs[self.count :])
+        scales = (ctypes.c_void_p * self.count)(*ptrs[self.count :])  # (none for bf16)
         self.fn(p.data_ptr(), g.data_ptr(), packed.data_ptr(), codes, scales, ints.data_ptr(), p.shape[0], torch.get_num_threads())
 
 
@@ -501,8 +563,10 @@ def kernel(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
         return None
     if not (p.dim() == g.dim() == 2 and p.shape[1] == g.shape[1] == kept.block and p.is_contiguous() and g.is_contiguous()):
         return None
+    floats = kept.block == 1  # bf16 state
     try:
-        code, order_names = source(rules, names, value_names, maximize, decays, kept)
+        make = elementwise_source if floats else source
+        code, order_names = make(rules, names, value_names, maximize, decays, kept)
     except Unsupported as why:
         log.info("momenta: no block kernel (%s); Inductor's kernel runs", why)
         return None
@@ -511,5 +575,7 @@ def kernel(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
         return None
     keys = list(buffers)
     by_name = {s.name: s.keys() for s in kept.stored}
-    order = [keys.index(by_name[n][0]) for n in order_names] + [keys.index(by_name[n][1]) for n in order_names]
+    order = [keys.index(by_name[n][0]) for n in order_names]
+    if not floats:
+        order += [keys.index(by_name[n][1]) for n in order_names]
     return BlockKernel(fn, order, len(order_names))

@@ -372,7 +372,7 @@ class _Dispatch:
 
     def _build(self, p: Tensor, g: Tensor, buffers: dict[str, Tensor], inputs: tuple[Tensor, ...]) -> Callable[..., None]:
         log.info("momenta: compiling the kernel of %s for %s on %s", _describe(self.template), p.dtype, p.device)
-        if self.kept is not None and self.kept.block > 1 and config.blocks:  # one pass a block (.blocks)
+        if self.kept is not None and config.blocks:  # coded or bf16 state: C++ of its own (.blocks)
             block = blocks.kernel(
                 self.template, self.names, self.value_names, self.maximize, self.decays, self.kept, p, g, buffers, inputs[0]
             )
