@@ -52,6 +52,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import platform
 import subprocess
 import threading
 from collections.abc import Callable
@@ -512,7 +513,9 @@ _lock = threading.Lock()
 def _build(code: str) -> Callable[..., None] | None:
     """The compiled ``momenta_block_step`` of ``code`` (built once per source and machine,
     kept beside Inductor's cache), or ``None`` where it cannot be built."""
-    key = hashlib.sha256((code + " ".join(_FLAGS) + torch.__version__).encode()).hexdigest()[:24]
+    # -march=native: a library is this kind of CPU's (a cache directory may be shared)
+    machine = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} {_cpu_model()}"
+    key = hashlib.sha256(f"{code} {' '.join(_FLAGS)} {torch.__version__} {machine}".encode()).hexdigest()[:24]
     with _lock:
         if key in _built:
             return _built[key]
@@ -538,6 +541,14 @@ def _build(code: str) -> Callable[..., None] | None:
             log.warning("momenta: the block kernel did not build (%s); Inductor's kernel runs instead", text[:300])
         _built[key] = found
         return found
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
 
 
 class BlockKernel:
