@@ -392,10 +392,13 @@ def source(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
             f" x{j}[i] = decode_{k}(c & 15, s{j}); x{j}[i + {half}] = decode_{k}(c >> 4, s{j}); }}"
         )
 
+    # the hashes written (two streams share one), each computed once a block into h<k>[]
+    hashes = sorted({(streams[j] + 1) // 2 for j in out if j in streams})
+
     def noise(j: int, at: str) -> str:
         if j not in streams:
             return "0.f"
-        h = f"mix32((uint32_t)(o + {at} + low) ^ key{j})"
+        h = f"h{(streams[j] + 1) // 2}[{at}]"
         bits = f"({h} >> 16)" if streams[j] % 2 == 1 else f"({h} & 0xFFFFu)"
         return f"(float)(int){bits} * 1.52587890625e-05f"
 
@@ -418,7 +421,12 @@ def source(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
         for j in range(len(kinds))
     )
     numbers = " ".join(f"const float k{i} = K[{i}];" for i in range(len(names)))
-    keys = " ".join(f"const uint32_t key{j} = stream_key(I[0], I[1], {(n + 1) // 2});" for j, n in streams.items())
+    keys = " ".join(f"const uint32_t key{h} = stream_key(I[0], I[1], {h});" for h in hashes)
+    hashing = "\n".join(
+        f"    uint32_t h{h}[{B}];\n    #pragma omp simd\n"
+        f"    for (int i = 0; i < {B}; ++i) h{h}[i] = mix32((uint32_t)(o + i + low) ^ key{h});"
+        for h in hashes
+    )
     keep = "\n".join(
         f"        {{ const float y = MASKED({new[buffer_names[j]]}); y{j}[i] = y;"
         f" const float a = {'std::fabs(y)' if kinds[j].startswith('s') else '(y < 0.f ? 0.f : y)'};"
@@ -457,6 +465,7 @@ extern "C" void momenta_block_step(float* P, const float* G, const float* K, uin
 {loop}
       #undef MASKED
     }}
+{hashing}
 {chr(10).join(encode(j) for j in out)}
   }}
 }}

@@ -15,9 +15,12 @@ search: ``round(a/d · 2^M)`` for a linear map, and otherwise the float32 bit pa
 ``a/d`` rounded to ``M`` mantissa bits by one integer add and shift (a carry moves it to the
 next binade). The roots are square roots; the block max is taken before them (they are
 monotone), so the reduction pass takes none, and an unsigned codec's ``√x`` is the update's
-``√V``, computed once. Decode → update → encode compiles (Inductor, CPU, with
-:data:`COMPILE_OPTIONS`, on rows of blocks: :meth:`Codec.encode_rows`) to two vectorised loops
-over the blocks: their maxima, then their codes.
+``√V``, computed once. On the CPU the engine's block kernels (:mod:`momenta.engine.blocks`)
+decode, update and encode a block in one pass, with these codecs written out in C++ in the
+same order of operations; elsewhere (and where those kernels do not apply) Inductor compiles
+decode → update → encode (with :data:`COMPILE_OPTIONS`, on rows of blocks:
+:meth:`Codec.encode_rows`) to two vectorised loops over the blocks: their maxima, then their
+codes.
 
 The maps chosen, by measurement (issue 14's measure: AdamW's final distance from float32
 AdamW on the same gradients, relative to how far float32 moved; 200 steps of two seeded
