@@ -534,9 +534,9 @@ def _build(code: str) -> Callable[..., None] | None:
             library = root / f"{key}.so"
             if not library.is_file():
                 root.mkdir(parents=True, exist_ok=True)
-                src = root / f"{key}.cpp"
+                src = root / f"{key}.{os.getpid()}.cpp"  # (another process may build it too)
                 src.write_text(code)
-                partial = root / f"{key}.{os.getpid()}.so"
+                partial = src.with_suffix(".so")
                 from torch._inductor.cpp_builder import get_cpp_compiler
 
                 subprocess.run([get_cpp_compiler(), *_FLAGS, str(src), "-o", str(partial)], check=True, capture_output=True)
