@@ -40,8 +40,9 @@ same formula eagerly otherwise). The median of r is exact up to
 :data:`SAMPLE` coordinates a bucket (or parameter); above, it is the median of a fixed
 strided sample of at most :data:`SAMPLE` (every k-th coordinate, k = ⌈n/SAMPLE⌉), found
 by a histogram of the values' bits and a selection within one bin (:func:`lower_median`).
-Everything else stays on the device until one host read at the end (each median's
-selection reads one count on the host before it). An :class:`Inspector`'s hook adds one
+Everything else stays on the device until one host read at the end; before it, one more
+reads the bins every median's selection needs (all medians at once): two host reads a read,
+however many param groups. An :class:`Inspector`'s hook adds one
 copy of the weights to every step (one copy of each flat bucket). ``benchmarks/bench_inspect.py``
 (AdamW, one thread, median of interleaved rounds, this project's 2-core CPU machine): see
 README's "What m and V do".
@@ -221,7 +222,18 @@ def lower_median(r: Tensor) -> Tensor:
     the top bits below the sign bit finds the bin that holds the median and its rank
     there; the value is then selected among that bin's entries alone (``kthvalue``: one
     host read, of the bin, the rank and whether Σ r is NaN: r has no −∞ to make one of +∞).
+    Several medians share that host read: :func:`_median_start` for each, one read of all
+    their numbers, :func:`_median_finish` for each.
     """
+    start = _median_start(r)
+    if isinstance(start, Tensor):
+        return start
+    return _median_finish(r, start[0], start[1].tolist())
+
+
+def _median_start(r: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    """The median itself where no host read is needed (small ``r``), else the histogram's
+    bins of ``r`` and the four numbers :func:`_median_finish` needs (on the device)."""
     if r.numel() <= SMALL or r.dtype not in _KEY_BITS:
         nan = torch.full((), math.nan, dtype=r.dtype, device=r.device)
         found = torch.where(r >= 0, r, nan).nanmedian()
@@ -235,7 +247,13 @@ def lower_median(r: Tensor) -> Tensor:
     rank = (cum[-1:] - 1).div(2, rounding_mode="floor")  # of the median among all
     at = torch.searchsorted(cum, rank, right=True).clamp_max(size - 1)  # its bin, less one
     within_rank = rank - (cum[at] - hist[at + 1])
-    b, k, total, nans = torch.cat([at, within_rank, cum[-1:], r.sum().isnan().reshape(1)]).tolist()
+    return bins, torch.cat([at, within_rank, cum[-1:], r.sum().isnan().reshape(1)])
+
+
+def _median_finish(r: Tensor, bins: Tensor, numbers: list[Any]) -> Tensor:
+    """The median of ``r`` from :func:`_median_start`'s bins and numbers, read on the host:
+    the bin, the rank within it, how many entries are ≥ 0, whether one is NaN."""
+    b, k, total, nans = (int(x) for x in numbers)
     if nans or not total:  # a NaN, or nothing ≥ 0
         return torch.full((), math.nan, dtype=r.dtype, device=r.device)
     return r[bins == b + 1].kthvalue(k + 1).values
@@ -782,13 +800,24 @@ def _stats(numel: int, values: tuple[float, ...], median: float) -> Stats:
     )
 
 
-def _median(parts: list[_Part]) -> Tensor | None:
-    """The lower median of r over the parts' samples (a 0-dim tensor), ``None`` without any."""
-    samples = [p.sample for p in parts if p.sample is not None]
-    if not samples:
-        return None
-    device = samples[0].device
-    return lower_median(torch.cat([s.to(device) for s in samples]) if len(samples) > 1 else samples[0])
+def _medians(rows: list[list[_Part]]) -> list[Tensor | None]:
+    """The lower median of r over each row's parts' samples (0-dim tensors), ``None`` for a
+    row without any: one host read for all of them (:func:`lower_median`)."""
+    samples: list[Tensor | None] = []
+    for parts in rows:
+        found = [p.sample for p in parts if p.sample is not None]
+        device = found[0].device if found else None
+        samples.append(torch.cat([s.to(device) for s in found]) if len(found) > 1 else (found[0] if found else None))
+    starts = [_median_start(r) if r is not None else None for r in samples]
+    pending = [i for i, s in enumerate(starts) if isinstance(s, tuple)]
+    numbers = iter(_host([cast(tuple[Tensor, Tensor], starts[i])[1] for i in pending]))
+    medians: list[Tensor | None] = []
+    for r, start in zip(samples, starts):
+        if isinstance(start, tuple):
+            medians.append(_median_finish(cast(Tensor, r), start[0], [next(numbers) for _ in range(4)]))
+        else:
+            medians.append(start)
+    return medians
 
 
 # ---------------------------------------------------------------- the API
@@ -927,7 +956,7 @@ def _read(optimizer: Optimizer, per_parameter: bool, inspector: Inspector | None
             [[whole[id(p)]] if p is not None else None for p in g.each] if g.each is not None else None for g in groups
         ]
         rows += [row for g in each if g is not None for row in g if row is not None]
-        medians = [_median(row) for row in rows]
+        medians = _medians(rows)
         tensors = [p.sums for p in whole.values()] + [m for m in medians if m is not None]
         host = iter(_host(tensors))
         sums = {id(part): [next(host) for _ in SUMS] for part in whole.values()}

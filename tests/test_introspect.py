@@ -232,6 +232,33 @@ def test_lower_median_is_torchs(dtype, n):
     assert math.isnan(lower_median(torch.full((n,), -1.0, dtype=dtype)))
 
 
+def test_a_read_makes_two_host_reads_whatever_the_groups(monkeypatch):
+    """Three medians of large samples (the optimizer's and two groups'): their bins are read
+    in one host read, every other number in one more; each median is the one computed alone."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(80, 80, generator=g)) for _ in range(4)]  # 6400 > SMALL each
+    opt = momenta.AdamW([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}])
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    opt.step()
+    reads = []
+    original = introspect._host
+
+    def counted(tensors):
+        reads.append(1)
+        return original(tensors)
+
+    monkeypatch.setattr(introspect, "_host", counted)
+    reading = inspect(opt)
+    assert len(reads) == 2
+    monkeypatch.setattr(introspect, "_host", original)
+    monkeypatch.setattr(introspect, "SMALL", 10**9)  # every median by torch's nanmedian instead
+    want = inspect(opt)
+    assert reading.total.ratio_median == want.total.ratio_median is not None
+    for got, ref in zip(reading.groups, want.groups):
+        assert got.stats.ratio_median == ref.stats.ratio_median is not None
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 def test_low_precision_states_are_decoded(precision):
     """A ``state_precision`` optimizer's m and V are read decoded (float32): its numbers are
