@@ -367,20 +367,27 @@ def _trace(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
     return graph, updated[-1]
 
 
+def _update(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool,
+            kept: Storage) -> tuple[tuple[str, ...], list[str], str, dict[str, str], dict[int, int]]:  # fmt: skip
+    """The update's C++ for a kernel over ``kept``'s buffers (``b0``, ``b1`` … in the order
+    of their names): the buffers' names, the statements, the new ``p``'s expression, each
+    updated buffer's, and the random stream of each buffer that rounds stochastically (its
+    place in the storage: :meth:`.storage.Storage.write`'s)."""
+    buffer_names = tuple(sorted(kept.by_name))
+    graph, updated = _trace(rules, names, value_names, maximize, decays, buffer_names)
+    lines, outs = _statements(graph, ["p_", "g_", "K", *(f"b{j}" for j in range(len(buffer_names)))])
+    stored = [kept.by_name[b] for b in buffer_names]
+    streams = {j: 1 + kept.stored.index(s) for j, s in enumerate(stored) if s.stochastic}
+    return buffer_names, lines, outs[0], dict(zip(updated, outs[1:])), streams
+
+
 def source(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], maximize: bool, decays: bool,
            kept: Storage) -> tuple[str, tuple[str, ...]]:  # fmt: skip
     """The C++ of the block kernel, and the rule buffers it reads, in the order of its
     codes and scales arguments."""
     B, half = kept.block, kept.block // 2
-    stored = {s.name: s for s in kept.stored}
-    buffer_names = tuple(sorted(stored))
-    graph, updated = _trace(rules, names, value_names, maximize, decays, buffer_names)
-    inputs = ["p_", "g_", "K", *(f"b{j}" for j in range(len(buffer_names)))]
-    lines, outs = _statements(graph, inputs)
-    new_p, new = outs[0], dict(zip(updated, outs[1:]))
-    kinds = [_FORMATS[stored[b].codec] for b in buffer_names]
-    # the random bits of a stochastic write: the stream of the buffer's place in the storage
-    streams = {j: 1 + kept.stored.index(stored[b]) for j, b in enumerate(buffer_names) if stored[b].stochastic}
+    buffer_names, lines, new_p, new, streams = _update(rules, names, value_names, maximize, decays, kept)
+    kinds = [_FORMATS[kept.by_name[b].codec] for b in buffer_names]
     out = [j for j, b in enumerate(buffer_names) if b in new]
 
     def decode(j: int) -> str:
@@ -477,12 +484,7 @@ def elementwise_source(rules: Rules, names: tuple[str, ...], value_names: tuple[
                        decays: bool, kept: Storage) -> tuple[str, tuple[str, ...]]:  # fmt: skip
     """:func:`source` for bf16 state: no blocks, one loop over the elements, each new value
     rounded stochastically to bfloat16 (``C`` holds the bf16 buffers; ``S`` is unused)."""
-    stored = {s.name: s for s in kept.stored}
-    buffer_names = tuple(sorted(stored))
-    graph, updated = _trace(rules, names, value_names, maximize, decays, buffer_names)
-    lines, outs = _statements(graph, ["p_", "g_", "K", *(f"b{j}" for j in range(len(buffer_names)))])
-    new_p, new = outs[0], dict(zip(updated, outs[1:]))
-    streams = {j: 1 + kept.stored.index(stored[b]) for j, b in enumerate(buffer_names)}
+    buffer_names, lines, new_p, new, streams = _update(rules, names, value_names, maximize, decays, kept)
     body = "\n".join(f"    {line}" for line in lines)
 
     hashes = sorted({(n + 1) // 2 for j, n in streams.items() if buffer_names[j] in new})  # two streams a hash
@@ -581,9 +583,10 @@ def kernel(rules: Rules, names: tuple[str, ...], value_names: tuple[str, ...], m
     or no compiler): the caller compiles with Inductor."""
     if not supported(kept, p, buffers) or packed.dtype != torch.float32:
         return None
-    if not (p.dim() == g.dim() == 2 and p.shape[1] == g.shape[1] == kept.block and p.is_contiguous() and g.is_contiguous()):
+    floats = kept.block == 1  # bf16 state: 1-D spans; coded: rows of a block
+    shaped = p.dim() == g.dim() == 1 if floats else p.dim() == g.dim() == 2 and p.shape[1] == g.shape[1] == kept.block
+    if not (shaped and p.is_contiguous() and g.is_contiguous()):
         return None
-    floats = kept.block == 1  # bf16 state
     try:
         make = elementwise_source if floats else source
         code, order_names = make(rules, names, value_names, maximize, decays, kept)

@@ -110,17 +110,27 @@ class Bucket:
         """The parameters, the gradients and the state buffers over elements ``[start,
         stop)``, as real views: the gradients are ``direct`` (a large parameter's, where
         autograd put it) or else the split's flat gradient buffer there. The views of the
-        buffers are kept from step to step while the buffers last."""
+        buffers are kept from step to step while the buffers last. With a storage of coded
+        blocks, every view comes as rows of a block, as its kernels take them
+        (:meth:`.storage.Storage.rows`)."""
         if self._views_of is not split or self._buffers_of is not self.state.buffers:
             self._views, self._views_of, self._buffers_of = {}, split, self.state.buffers
+        kept = self.storage if self.storage is not None and self.storage.block > 1 else None
         found = self._views.get((start, stop))
         if found is None:
             real, n = reference.real, stop - start
             buffers = {k: self.state.span(k, start, stop) for k in self.state.buffers}
             g = real(split.grad.narrow(0, start, n)) if direct is None else None
+            if kept is not None:
+                buffers = {k: kept.rows(v, k) for k, v in buffers.items()}
+                g = kept.rows(g) if g is not None else None
             found = self._views[(start, stop)] = (g, buffers)
-        g = found[0] if direct is None else reference.real(direct)
-        return self.layout.span(start, stop), g, found[1]  # type: ignore[return-value]
+        if direct is None:
+            g = found[0]
+        else:
+            g = reference.real(direct) if kept is None else kept.rows(reference.real(direct))
+        p = self.layout.span(start, stop, kept.block if kept is not None else 0)
+        return p, g, found[1]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -396,10 +406,8 @@ def _prepare_stored(
         for i in indices:
             start, n = layout.offsets[i], layout.sizes[i]
             place = bits(b.params[i], t) if bits is not None and kept.random else storage.NO_BITS
-            p, grad, buffers = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
-            # as rows of a block (the kernel's inputs; see Storage.rows)
-            rows = kept.rows(p), kept.rows(grad), {k: kept.rows(v, k) for k, v in buffers.items()}
-            calls.append((kernel, *rows, place.ints(n), eager))
+            views = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
+            calls.append((kernel, *views, place.ints(n), eager))
     return calls, []
 
 

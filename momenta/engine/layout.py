@@ -103,7 +103,7 @@ class Layout:
             p.data = view
         self.ptrs = array.array("q", map(_data_ptr, params))  # where each parameter's data starts
         self._segments: base.Segments | None = None
-        self._spans: dict[tuple[int, int], Tensor] = {}
+        self._spans: dict[tuple[int, int, int], Tensor] = {}
         _layouts[_storage(self.data)] = weakref.ref(self)
 
     def round_up(self, n: int) -> int:
@@ -123,13 +123,14 @@ class Layout:
         """Every parameter's region of ``flat``."""
         return [self.region(flat, i) for i in range(len(self.params))]
 
-    def span(self, start: int, stop: int) -> Tensor:
+    def span(self, start: int, stop: int, width: int = 0) -> Tensor:
         """Elements ``[start, stop)`` of :attr:`data`, as a real view (kept for later steps
-        until :meth:`release`)."""
-        found = self._spans.get((start, stop))
+        until :meth:`release`); with a ``width``, as rows of that many elements."""
+        found = self._spans.get((start, stop, width))
         if found is None:
             data = self.data.narrow(0, start, stop - start)
-            found = self._spans[(start, stop)] = torch.view_as_real(data) if data.is_complex() else data
+            found = torch.view_as_real(data) if data.is_complex() else data
+            found = self._spans[(start, stop, width)] = found.view(-1, width) if width else found
         return found
 
     def release(self) -> None:

@@ -330,15 +330,17 @@ class Storage:
 
     def rows(self, flat: Tensor, key: str | None = None) -> Tensor:
         """A span of the fast path (whole blocks; 1-D, or already rows) as rows of
-        :attr:`block` elements of the parameter: ``(rows, block)`` for the parameter, its gradient and float buffers,
-        ``(rows, bytes)`` for codes, ``(rows, blocks)`` for scales."""
+        :attr:`block` elements of the parameter: ``(rows, block)`` for the parameter, its
+        gradient and float buffers, ``(rows, bytes)`` for codes, ``(rows, blocks)`` for
+        scales."""
         width = self._widths.get(key, self.block) if key is not None else self.block
         if flat.dim() == 1:
-            flat = flat.view(-1, width)
-        # traced with symbolic sizes, a 2-D span's width is a symbol too; pinned to its
-        # constant, every index Inductor computes is a row times a constant plus a column:
-        # no division or remainder, and the results written where they were read (in place)
-        torch._check(flat.shape[1] == width)
+            return flat.view(-1, width)
+        if not isinstance(flat.shape[1], int):
+            # traced with symbolic sizes, a 2-D span's width is a symbol too; pinned to its
+            # constant, every index Inductor computes is a row times a constant plus a
+            # column: no division or remainder, and results written where they were read
+            torch._check(flat.shape[1] == width)
         return flat
 
     @cached_property
