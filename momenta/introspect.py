@@ -513,11 +513,6 @@ def _buffer(state: Mapping[str, Any], name: str, where: str) -> Tensor | None:
     return _float(name, state[name], where)
 
 
-def _local(x: Tensor) -> Tensor:
-    """This rank's shard of a DTensor; any other tensor as it is."""
-    return cast(Tensor, cast(Any, x).to_local()) if shards.sharded(x) else x
-
-
 def _shards(p: Any, numel: int, k: int) -> tuple[_Shards | None, int]:
     """How DTensor ``p``'s shards are read (``None``: every rank holds all of it) and where
     this rank's sample of every k-th coordinate starts: where FSDP2 splits the rows (once),
@@ -547,7 +542,7 @@ def _parameter(
     moments_ = spec.moments
     if not state and moments_.m != GRADIENT:
         return None
-    flat = lambda x: real(_local(x).detach()).reshape(-1)  # noqa: E731
+    flat = lambda x: real(shards.local_of(x).detach()).reshape(-1)  # noqa: E731
     where = f"a parameter of shape {tuple(p.shape)}"
     tensors = {"w": flat(p)}
     if moments_.m == GRADIENT:
@@ -671,7 +666,7 @@ def _decoded(optimizer: Optimizer, group: dict[str, Any], rules: Rules, p: Tenso
     if kept is None:
         return state
     local = shards.local(state) if shards.sharded(p) else state
-    return {**state, **kept.read(local, _local(p), rules.scalar_names())}
+    return {**state, **kept.read(local, shards.local_of(p), rules.scalar_names())}
 
 
 def _group(
@@ -881,7 +876,7 @@ class Inspector:
             single += [p for p in params if id(p) not in held]
         with torch.no_grad():
             self._flat = {layout: self._copy(self._flat.get(layout), data) for layout, data in flat.items()}
-            sources = [_local(p).detach() for p in single]
+            sources = [shards.local_of(p).detach() for p in single]
             kept = [self._single.get(p) for p in single]
             if sources and all(
                 k is not None and k.shape == s.shape and k.dtype == s.dtype for k, s in zip(kept, sources)

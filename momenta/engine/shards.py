@@ -59,10 +59,15 @@ def first_row(p: Any) -> int:
     return 0
 
 
+def local_of(x: Any) -> Any:
+    """This rank's shard of DTensor ``x`` (the same memory: writes into it are the
+    DTensor's); anything else as it is."""
+    return x.to_local() if sharded(x) else x
+
+
 def local(state: Mapping[str, Any]) -> dict[str, Any]:
-    """``state`` with every DTensor replaced by its local tensor (the same memory: writes into
-    it are the DTensor's)."""
-    return {k: v.to_local() if sharded(v) else v for k, v in state.items()}
+    """``state`` with every DTensor replaced by its local tensor (:func:`local_of`)."""
+    return {k: local_of(v) for k, v in state.items()}
 
 
 def like(value: Tensor, p: Any, shape: tuple[int, ...]) -> Any:
