@@ -3,8 +3,10 @@
     python benchmarks/bench_inspect.py [--models gpt-2x64,gpt-6x384,resmlp-150] [--optimizer AdamW]
                                        [--rounds 20] [--threads 1]
 
-For each model (momenta.bench.models.PRESETS) one momenta optimizer, its gradients drawn once
-and kept, timed round-robin (momenta.bench.timing: every variant once a round, the median of
+For each model (momenta.bench.models.PRESETS) one momenta optimizer over nanoGPT's param
+groups (momenta.bench.models.param_groups: decay on matrices, none on the rest, so a read
+takes three medians: the optimizer's and each group's), its gradients drawn once and kept,
+timed round-robin (momenta.bench.timing: every variant once a round, the median of
 the rounds after warm-up):
 
     step           optimizer.step()
@@ -12,9 +14,12 @@ the rounds after warm-up):
     step + read    the same, then inspector.read() (every step, as a training loop would:
                    each read works out the new step's Δw)
     read per param inspector.read(per_parameter=True), alone
+    iteration      a whole training iteration without a read: zero_grad(), forward,
+                   backward, step() (the hook attached)
 
 and prints a table in milliseconds: the read's own cost is (step + read) − (step + hook),
-also as a multiple of the step; the hook's is (step + hook) − step.
+also as a multiple of the step and as a share of the iteration (what reading at every
+step adds to training); the hook's is (step + hook) − step.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sys
 import torch
 
 import momenta
-from momenta.bench.models import PRESETS
+from momenta.bench.models import PRESETS, param_groups
 from momenta.bench.timing import Variant, round_robin, timed
 
 
@@ -35,11 +40,11 @@ def measure(preset: str, optimizer: str, rounds: int) -> dict[str, float]:
     generator = torch.Generator().manual_seed(0)
     times: dict[str, float] = {}
     variants = []
-    for label in ("step", "step + hook", "step + read", "read per param"):
+    for label in ("step", "step + hook", "step + read", "read per param", "iteration"):
         torch.manual_seed(0)
         model = p.build()
         x, y = p.batch(model, generator)
-        opt = getattr(momenta, optimizer)(model.parameters(), lr=1e-3)
+        opt = getattr(momenta, optimizer)(param_groups(model), lr=1e-3)
         model(x, y).backward()
         opt.step()  # state, layout, compiled kernels: before the clock
         if label == "step":
@@ -51,6 +56,14 @@ def measure(preset: str, optimizer: str, rounds: int) -> dict[str, float]:
             variants.append(Variant(label, timed(opt.step)))
         elif label == "step + read":
             variants.append(Variant(label, timed(lambda o=opt, i=inspector: (o.step(), i.read()))))
+        elif label == "iteration":
+
+            def iteration(o=opt, m=model, x=x, y=y):
+                o.zero_grad()
+                m(x, y).backward()
+                o.step()
+
+            variants.append(Variant(label, timed(iteration)))
         else:
             variants.append(Variant(label, timed(lambda i=inspector: i.read(per_parameter=True))))
     round_robin(variants, rounds, warmup=3)
@@ -73,13 +86,14 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     print(f"{args.optimizer}, {args.threads} thread(s), torch {torch.__version__}; median ms over {args.rounds} rounds")
     print(f"{'model':12} {'params':>10} {'tensors':>7} {'step':>8} {'+hook':>8} {'+read':>8} {'read':>8} "
-          f"{'read/step':>9} {'per-param':>9}")  # fmt: skip
+          f"{'read/step':>9} {'iteration':>9} {'read/iter':>9} {'per-param':>9}")  # fmt: skip
     for name in args.models.split(","):
         t = measure(name, args.optimizer, args.rounds)
         read = t["step + read"] - t["step + hook"]
         print(
             f"{name:12} {int(t['params']):>10} {int(t['tensors']):>7} {t['step']:>8.3f} {t['step + hook']:>8.3f} "
-            f"{t['step + read']:>8.3f} {read:>8.3f} {read / t['step']:>8.2f}x {t['read per param']:>9.3f}"
+            f"{t['step + read']:>8.3f} {read:>8.3f} {read / t['step']:>8.2f}x {t['iteration']:>9.3f} "
+            f"{read / t['iteration']:>8.0%} {t['read per param']:>9.3f}"
         )
     return 0
 

@@ -9,15 +9,21 @@ For each param group (and, on request, each parameter), after a step ``t``:
     √V̂ + ε   the V rule's own denominator of the buffer it declares as V
               (:meth:`SecondMoment.moment`: ε inside or outside, Adamax's u, RAdam's r_t);
               √V̂ is the same with ε = 0, and 1 where V = 1
-    s = lr/d(t) · m̂ / (√V̂ + ε)        the step the moments make, per coordinate (d(t): the
-              rules' lr decay; with ``precondition="gradient"`` m is made from g/√V̂ already,
-              s = lr/d(t)·m̂); before the direction and iterate parts (Lion's sign, LAMB's
-              trust ratio, Muon's orthogonalisation, decoupled weight decay)
+    s = lr/d(t) · D(m̂ / (√V̂ + ε))     the step the rules make, per coordinate (d(t): the
+              rules' lr decay; with ``precondition="gradient"`` m is made from D(g/√V̂)
+              already, s = lr/d(t)·m̂). D is the rules' direction part where it is
+              elementwise and keeps no state (Lion's sign: |s| = lr wherever m ≠ 0; a user's
+              elementwise rule, its hyperparameters read from the param group); s is read
+              before a direction over whole parameters (LAMB's trust ratio, Muon's
+              orthogonalisation; their Δw below is the step as made), and before the
+              iterate part (decoupled weight decay)
     r = |s| / |w|                      the update-to-weight ratio, where w ≠ 0
     Δw = w − w_before                  the last update as it moved the weights (all parts
               included): kept by an :class:`Inspector`, which copies the weights before each step
 
-and reports ‖m‖, rms(m) = ‖m‖/√n, mean √V̂, min / median / max of r, and rms(Δw).
+and reports ‖m‖, rms(m) = ‖m‖/√n, mean √V̂, min / median / max of r, and rms(Δw). A NaN
+in the state (a NaN gradient, unguarded) reads as NaN; ``None`` is for what the optimizer
+does not define (no buffer is m) or nothing stepped yet.
 
     inspector = momenta.Inspector(optimizer)     # any loop: a step pre-hook, no other change
     for x, y in batches:
@@ -36,27 +42,26 @@ Cost. ‖m‖, mean √V̂, min and max of r and rms(Δw) are exact, over every 
 fast path one pass over each flat bucket's m, V, w and (under an :class:`Inspector`) its copy
 of w before the step, each term computed at the parameters' precision (at least float32) and
 summed in float64 (a kernel compiled by Inductor when the optimizer's own kernels are, the
-same formula eagerly otherwise). The median of r is exact up to
-:data:`SAMPLE` coordinates a bucket (or parameter); above, it is the median of a fixed
-strided sample of at most :data:`SAMPLE` (every k-th coordinate, k = ⌈n/SAMPLE⌉), found
-by a histogram of the values' bits and a selection within one bin (:func:`lower_median`).
-Everything else stays on the device until one host read at the end; before it, one more
-reads the bins every median's selection needs (all medians at once): two host reads a read,
-however many param groups. An :class:`Inspector`'s hook adds one
+same formula eagerly otherwise). The median of r is that of a strided sample of at most
+:data:`SAMPLE` coordinates, exact up to that many: each group's, every k-th of the group's
+coordinates laid end to end (its buckets' buffers, then its other parameters), and the
+whole optimizer's, every k-th of all the groups', so that every coordinate counts alike,
+whatever the part or group it is in; the same pass gathers m, V and w at those coordinates.
+Nothing leaves the device until one host read at the end (every sum, extreme and median of
+every group). An :class:`Inspector`'s hook adds one
 copy of the weights to every step (one copy of each flat bucket). ``benchmarks/bench_inspect.py``
-(AdamW, one thread, median of interleaved rounds, this project's 2-core CPU machine): see
-README's "What m and V do".
+(AdamW over nanoGPT's param groups, one thread, median of interleaved rounds, this
+project's 2-core CPU machine): see README's "What m and V do".
 
 Sharded parameters (FSDP2's DTensors): each rank reads its own shard, and the shards' sums,
 minima and maxima are all-reduced over the mesh dimensions that shard the parameter (a few
 collectives a read for all of them), so that every rank gets the same reading, one
 process's over the whole tensors to float rounding. The median's sample is each rank's
-strided sample of its shard (every k-th coordinate, k from the whole parameter), gathered:
-where FSDP2 splits the rows (``Shard(0)``, once) it is the sample one process takes of the
-parameter, so the median is exact up to :data:`SAMPLE` coordinates a parameter, and that
-process's above; under other placements each shard's sample starts at its own first
-coordinate, an approximation of it. Reading is then a collective: every rank reads, as
-every rank steps.
+strided sample of its shard, on the stride of the whole read, gathered: where FSDP2 splits
+the rows (``Shard(0)``, once) it is the sample one process takes, so the median is that
+process's; under other placements each shard's sample starts on the stride from its own
+first coordinate, an approximation of it. Reading is then a collective: every rank reads,
+as every rank steps.
 
 This is a module of its own (not part of ``momenta.compare``): it reads any momenta
 optimizer in any training loop; ``momenta compare --inspect`` is one user of it.
@@ -79,10 +84,10 @@ from momenta.engine import Optimizer, Rules, compat, kernels, shards
 from momenta.engine.layout import Layout
 from momenta.engine.storage import Storage
 from momenta.engine.reference import real
-from momenta.rules import Gradient, One, Rule
-from momenta.rules.base import ROOT_C2, SecondMoment, Wrapping
+from momenta.rules import Gradient, Identity, One, Rule
+from momenta.rules.base import ROOT_C2, Direction, SecondMoment, Wrapping
 
-__all__ = ["GRADIENT", "Inspector", "Moments", "Reading", "Stats", "inspect", "lower_median", "moments"]
+__all__ = ["GRADIENT", "Inspector", "Moments", "Reading", "Stats", "inspect", "moments"]
 
 log = logging.getLogger("momenta")
 
@@ -135,7 +140,7 @@ _moments: dict[int, tuple[Rules, Moments]] = {}
 class Stats:
     """The quantities of the module docstring over ``numel`` coordinates: those of the
     parameters with a state (m = g: with a gradient). ``None``: not defined for this
-    optimizer, or nothing stepped yet."""
+    optimizer, or nothing stepped yet; NaN: the state holds a NaN there."""
 
     numel: int
     m_norm: float | None
@@ -197,66 +202,31 @@ class Reading:
 
 # ---------------------------------------------------------------- the median
 
-#: above this many coordinates, a bucket's (or parameter's) median of r is that of a fixed
-#: strided sample of at most this many: every k-th coordinate, k = ⌈n / SAMPLE⌉
-SAMPLE = 2**16
-
-#: up to this many values, :func:`lower_median` is torch's ``nanmedian``; above, a histogram
-#: of the values' bits narrows the selection to one bin (measured: 3× faster at 2¹⁶)
-SMALL = 2**12
-
-#: the top bits of a float's pattern that name its histogram bin: the exponent and 4 bits
-#: of the mantissa (bins 2⁻⁴ wide, relative)
-_KEY_BITS = {torch.float32: 12, torch.float64: 15}
-_INTS = {torch.float32: torch.int32, torch.float64: torch.int64}
+#: the median's sample: every k-th coordinate of all the parameters read, laid end to end
+#: (the optimizer's order: group by group, each flat bucket's buffer, then each other
+#: parameter), k = ⌈n / SAMPLE⌉ for n coordinates in all, so that at most this many are
+#: sampled and every coordinate of every group counts alike. The median of 2¹⁴ new values
+#: takes 30 µs by :meth:`~momenta.engine.compat.Native.median` on this project's CPU (one
+#: thread), 170 µs by torch's ``nanmedian``; of 2¹⁶, 110 and 670 µs.
+SAMPLE = 2**14
 
 
-def lower_median(r: Tensor) -> Tensor:
-    """The lower median of the entries of 1-D ``r`` that are ≥ 0, as ``torch.median``
-    defines it (the ⌊(k−1)/2⌋-th smallest of k), as a 0-dim tensor; NaN if an entry is NaN
-    or none is ≥ 0. Negative entries are not counted (they mark coordinates where r is not
-    defined).
+def _median(r: Tensor) -> Tensor | float:
+    """The lower median of the entries of 1-D ``r`` that are not NaN, as ``torch.median``
+    defines it (the ⌊(k−1)/2⌋-th smallest of k); NaN where none is. NaN marks the
+    coordinates where r is not defined (w = 0, outside the parameters, a shard's padding);
+    a NaN r is not counted either: it shows in the minimum and maximum, which are over every
+    coordinate, and the read then reports a NaN median.
 
-    Above :data:`SMALL` entries (float32 or float64): a non-negative float's bit pattern,
-    read as an integer, orders as the float does, so a histogram (``torch.bincount``) of
-    the top bits below the sign bit finds the bin that holds the median and its rank
-    there; the value is then selected among that bin's entries alone (``kthvalue``: one
-    host read, of the bin, the rank and whether Σ r is NaN: r has no −∞ to make one of +∞).
-    Several medians share that host read: :func:`_median_start` for each, one read of all
-    their numbers, :func:`_median_finish` for each.
-    """
-    start = _median_start(r)
-    if isinstance(start, Tensor):
-        return start
-    return _median_finish(r, start[0], start[1].tolist())
-
-
-def _median_start(r: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-    """The median itself where no host read is needed (small ``r``), else the histogram's
-    bins of ``r`` and the four numbers :func:`_median_finish` needs (on the device)."""
-    if r.numel() <= SMALL or r.dtype not in _KEY_BITS:
-        nan = torch.full((), math.nan, dtype=r.dtype, device=r.device)
-        found = torch.where(r >= 0, r, nan).nanmedian()
-        return torch.where(torch.isnan(r).any(), nan, found)
-    size = 1 << _KEY_BITS[r.dtype]
-    # bin 0: the negative entries (sign bit set: a negative integer); 1 … size: the others
-    shift = 8 * r.element_size() - 1 - _KEY_BITS[r.dtype]
-    bins = (r.view(_INTS[r.dtype]) >> shift).add_(1).clamp_min_(0)
-    hist = torch.bincount(bins, minlength=size + 1)
-    cum = hist[1:].cumsum(0)
-    rank = (cum[-1:] - 1).div(2, rounding_mode="floor")  # of the median among all
-    at = torch.searchsorted(cum, rank, right=True).clamp_max(size - 1)  # its bin, less one
-    within_rank = rank - (cum[at] - hist[at + 1])
-    return bins, torch.cat([at, within_rank, cum[-1:], r.sum().isnan().reshape(1)])
-
-
-def _median_finish(r: Tensor, bins: Tensor, numbers: list[Any]) -> Tensor:
-    """The median of ``r`` from :func:`_median_start`'s bins and numbers, read on the host:
-    the bin, the rank within it, how many entries are ≥ 0, whether one is NaN."""
-    b, k, total, nans = (int(x) for x in numbers)
-    if nans or not total:  # a NaN, or nothing ≥ 0
-        return torch.full((), math.nan, dtype=r.dtype, device=r.device)
-    return r[bins == b + 1].kthvalue(k + 1).values
+    On the CPU, a number, by the C++ radix select of :meth:`~momenta.engine.compat.Native.median`
+    where it is built (its time does not depend on the values: torch's quickselect takes
+    ~6× longer on values it has not seen); elsewhere (a GPU), a 0-dim tensor on ``r``'s
+    device (torch's ``nanmedian``: no host read until the read's one)."""
+    if r.numel() == 0:
+        return math.nan
+    native = compat.native() if r.device.type == "cpu" else None
+    found = native.median(r.contiguous()) if native is not None else None
+    return r.nanmedian() if found is None else found
 
 
 # ---------------------------------------------------------------- one pass over m, V and w
@@ -278,35 +248,52 @@ class _Spec:
 @dataclass(frozen=True)
 class _Shards:
     """Where the rest of a DTensor is: the process groups of the mesh dimensions that shard
-    it, and the length of its sample on every rank (padded with −1, 'r not defined')."""
+    it, and the length of each of its samples on every rank (padded with NaN, 'r not defined')."""
 
     groups: tuple[Any, ...]
-    length: int
+    lengths: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class _Part:
-    """One bucket's or parameter's reading, on the device: :data:`SUMS` (NaN where not
-    defined; min +∞ and max −∞ where no r is) and its sample of r (−1 where r is not
-    defined), over ``numel`` coordinates. ``shards``: only this rank's shard of a DTensor
-    (of ``numel`` coordinates in all) is read, until :func:`_across` reads the rest."""
+    """One bucket's or parameter's reading, on the device: :data:`SUMS` (``defined`` says
+    which the part has: sums 0 where not, min +∞ and max −∞ where no r is) and its samples
+    of r (NaN where r is not defined; none where the part has no r): its group's, and the
+    whole read's where it has several groups (:data:`SAMPLE`), over ``numel`` coordinates.
+    ``shards``: only this rank's shard of a DTensor (of ``numel`` coordinates in all) is
+    read, until :func:`_across` reads the rest."""
 
     numel: int
     sums: Tensor
-    sample: Tensor | None
+    samples: tuple[Tensor, ...]
+    defined: tuple[bool, ...]
     shards: _Shards | None = None
 
 
-def _strided(n: int, device: torch.device, k: int | None = None, start: int = 0) -> Tensor:
-    """Every k-th index of ``n`` from ``start``, k = ⌈n / SAMPLE⌉ unless given (every index
-    when n ≤ SAMPLE)."""
-    k = max(1, -(-n // SAMPLE)) if k is None else k
+@dataclass(frozen=True)
+class _Job:
+    """One part to read, before its pass runs: a flat bucket's buffers or one parameter's
+    (1-D ``tensors``: ``w`` and those of ``m``, ``v``, ``w0``, ``mask`` present), over
+    ``numel`` coordinates with a state; ``extent``: the coordinates the sample walks over
+    (a bucket's whole buffer; a DTensor's whole tensor, of which ``param``'s shard is here)."""
+
+    spec: _Spec
+    t: float
+    tensors: dict[str, Tensor]
+    numel: int
+    extent: int
+    compiled: bool
+    param: Tensor | None = None
+
+
+def _strided(n: int, k: int, start: int, device: torch.device) -> Tensor:
+    """Every k-th index of ``n`` from ``start`` (cached: the same parts are read every step)."""
     key = (n, k, start, device)
     found = _samples.get(key)
     if found is None:
         if len(_samples) > 1024:
             _samples.clear()
-        found = _samples[key] = torch.arange(start, n, k, device=device)
+        found = _samples[key] = torch.arange(min(start, n), n, k, device=device)
     return found
 
 
@@ -325,15 +312,19 @@ class _Pass:
     names: tuple[str, ...]
     value_names: tuple[str, ...]
     ratio: bool
+    samples: int
+    direction: Direction | None
 
     def positional(self, *tensors: Tensor) -> None:
         self(dict(zip(self.inputs, tensors)))
 
     def __call__(self, x: dict[str, Tensor]) -> None:
-        """Writes :data:`SUMS` into ``x["sums"]`` and r at ``x["index"]`` into ``x["sample"]``:
+        """Writes :data:`SUMS` into ``x["sums"]`` and r at ``x["index{i}"]`` into ``x["sample{i}"]``:
 
-            Σ m²,  Σ √V̂,  min r,  max r,  Σ (w − w0)²   over the coordinates in ``mask`` (r: and w ≠ 0)
+            Σ m²,  Σ √V̂,  min r,  max r,  Σ (w − w0)²   over the coordinates in ``mask`` (r: and w ≠ 0;
+                                                  0, +∞ and −∞ where not defined)
             √V̂ = denominator(V, c₂, 0);  r = scale·|m| / (√V̂ + ε) / |w|,  scale = lr/(d(t)·c₁(t))
+            (with an elementwise direction D: r = lr/d(t) · |D(m/c₁(t) / (√V̂ + ε))| / |w|)
 
         Sums accumulate in float64. The mask (uint8) multiplies, as the coordinates it leaves
         out hold finite numbers (zeros, a rule's ε): Inductor's CPU kernels select under a
@@ -341,24 +332,25 @@ class _Pass:
         vs 3.2 ms for one sum over 10.7M floats). The sample is computed from the inputs
         gathered at ``index`` (not gathered from a whole r, which a compiled pass would write
         out in full)."""
-        nan = torch.full((), math.nan, dtype=torch.float64, device=x["w"].device)
+        none = torch.zeros((), dtype=torch.float64, device=x["w"].device)  # not defined (the job says which)
         m, root, r, valid = self.coordinates(x, x)
         keep = x["mask"].to(x["packed"].dtype) if "mask" in x else None
         total: Callable[[Tensor], Tensor] = lambda y: (y if keep is None else y * keep).sum(dtype=torch.float64)  # noqa: E731
-        m_sq = total(m * m) if m is not None else nan
-        sqrt_v = total(root) if root is not None else nan
-        update_sq = nan
+        m_sq = total(m * m) if m is not None else none
+        sqrt_v = total(root) if root is not None else none
+        update_sq = none
         if "w0" in x:
             d = x["w"].to(x["packed"].dtype) - x["w0"].to(x["packed"].dtype)
             update_sq = total(d * d)
-        low = high = nan
+        low, high = none + math.inf, none - math.inf
         if r is not None:
             low = torch.where(valid, r, math.inf).amin().double()
             high = torch.where(valid, r, -math.inf).amax().double()
-            index = x["index"]
-            sample: dict[str, Tensor] = {k: x[k][index] for k in ("m", "v", "w", "mask") if k in x}
-            _, _, r_sample, valid_sample = self.coordinates(x, sample)
-            x["sample"].copy_(torch.where(valid_sample, r_sample, -1.0))  # type: ignore[arg-type]
+            for i in range(self.samples):
+                index = x[f"index{i}"]
+                sample: dict[str, Tensor] = {k: x[k][index] for k in ("m", "v", "w", "mask") if k in x}
+                _, _, r_sample, valid_sample = self.coordinates(x, sample)
+                x[f"sample{i}"].copy_(torch.where(valid_sample, r_sample, math.nan))  # type: ignore[arg-type]
         x["sums"].copy_(torch.stack([m_sq, sqrt_v, low, high, update_sq]))
 
     def coordinates(
@@ -388,6 +380,13 @@ class _Pass:
         valid = w != 0 if "mask" not in at else w * at["mask"].to(work) != 0
         if not self.ratio or m is None:
             return m, root, None, valid
+        if self.direction is not None:  # s = lr/d(t) · D(m̂ / (√V̂ + ε))
+            d = m * numbers["inv_c1"]
+            if denom is not None:
+                d = torch.where(denom == 0, 0.0, d / denom) if self.rules.zero_over_zero else d / denom
+            direction = cast(Direction, kernels.rebuild(self.direction, "direction", numbers))
+            step, _ = direction.apply(values, d, w, t)
+            return m, root, step.abs() * numbers["lr_step"] / w.abs(), valid
         if denom is None or self.rules.precondition != "moment":  # no division, or m = g/√V̂ already
             return m, root, m.abs() * scale / w.abs(), valid
         r = m.abs() * scale / (denom * w.abs())  # one division a coordinate, not two
@@ -398,16 +397,24 @@ class _Pass:
 _compiled: dict[tuple[Any, ...], Callable[..., None] | None] = {}
 
 
-def _run(
-    spec: _Spec, t: float, tensors: dict[str, Tensor], numel: int, compiled: bool, index: Tensor | None = None,
-    shards: _Shards | None = None,
-) -> _Part:  # fmt: skip
-    """The pass over 1-D ``m`` / ``v`` / ``w`` / ``w0`` / ``mask`` (those present in
-    ``tensors``), sampling r at ``index`` (default: :func:`_strided`)."""
+def _run(job: _Job, strides: Iterable[tuple[int, int]]) -> _Part:
+    """``job``'s pass, with a sample of r for each ``(k, offset)`` of ``strides``: every
+    k-th coordinate of those laid end to end, of which this part's first is the
+    ``offset``-th (:data:`SAMPLE`)."""
+    spec, t, tensors, numel = job.spec, job.t, job.tensors, job.numel
     rules, moments_ = spec.rules, spec.moments
     w = tensors["w"]
-    second = rules.second
+    strides = list(strides)
+    found = _shards(job.param, job.extent) if job.param is not None else None
+    shards_ = _Shards(found[0], tuple(-(-found[1] // k) for k, _ in strides)) if found is not None else None
+    first = found[2] if found is not None else 0  # this shard's first coordinate in the tensor
+    starts = [-(offset + first) % k for k, offset in strides]
     ratio = "m" in tensors and moments_.m_rule is not None and moments_.V is not None
+    defined = ("m" in tensors, "v" in tensors or moments_.V == ONE, ratio, ratio, "w0" in tensors)
+    if not any(defined):  # nothing read but w: nothing to tell
+        nothing = torch.tensor([0.0, 0.0, math.inf, -math.inf, 0.0], dtype=torch.float64, device=w.device)
+        return _Part(numel, nothing, (), defined, shards_)
+    second = rules.second
     c2 = float(second.correction(t))
     _, values = second.advance({name: torch.zeros(()) for name in second.scalars()}, t)
     decay = 1.0
@@ -415,30 +422,34 @@ def _run(
         decay = decay * float(part.decay(t))
     scale = spec.lr / decay / float(moments_.m_rule.correction(t)) if moments_.m_rule is not None else math.nan
     structure, hyper = _structure(second)
+    direction = _direction(rules) if ratio else None
+    if direction is not None:  # D's own hyperparameters, and lr/d(t) and 1/c₁(t) apart
+        hyper = {**hyper, **dict(kernels.values(direction, "direction"))}
+        hyper |= {"lr_step": spec.lr / decay, "inv_c1": 1.0 / float(cast(Rule, moments_.m_rule).correction(t))}
     value_names = tuple(values)
     names = ("t", "c2", "root_c2", "eps", "scale", *value_names, *hyper)
     numbers = [t, c2, math.sqrt(c2) if c2 >= 0 else math.nan, spec.eps, scale, *(float(values[n]) for n in value_names)]
     numbers += [float(h) for h in hyper.values()]
     work = torch.promote_types(w.dtype, torch.float32)
     if w.numel() == 0:  # an empty shard: nothing to add, no r
-        defined = {"m_sq": "m" in tensors, "sqrt_v": "v" in tensors or moments_.V == ONE, "update_sq": "w0" in tensors}
-        sums = [0.0 if defined.get(name) else math.nan for name in SUMS]
-        sums[2:4] = [math.inf, -math.inf]
-        empty = w.new_empty(0, dtype=work) if ratio else None
-        return _Part(numel, torch.tensor(sums, dtype=torch.float64, device=w.device), empty, shards)
+        sums = torch.tensor([0.0, 0.0, math.inf, -math.inf, 0.0], dtype=torch.float64, device=w.device)
+        return _Part(numel, sums, tuple(w.new_empty(0, dtype=work) for _ in strides) if ratio else (), defined, shards_)
     x = dict(tensors)
     if moments_.V == ONE:
         x["one"] = w.new_empty(0)
     x["packed"] = torch.tensor(numbers, dtype=work, device=w.device)
     x["sums"] = torch.empty(len(SUMS), dtype=torch.float64, device=w.device)
-    if ratio:
-        x["index"] = _strided(w.numel(), w.device) if index is None else index
-        x["sample"] = torch.empty(x["index"].numel(), dtype=work, device=w.device)
+    samples = len(strides) if ratio else 0
+    for i, ((k, _), start) in enumerate(zip(strides[:samples], starts)):
+        index = _strided(w.numel(), k, start, w.device)
+        x[f"index{i}"] = index[: shards_.lengths[i]] if shards_ is not None else index
+        x[f"sample{i}"] = torch.empty(x[f"index{i}"].numel(), dtype=work, device=w.device)
     inputs = tuple(x)
-    run = _Pass(inputs, second, rules, names, value_names, ratio)
-    if compiled and kernels.config.compile:
+    run = _Pass(inputs, second, rules, names, value_names, ratio, samples, direction)
+    if job.compiled and kernels.config.compile:
         key = (
             structure, rules.eps, rules.precondition, rules.zero_over_zero, names, inputs,
+            kernels.structure(direction) if direction is not None else None,
             tuple((t_.dtype, t_.device) for t_ in x.values()),
         )  # fmt: skip
         graph = _compiled.get(key, ...)
@@ -446,9 +457,21 @@ def _run(
             graph = _compiled[key] = _compile(run, x)
         if graph is not None:
             graph(*x.values())
-            return _Part(numel, x["sums"], x.get("sample"), shards)
+            return _Part(numel, x["sums"], tuple(x[f"sample{i}"] for i in range(samples)), defined, shards_)
     run(x)
-    return _Part(numel, x["sums"], x.get("sample"), shards)
+    return _Part(numel, x["sums"], tuple(x[f"sample{i}"] for i in range(samples)), defined, shards_)
+
+
+def _direction(rules: Rules) -> Direction | None:
+    """The direction rule the step ``s`` goes through (module docstring): one that is
+    elementwise and keeps no state (Lion's sign), applied to ``m̂ / (√V̂ + ε)``; ``None``
+    for the identity, and where ``s`` is read before it (a direction over whole parameters,
+    one with a state of its own, one that ``precondition="gradient"`` puts inside m or that
+    weight decay ``"direction"`` joins)."""
+    d = rules.direction
+    if isinstance(d, Identity) or not d.elementwise or d.segmented or d.buffers() or d.scalars():
+        return None
+    return d if rules.precondition == "moment" and rules.weight_decay != "direction" else None
 
 
 def _structure(second: SecondMoment) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -472,7 +495,8 @@ def _compile(run: _Pass, x: dict[str, Tensor]) -> Callable[..., None] | None:
     or ``None`` (then it runs eagerly; the reason is logged)."""
     # examples of typical sizes, distinct for the coordinates and the sample (a size shared
     # by two inputs would be traced as one symbol)
-    sizes = {"packed": x["packed"].numel(), "sums": len(SUMS), "one": 0, "index": 2**16, "sample": 2**16}
+    sizes = {"packed": x["packed"].numel(), "sums": len(SUMS), "one": 0}
+    sizes |= {f"{kind}{i}": SAMPLE + i for kind in ("index", "sample") for i in range(run.samples)}
     examples = [torch.zeros(sizes.get(name, 2**20), dtype=t.dtype, device=t.device) for name, t in x.items()]
     try:
         return compat.compile_graph(run.positional, examples)
@@ -513,31 +537,33 @@ def _buffer(state: Mapping[str, Any], name: str, where: str) -> Tensor | None:
     return _float(name, state[name], where)
 
 
-def _shards(p: Any, numel: int, k: int) -> tuple[_Shards | None, int]:
-    """How DTensor ``p``'s shards are read (``None``: every rank holds all of it) and where
-    this rank's sample of every k-th coordinate starts: where FSDP2 splits the rows (once),
-    at the first multiple of k in the shard (one process's sample); else at its start."""
+def _shards(p: Any, numel: int) -> tuple[tuple[Any, ...], int, int] | None:
+    """Where DTensor ``p``'s (``numel`` real coordinates) other shards are: ``None`` where
+    every rank holds all of it; else the process groups of the mesh dimensions that shard
+    it, the coordinates of its largest shard, and this shard's first coordinate where FSDP2
+    splits the rows (once; then a sample on a stride is the one a process takes of the
+    whole tensor), 0 otherwise (each shard's sample then starts on the stride from its own
+    first coordinate)."""
     placements = list(p.placements)
     dims = [d for d, q in enumerate(placements) if q.is_shard()]
     if not dims:
-        return None, 0
+        return None
     mesh = p.device_mesh
     shape = list(p.shape)
     for d in dims:  # the largest shard: torch.chunk's split, ⌈n / ranks⌉ a rank
         shape[placements[d].dim] = -(-shape[placements[d].dim] // mesh.size(d))
     bound = math.prod(shape) * (numel // max(p.numel(), 1))  # real coordinates (complex: 2 a number)
-    start = 0
+    first = 0
     if p.dim() > 0 and shards.problem(p) is None:
-        offset = shards.first_row(p) * (numel // p.shape[0])
-        start = -offset % k
-    return _Shards(tuple(mesh.get_group(d) for d in dims), -(-bound // k)), start
+        first = shards.first_row(p) * (numel // p.shape[0])
+    return tuple(mesh.get_group(d) for d in dims), bound, first
 
 
 def _parameter(
     spec: _Spec, p: Tensor, state: Mapping[str, Any], compiled: bool, before: Tensor | None = None
-) -> _Part | None:
-    """One parameter's reading, from ``optimizer.state[p]`` (views of flat buffers on the
-    fast path; a DTensor's: this rank's shard), with Δw from ``before`` (w before the step);
+) -> _Job | None:
+    """One parameter's job, from ``optimizer.state[p]`` (views of flat buffers on the fast
+    path; a DTensor's: this rank's shard), with Δw from ``before`` (w before the step);
     ``None`` for a parameter without state."""
     moments_ = spec.moments
     if not state and moments_.m != GRADIENT:
@@ -559,19 +585,8 @@ def _parameter(
     if before is not None:
         tensors["w0"] = real(before).reshape(-1)
     numel = p.numel() * (2 if p.is_complex() else 1)
-    found, index = None, None
-    if shards.sharded(p):
-        k = max(1, -(-numel // SAMPLE))
-        found, start = _shards(p, numel, k)
-        if found is not None:
-            index = _strided(tensors["w"].numel(), tensors["w"].device, k, start)[: found.length]
-    if "m" not in tensors and "v" not in tensors and "w0" not in tensors and moments_.V != ONE:
-        return _Part(numel, _nans(tensors["w"].device), None, found)
-    return _run(spec, _step_of(state), tensors, numel, compiled, index, found)
-
-
-def _nans(device: torch.device) -> Tensor:
-    return torch.full((len(SUMS),), math.nan, dtype=torch.float64, device=device)
+    sharded = p if shards.sharded(p) else None
+    return _Job(spec, _step_of(state), tensors, numel, numel, compiled, sharded)
 
 
 #: a layout's cached mask of the coordinates of its parameters with a state, and their number
@@ -595,8 +610,8 @@ def _mask(layout: Layout, owners: list[int]) -> tuple[Tensor | None, int]:
     return found[1], found[2]
 
 
-def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any, inspector: Inspector | None) -> _Part | None:
-    """A flat bucket's reading over its flat buffers, or ``None`` if they are not what
+def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any, inspector: Inspector | None) -> _Job | None:
+    """A flat bucket's job over its flat buffers, or ``None`` if they are not what
     ``optimizer.state`` holds, or hold low-precision codes (then the caller reads the
     parameters one by one, decoding their states)."""
     state = bucket.state
@@ -645,17 +660,17 @@ def _bucket(spec: _Spec, optimizer: Optimizer, bucket: Any, inspector: Inspector
     before = inspector.flat_before(layout) if inspector is not None else None
     if before is not None:
         tensors["w0"] = before
-    return _run(spec, t, tensors, numel, bool(optimizer.__dict__.get("_compiled")))
+    return _Job(spec, t, tensors, numel, layout.numel, bool(optimizer.__dict__.get("_compiled")))
 
 
 @dataclass
 class _Group:
-    """One group's parts and what the reading says of it."""
+    """One group's jobs and what the reading says of it."""
 
-    parts: list[_Part]
+    jobs: list[_Job]
     moments: Moments
     step: float | None
-    each: list[_Part | None] | None  # per parameter, on request
+    each: list[_Job | None] | None  # per parameter, on request
 
 
 def _decoded(optimizer: Optimizer, group: dict[str, Any], rules: Rules, p: Tensor) -> Mapping[str, Any]:
@@ -677,33 +692,31 @@ def _group(
     params: list[Tensor] = list(group["params"])
     compiled = bool(optimizer.__dict__.get("_compiled"))
     before = inspector.before if inspector is not None else lambda p: None
-    if per_parameter:
+    each = None
+    if per_parameter:  # besides the group's own jobs, whose samples make its median
         each = [_parameter(spec, p, _decoded(optimizer, group, rules, p), compiled, before(p)) for p in params]
-        steps = [_step_of(optimizer.state.get(p) or {}) for p in params]
-        finite = [s for s in steps if not math.isnan(s)]
-        return _Group([e for e in each if e is not None], spec.moments, max(finite) if finite else None, each)
-    parts: list[_Part] = []
+    jobs: list[_Job] = []
     step: float | None = None
     rest = params
     flat_group = getattr(optimizer, "_flat_groups", {}).get(index)
     if flat_group is not None and flat_group.current(params, bool(optimizer.__dict__.get("_native"))):
         rest = list(flat_group.others)
         for bucket in flat_group.buckets:
-            part = _bucket(spec, optimizer, bucket, inspector)
-            if part is None:
+            job = _bucket(spec, optimizer, bucket, inspector)
+            if job is None:
                 rest += bucket.params
             else:
-                parts.append(part)
+                jobs.append(job)
                 uniform = bucket.state.uniform_step()
                 step = uniform if uniform is not None else step
     for p in rest:
         state = _decoded(optimizer, group, rules, p)
         read = _parameter(spec, p, state, compiled, before(p))
         if read is not None:
-            parts.append(read)
+            jobs.append(read)
             s = _step_of(state)
             step = s if not math.isnan(s) and (step is None or s > step) else step
-    return _Group(parts, spec.moments, step, None)
+    return _Group(jobs, spec.moments, step, each)
 
 
 # ---------------------------------------------------------------- sharded parameters: the rest
@@ -725,19 +738,20 @@ def _across(parts: list[_Part]) -> dict[int, _Part]:
 
     for groups, local in by_groups.items():
         sums = torch.stack([p.sums for p in local])
-        added = sums[:, [0, 1, 4]]  # Σ m², Σ √V̂, Σ Δw², and on how many ranks each is defined
-        totals = torch.cat([added.nan_to_num(0.0), (~added.isnan()).double()], 1)
-        defined = sums[:, 3] > -math.inf
-        extremes = torch.stack(
-            [torch.where(defined, sums[:, 3], -math.inf), torch.where(defined, -sums[:, 2], -math.inf)], 1
-        )
-        lengths = [p.shards.length if p.sample is not None else 0 for p in local]  # type: ignore[union-attr]
-        samples = torch.full((sum(lengths),), -1.0, dtype=_sample_dtype(local), device=sums.device)
+        low, high = sums[:, 2], sums[:, 3]
+        nans = low.isnan() | high.isnan()
+        # Σ m², Σ √V̂, Σ Δw² (a NaN stays one), and on how many ranks an r is NaN (a MAX
+        # of NaN depends on the order of its operands: counted instead)
+        totals = torch.cat([sums[:, [0, 1, 4]], nans.double()[:, None]], 1)
+        extremes = torch.where(nans[:, None], -math.inf, torch.stack([high, -low], 1))
+        # every part's samples end to end, each padded to its length on the largest shard
+        lengths = [p.shards.lengths if p.samples else () for p in local]  # type: ignore[union-attr]
+        samples = torch.full((sum(map(sum, lengths)),), math.nan, dtype=_sample_dtype(local), device=sums.device)
         at = 0
-        for p, n in zip(local, lengths):
-            if p.sample is not None:
-                samples[at : at + p.sample.numel()] = p.sample
-            at += n
+        for p, ns in zip(local, lengths):
+            for sample, n in zip(p.samples, ns):
+                samples[at : at + sample.numel()] = sample
+                at += n
         for group in groups:
             dist.all_reduce(totals, dist.ReduceOp.SUM, group=group)
             dist.all_reduce(extremes, dist.ReduceOp.MAX, group=group)
@@ -745,73 +759,78 @@ def _across(parts: list[_Part]) -> dict[int, _Part]:
                 gathered = samples.new_empty((dist.get_world_size(group), samples.numel()))
                 dist.all_gather(list(gathered.unbind(0)), samples, group=group)
                 samples = gathered.reshape(-1)
-        samples = samples.reshape(-1, max(sum(lengths), 1))
-        nan = torch.full((), math.nan, dtype=torch.float64, device=sums.device)
-        whole = torch.where(totals[:, 3:] > 0, totals[:, :3], nan)
-        rows = torch.stack([whole[:, 0], whole[:, 1], -extremes[:, 1], extremes[:, 0], whole[:, 2]], 1)
+        samples = samples.reshape(-1, max(sum(map(sum, lengths)), 1))  # a row a rank
+        extremes = torch.where(totals[:, 3:] > 0, math.nan, extremes)
+        rows = torch.stack([totals[:, 0], totals[:, 1], -extremes[:, 1], extremes[:, 0], totals[:, 2]], 1)
         at = 0
-        for i, (p, n) in enumerate(zip(local, lengths)):
-            sample = samples[:, at : at + n].reshape(-1) if p.sample is not None else None
-            found[id(p)] = _Part(p.numel, rows[i], sample)
-            at += n
+        for i, (p, ns) in enumerate(zip(local, lengths)):
+            mine = []
+            for n in ns:
+                mine.append(samples[:, at : at + n].reshape(-1))
+                at += n
+            found[id(p)] = _Part(p.numel, rows[i], tuple(mine), p.defined)
     return found
 
 
 def _sample_dtype(parts: list[_Part]) -> torch.dtype:
-    dtypes = [p.sample.dtype for p in parts if p.sample is not None]
+    dtypes = [p.samples[0].dtype for p in parts if p.samples]
     return dtypes[0] if dtypes else torch.float32
 
 
 # ---------------------------------------------------------------- the numbers on the host
 
 
-def _values(rows: list[list[float]]) -> tuple[float, float, float, float, float]:
-    """Σ m², Σ √V̂, min r, max r, Σ Δw² over parts (:data:`SUMS` each, NaN for 'none'): a sum
-    is 'none' only where every part has none (a part without a gradient adds nothing); min
-    and max are over the parts with an r (max −∞: no w ≠ 0 there)."""
+def _values(parts: list[tuple[list[float], tuple[bool, ...]]]) -> list[float | None]:
+    """Σ m², Σ √V̂, min r, max r, Σ Δw² over parts (each: its :data:`SUMS` and which are
+    defined): ``None`` where no part defines it (a part without a gradient adds nothing);
+    min and max over the parts with an r (max −∞: no w ≠ 0 there), NaN where one is NaN.
+    A NaN in a state stays NaN: it is a reading, not a quantity 'not defined'."""
 
-    def total(j: int) -> float:
-        known = [row[j] for row in rows if not math.isnan(row[j])]
-        return math.fsum(known) if known else math.nan
+    def total(j: int) -> float | None:
+        known = [row[j] for row, defined in parts if defined[j]]
+        return math.fsum(known) if known else None
 
-    defined = [row for row in rows if row[3] > -math.inf]
-    low = min(row[2] for row in defined) if defined else math.nan
-    high = max(row[3] for row in defined) if defined else math.nan
-    return total(0), total(1), low, high, total(4)
+    with_r = [row for row, defined in parts if defined[2] and row[3] != -math.inf]
+    low: float | None = min((row[2] for row in with_r), default=None)
+    high: float | None = max((row[3] for row in with_r), default=None)
+    if any(math.isnan(row[2]) or math.isnan(row[3]) for row in with_r):
+        low = high = math.nan
+    return [total(0), total(1), low, high, total(4)]
 
 
-def _stats(numel: int, values: tuple[float, ...], median: float) -> Stats:
-    m_sq, sqrt_v, low, high, update_sq = (None if math.isnan(x) else x for x in values)
+def _stats(numel: int, values: list[float | None], median: float) -> Stats:
+    """The :class:`Stats` of ``numel`` coordinates from :func:`_values` and the median of
+    their sample (NaN where the sample has no r; the median is NaN where min or max is)."""
+    m_sq, sqrt_v, low, high, update_sq = values
     n = max(numel, 1)
+    if low is None or math.isnan(low):
+        middle = low
+    else:
+        middle = None if math.isnan(median) else median
     return Stats(
         numel=numel,
         m_norm=math.sqrt(m_sq) if m_sq is not None else None,
         m_rms=math.sqrt(m_sq / n) if m_sq is not None else None,
         sqrt_v_mean=sqrt_v / n if sqrt_v is not None else None,
         ratio_min=low,
-        ratio_median=None if math.isnan(median) else median,
+        ratio_median=middle,
         ratio_max=high,
         update_rms=math.sqrt(update_sq / n) if update_sq is not None else None,
     )
 
 
-def _medians(rows: list[list[_Part]]) -> list[Tensor | None]:
-    """The lower median of r over each row's parts' samples (0-dim tensors), ``None`` for a
-    row without any: one host read for all of them (:func:`lower_median`)."""
-    samples: list[Tensor | None] = []
-    for parts in rows:
-        found = [p.sample for p in parts if p.sample is not None]
-        device = found[0].device if found else None
-        samples.append(torch.cat([s.to(device) for s in found]) if len(found) > 1 else (found[0] if found else None))
-    starts = [_median_start(r) if r is not None else None for r in samples]
-    pending = [i for i, s in enumerate(starts) if isinstance(s, tuple)]
-    numbers = iter(_host([cast(tuple[Tensor, Tensor], starts[i])[1] for i in pending]))
-    medians: list[Tensor | None] = []
-    for r, start in zip(samples, starts):
-        if isinstance(start, tuple):
-            medians.append(_median_finish(cast(Tensor, r), start[0], [next(numbers) for _ in range(4)]))
-        else:
-            medians.append(start)
+def _medians(rows: list[tuple[list[_Part], int]]) -> list[Tensor | float | None]:
+    """The lower median of r over each row's parts' samples (its parts, and which of their
+    samples), :func:`_median`'s (a 0-dim tensor on a GPU, read with everything else);
+    ``None`` for a row without any."""
+    medians: list[Tensor | float | None] = []
+    for parts, which in rows:
+        found = [p.samples[which] for p in parts if p.samples]
+        if not found:
+            medians.append(None)
+            continue
+        device = found[0].device
+        medians.append(_median(torch.cat([s.to(device) for s in found]) if len(found) > 1 else found[0]))
     return medians
 
 
@@ -942,22 +961,41 @@ def _read(optimizer: Optimizer, per_parameter: bool, inspector: Inspector | None
     all of it; the rest (sums over parts, min and max) is arithmetic on the host."""
     with torch.no_grad():
         groups = [_group(optimizer, i, g, per_parameter, inspector) for i, g in enumerate(optimizer.param_groups)]
-        parts = list({id(p): p for g in groups for p in g.parts}.values())
-        whole = _across(parts)
-        rows = [[whole[id(p)] for p in g.parts] for g in groups]
-        if len(rows) > 1:  # the whole optimizer; with one group, the group's numbers are its
-            rows.insert(0, [p for row in rows for p in row])
+        # the median's samples: each group's, every k-th of its coordinates laid end to end;
+        # with several groups, also the whole read's (SAMPLE)
+        several = sum(1 for g in groups if g.jobs) > 1
+        every = _stride(sum(job.extent for g in groups for job in g.jobs))
+        rows: list[list[_Part]] = []
+        read_at = 0
+        for g in groups:
+            own, group_at = _stride(sum(job.extent for job in g.jobs)), 0
+            row = []
+            for job in g.jobs:
+                row.append(_run(job, [(own, group_at)] + ([(every, read_at)] if several else [])))
+                group_at += job.extent
+                read_at += job.extent
+            rows.append(row)
+        # each parameter alone: its own sample, every k-th coordinate of its own
         each = [
-            [[whole[id(p)]] if p is not None else None for p in g.each] if g.each is not None else None for g in groups
-        ]
-        rows += [row for g in each if g is not None for row in g if row is not None]
-        medians = _medians(rows)
-        tensors = [p.sums for p in whole.values()] + [m for m in medians if m is not None]
+            [_run(job, [(_stride(job.extent), 0)]) if job is not None else None for job in g.each]
+            if g.each is not None else None
+            for g in groups
+        ]  # fmt: skip
+        parts = [p for row in rows for p in row] + [p for g in each if g is not None for p in g if p is not None]
+        whole = _across(parts)
+        wanted = [([whole[id(p)] for p in row], 0) for row in rows]
+        if len(wanted) > 1:  # the whole optimizer; with one group, the group's numbers are its
+            wanted.insert(0, ([p for row, _ in wanted for p in row], 1 if several else 0))
+        wanted += [([whole[id(p)]], 0) for g in each if g is not None for p in g if p is not None]
+        medians = _medians(wanted)
+        rows = [row for row, _ in wanted]
+        tensors = [p.sums for p in whole.values()] + [m for m in medians if isinstance(m, Tensor)]
         host = iter(_host(tensors))
         sums = {id(part): [next(host) for _ in SUMS] for part in whole.values()}
-        middle = [next(host) if m is not None else math.nan for m in medians]
+        middle = [next(host) if isinstance(m, Tensor) else math.nan if m is None else m for m in medians]
     stats = [
-        _stats(sum(p.numel for p in row), _values([sums[id(p)] for p in row]), mid) for row, mid in zip(rows, middle)
+        _stats(sum(p.numel for p in row), _values([(sums[id(p)], p.defined) for p in row]), mid)
+        for row, mid in zip(rows, middle)
     ]
     first = 1 if len(groups) > 1 else 0
     total, by_group, by_parameter = stats[0], stats[first : first + len(groups)], iter(stats[first + len(groups) :])
@@ -966,6 +1004,11 @@ def _read(optimizer: Optimizer, per_parameter: bool, inspector: Inspector | None
         params = tuple(next(by_parameter) if p is not None else None for p in ps) if ps is not None else None
         readings.append(GroupReading(gi, by_group[gi], g.moments, g.step, params))
     return Reading(tuple(readings), total)
+
+
+def _stride(extent: int) -> int:
+    """k = ⌈extent / SAMPLE⌉: every k-th of ``extent`` coordinates, at most SAMPLE of them."""
+    return max(1, -(-extent // SAMPLE))
 
 
 def _host(tensors: Iterable[Tensor]) -> list[float]:

@@ -4,6 +4,7 @@ reference path; which buffers are m and V comes from the rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,9 +13,9 @@ import torch
 import momenta
 from distributed import launch
 from momenta import registry
-from momenta.engine import kernels
+from momenta.engine import compat, kernels
 from momenta import introspect
-from momenta.introspect import GRADIENT, Inspector, inspect, lower_median, moments
+from momenta.introspect import GRADIENT, Inspector, _median, inspect, moments
 
 
 def _model(big: bool) -> list[torch.Tensor]:
@@ -211,36 +212,143 @@ def test_rules_declare_their_moment_buffers():
     assert Factored().moment() is None and One().moment() is None
 
 
+@pytest.mark.parametrize("path", ["C++", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n", [1, 7, introspect.SMALL, introspect.SMALL + 1, 50_000])
-def test_lower_median_is_torchs(dtype, n):
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 4096, 50_000])
+def test_the_median_is_torchs_over_the_defined_entries(path, dtype, n, monkeypatch):
+    """NaN entries (r not defined, or NaN) are not counted; over the rest, the lower median
+    as ``torch.median`` takes it, ties, ±∞, ±0, negatives and subnormals included: by the
+    C++ radix select (``native.cpp``, waited for) and by torch's ``nanmedian`` (a GPU's
+    path, and the CPU's until the C++ is built)."""
+    if path == "C++":
+        if compat.native(wait=True) is None:
+            pytest.skip("native.cpp cannot be built here (no C++ compiler or torch headers)")
+    else:
+        monkeypatch.setattr(compat, "native", lambda wait=False: None)
     g = torch.Generator().manual_seed(n)
     r = (torch.rand(n, generator=g, dtype=torch.float64) * 1e-3).to(dtype)
-    r[::5] = r[0]  # ties
-    r[1::7] = -1.0  # not defined
+    r[::5] = r[0] if n else 0.0  # ties
+    r[1::7] = math.nan  # not defined
     r[2::11] = 0.0
     if n > 20:
         r[3] = math.inf
         r[4] = torch.finfo(dtype).tiny / 4  # subnormal
-    kept = r[r >= 0]
+        r[6], r[8], r[9] = -0.5, -math.inf, -0.0
+        r[n // 2 :: 13] = r[n // 2 :: 13] * -1  # the median among negatives and positives
+    kept = r[~r.isnan()]
     want = kept.median() if kept.numel() else torch.tensor(math.nan, dtype=dtype)
-    got = lower_median(r)
-    assert got.dtype == dtype
-    assert (math.isnan(got) and math.isnan(want)) or got.item() == want.item()
-    r[-1] = math.nan
-    assert math.isnan(lower_median(r))
-    assert math.isnan(lower_median(torch.full((n,), -1.0, dtype=dtype)))
+    got = float(_median(r))
+    assert (math.isnan(got) and math.isnan(want)) or got == want.item()
+    assert math.isnan(float(_median(torch.full((n,), math.nan, dtype=dtype))))
 
 
-def test_a_read_makes_two_host_reads_whatever_the_groups(monkeypatch):
-    """Three medians of large samples (the optimizer's and two groups'): their bins are read
-    in one host read, every other number in one more; each median is the one computed alone."""
+def test_a_nan_in_the_state_reads_as_nan_not_as_none():
+    """A NaN gradient (no ``nonfinite`` guard) makes m and V NaN at a coordinate: its group
+    reads NaN for what the NaN enters (‖m‖, mean √V̂, min, median and max of r, rms Δw), not
+    ``None`` ('not defined'), and the other group reads as before."""
     g = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(80, 80, generator=g)) for _ in range(4)]  # 6400 > SMALL each
-    opt = momenta.AdamW([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}])
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=g)
-    opt.step()
+    params = [torch.nn.Parameter(torch.randn(100, generator=g)) for _ in range(2)]
+    opt = momenta.Adam([{"params": [params[0]]}, {"params": [params[1]]}], lr=0.1)
+    inspector = Inspector(opt)
+    for step in range(2):
+        for p in params:
+            p.grad = torch.randn(100, generator=g)
+        if step:
+            params[1].grad[3] = math.nan
+        opt.step()
+    reading = inspector.read()
+    clean, broken = reading.groups
+    assert all(v is not None and math.isfinite(v) for v in clean.stats.as_dict().values())
+    for key in ("m_norm", "sqrt_v_mean", "ratio_min", "ratio_median", "ratio_max", "update_rms"):
+        assert math.isnan(getattr(broken, key)), key
+        assert math.isnan(getattr(reading.total, key)), key
+    per = inspector.read(per_parameter=True)
+    assert per.groups[0].params[0] == clean.stats and math.isnan(per.groups[1].params[0].ratio_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clamp(momenta.rules.Direction):
+    """D(d) = clamp(d, −c, c): an elementwise direction of a user's, with a hyperparameter."""
+
+    limit: float = 0.5
+
+    @property
+    def formula(self) -> str:
+        return "clamp({d})"
+
+    def apply(self, state, d, w, t):
+        return d.clamp(-self.limit, self.limit), {}
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_the_step_goes_through_an_elementwise_direction(path, monkeypatch):
+    """r is the step the rules make, s = lr · D(m̂/(√V̂+ε)), where the direction D is
+    elementwise: Lion's sign moves every coordinate by exactly lr, so r = lr/|w| wherever
+    m ≠ 0 (the generic lr·m̂/|w| would be m's); a user's clamp bounds |s| by lr·c, and a
+    new c (a param-group key, as the rules' every hyperparameter) is read without
+    compiling the pass again. Before a direction over whole parameters (LAMB's trust
+    ratio) r is m̂/(√V̂+ε)'s."""
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    monkeypatch.setattr(introspect, "SAMPLE", 10**9)
+    kwargs = {"foreach": False} if path == "reference" else {}
+    params = _model(big=path == "fast")
+    opt, _, _ = _train(lambda ps: momenta.Lion(ps, lr=0.01, weight_decay=0.1, **kwargs), params)
+    m = torch.cat([opt.state[p]["exp_avg"].double().flatten() for p in params])
+    w = torch.cat([p.detach().double().flatten() for p in params])
+    want = (0.01 * (m != 0) / w.abs())[w != 0]
+    got = inspect(opt).total
+    assert got.ratio_min == pytest.approx(want.min().item(), rel=1e-6)
+    assert got.ratio_median == pytest.approx(want.median().item(), rel=1e-6)
+    assert got.ratio_max == pytest.approx(want.max().item(), rel=1e-6)
+
+    rules = momenta.Rules(momenta.rules.EMA(0.9, bias_correction=True), momenta.rules.EMASq(0.99), direction=_Clamp())
+    params = _model(big=path == "fast")
+    opt, _, _ = _train(lambda ps: momenta.Composed(ps, rules, lr=0.01, **kwargs), params)
+    assert inspect(opt).total.ratio_max * min(p.detach().abs().min().item() for p in params) <= 0.01 * 0.5 * (1 + 1e-6)
+    compiled = len(introspect._compiled)
+    loose = inspect(opt).total
+    opt.param_groups[0]["direction.limit"] = 1e-4
+    tight = inspect(opt).total
+    assert len(introspect._compiled) == compiled
+    assert tight.ratio_median < loose.ratio_median and tight.ratio_max <= 1e-6 / min(
+        p.detach().abs().min().item() for p in params
+    ) * (1 + 1e-6)
+
+    opt, _, _ = _train(lambda ps: momenta.LAMB(ps, lr=0.01, **kwargs), _model(big=False))
+    assert introspect._direction(opt.rules(opt.param_groups[0])) is None
+
+
+def _two_groups(compile: bool):
+    """A large group of slow coordinates and a small one moving 100× faster (its lr), in a
+    flat bucket each, and a complex parameter (read one parameter at a time)."""
+    g = torch.Generator().manual_seed(0)
+    large = [torch.nn.Parameter(torch.randn(200, 200, generator=g)) for _ in range(2)]
+    small = [torch.nn.Parameter(torch.randn(60, 60, generator=g))]
+    odd = [torch.nn.Parameter(torch.randn(20, 10, generator=g, dtype=torch.complex64))]
+    opt = momenta.Adam([{"params": large, "lr": 1e-3}, {"params": small, "lr": 0.1}, {"params": odd, "lr": 1e-3}])
+    for _ in range(2):
+        for p in large + small + odd:
+            p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        opt.step()
+    assert opt._compiled or not compile
+    return opt
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_the_median_samples_every_coordinate_alike_in_one_host_read(compile, monkeypatch):
+    """A read makes one host read, whatever the param groups: the medians stay on the device
+    with every other number. Each group's median samples every k-th of its coordinates laid
+    end to end, and the optimizer's every k-th of all of them, so that a group counts by its
+    coordinates, not by its number of parts: the optimizer's median of a 2¹⁰ sample is near
+    the exact one, within the large group's values, not pulled towards the small fast
+    group's (a sample of equal size from each group or part would put it between the two).
+    A part too small to be on the read's stride samples nothing there, on the compiled path
+    too, and is still read whole in its own group's sample."""
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    monkeypatch.setattr(kernels.config, "compile", compile)
+    if compile:
+        monkeypatch.setattr(kernels.config, "compile_min_numel", 1000)
+    opt = _two_groups(compile)
     reads = []
     original = introspect._host
 
@@ -249,14 +357,23 @@ def test_a_read_makes_two_host_reads_whatever_the_groups(monkeypatch):
         return original(tensors)
 
     monkeypatch.setattr(introspect, "_host", counted)
-    reading = inspect(opt)
-    assert len(reads) == 2
-    monkeypatch.setattr(introspect, "_host", original)
-    monkeypatch.setattr(introspect, "SMALL", 10**9)  # every median by torch's nanmedian instead
-    want = inspect(opt)
-    assert reading.total.ratio_median == want.total.ratio_median is not None
-    for got, ref in zip(reading.groups, want.groups):
-        assert got.stats.ratio_median == ref.stats.ratio_median is not None
+    monkeypatch.setattr(introspect, "SAMPLE", 2**10)
+    sampled = inspect(opt)
+    assert len(reads) == 1
+    monkeypatch.setattr(introspect, "SAMPLE", 10**9)
+    exact = inspect(opt)
+    large, small = exact.groups[0].ratio_median, exact.groups[1].ratio_median
+    assert small > 20 * large  # the groups move at their lrs
+    assert exact.total.ratio_median < 1.5 * large
+    assert sampled.total.ratio_median == pytest.approx(exact.total.ratio_median, rel=0.1)
+    for got, want in zip(sampled.groups[:2], exact.groups):
+        assert got.ratio_median == pytest.approx(want.ratio_median, rel=0.1)
+    # the complex parameter: 400 coordinates after the buckets' 83 600, 0 or 1 on the read's
+    # stride of 82; its group's sample is all of them
+    assert sampled.groups[2].stats == exact.groups[2].stats
+    per_parameter = inspect(opt, per_parameter=True)  # besides, not instead of, the groups' own
+    assert [g.stats for g in per_parameter.groups] == [g.stats for g in exact.groups]
+    assert per_parameter.groups[2].params[0] == exact.groups[2].stats
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
@@ -275,8 +392,12 @@ def test_low_precision_states_are_decoded(precision):
     assert by_parameter.groups[0].params[0].m_norm == pytest.approx(
         float(opt.state[params[0]]["exp_avg"].double().norm())
         if precision == "bf16"
-        else float(momenta.engine.storage.Storage.of(opt.param_groups[0], opt.rules(opt.param_groups[0]), params[0])
-                   .read(opt.state[params[0]], params[0], ("step",))["exp_avg"].double().norm()),
+        else float(
+            momenta.engine.storage.Storage.of(opt.param_groups[0], opt.rules(opt.param_groups[0]), params[0])
+            .read(opt.state[params[0]], params[0], ("step",))["exp_avg"]
+            .double()
+            .norm()
+        ),
         rel=1e-6,
     )
 
@@ -414,8 +535,17 @@ SAMPLES = {"every coordinate": None, "sampled": 4}
 MESHES = {"FSDP": (2,), "HSDP 1×2": (1, 2), "HSDP 2×1": (2, 1)}
 #: each case: its optimizer, sample and mesh
 SHARDED_CASES = {
-    **{f"{name}, {label}": (make, sample, "FSDP") for name, make in SHARDED.items() for label, sample in SAMPLES.items()},
-    **{f"AdamW, {label}, {kind}": (SHARDED["AdamW"], sample, kind) for kind in MESHES if kind != "FSDP" for label, sample in SAMPLES.items()},
+    **{
+        f"{name}, {label}": (make, sample, "FSDP")
+        for name, make in SHARDED.items()
+        for label, sample in SAMPLES.items()
+    },
+    **{
+        f"AdamW, {label}, {kind}": (SHARDED["AdamW"], sample, kind)
+        for kind in MESHES
+        if kind != "FSDP"
+        for label, sample in SAMPLES.items()
+    },
 }
 
 

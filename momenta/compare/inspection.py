@@ -26,9 +26,9 @@ PANELS = [
     ("m_rms", "rms(m)"),
     ("sqrt_v_mean", "mean √V̂"),
     ("update_rms", "rms of the last update Δw"),
-    ("ratio_median", "median |lr·m̂/(√V̂+ε)| / |w|"),
-    ("ratio_max", "max |lr·m̂/(√V̂+ε)| / |w|"),
-    ("ratio_min", "min |lr·m̂/(√V̂+ε)| / |w|"),
+    ("ratio_median", "median |lr·D(m̂/(√V̂+ε))| / |w|"),
+    ("ratio_max", "max |lr·D(m̂/(√V̂+ε))| / |w|"),
+    ("ratio_min", "min |lr·D(m̂/(√V̂+ε))| / |w|"),
 ]
 
 

@@ -554,8 +554,9 @@ def compare_html(result: CompareResult, plots: Sequence[Path], extra: dict[str, 
             (
                 "Inside the optimizers: m, V and the step",
                 "<p>Read after each epoch's last step by <code>momenta.inspect</code>: rms(m), the mean "
-                "of √V̂, the update-to-weight ratio |lr·m̂/(√V̂+ε)|/|w| (per coordinate: median, max, "
-                "min), and the rms of the last update as it moved the weights. Every number: "
+                "of √V̂, the update-to-weight ratio |lr·D(m̂/(√V̂+ε))|/|w| (per coordinate: median, max, "
+                "min; D the direction part where it is elementwise, as Lion's sign), and the rms of "
+                "the last update as it moved the weights. Every number: "
                 "<code>inspect.csv</code>.</p>"
                 + '<div style="display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start">'
                 + f'<div style="flex:1 1 22rem;min-width:0;overflow-x:auto">{inspection.rules_html(result)}</div>'

@@ -236,6 +236,9 @@ class Native:
         self._gather = library.momenta_gather
         self._gather.argtypes = [ctypes.py_object, ctypes.py_object, ctypes.c_char_p, ctypes.py_object]
         self._gather.restype = ctypes.c_int64
+        self._medians = {torch.float32: library.momenta_median_f32, torch.float64: library.momenta_median_f64}
+        for fn in self._medians.values():
+            fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_int64], ctypes.c_double
 
     def holds(self, params: list[Tensor], ptrs: array.array[int]) -> bool:
         """Every ``params[i].data_ptr() == ptrs[i]``."""
@@ -244,6 +247,16 @@ class Native:
     def same_values(self, dicts: list[dict[str, Any]], held: list[Any]) -> bool:
         """The values of ``dicts``, in order, are the objects of ``held``."""
         return bool(self._same(dicts, held))
+
+    def median(self, x: Tensor) -> float | None:
+        """The lower median of 1-D ``x``'s entries that are not NaN, as ``torch.median``
+        takes it (NaN where none is), by a radix select whose time does not depend on the
+        data (``native.cpp``); ``None`` unless ``x`` is a contiguous float32 or float64 CPU
+        tensor."""
+        fn = self._medians.get(x.dtype)
+        if fn is None or x.device.type != "cpu" or x.dim() != 1 or not x.is_contiguous():
+            return None
+        return float(fn(x.data_ptr(), x.numel()))
 
     def gather(self, params: list[Tensor], regions: list[Tensor | None], large: bytes) -> tuple[int, list[Tensor]]:
         """The gradients of ``params`` against their ``regions`` of a flat gradient buffer
@@ -370,7 +383,7 @@ def build_and_note() -> None:
         from torch._inductor.codecache import CppCodeCache
 
         path = CppCodeCache.load(_NATIVE_SOURCE.read_text())._name
-        Native(path)  # it loads, with the three functions
+        Native(path)  # it loads, with its functions
         note = path
     except Exception as error:
         if type(error).__name__ not in _LASTING_FAILURES:
