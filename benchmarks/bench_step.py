@@ -1,5 +1,6 @@
 """Optimizer step time: momenta vs torch.optim (for-loop, foreach, fused), with the memory
-roofline measured in the same rounds. Writes benchmarks/RESULTS.md.
+roofline measured in the same rounds. Writes benchmarks/RESULTS.md (a run with every option at its
+default; else --out FILE).
 
     python benchmarks/bench_step.py [--sets 16x1M,2000x4096,gpt2-small,overhead] [--rounds 7]
 

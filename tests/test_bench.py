@@ -87,6 +87,37 @@ def test_bench_loop_script_rejects_bad_input(capsys):
     assert exit.value.code == 2 and "--iters must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, written",
+    [([], "results"), (["--models", "b"], None), (["--iters", "3"], None), (["--out", "chosen"], "chosen"),
+     (["--models", "b", "--out", "results"], "results")],
+)  # fmt: skip
+def test_the_results_file_is_written_by_the_whole_default_run_alone(argv, written, tmp_path, monkeypatch, capsys):
+    """A benchmarks/ script writes the results file README cites only when run with every
+    option at its default (or when told to with ``--out``): a partial run prints its table
+    and says the file is left as it is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").write_text("kept")
+
+    def add_arguments(parser, default_out):
+        common.add_shared(parser, ["x"], default_out)
+        parser.add_argument("--models", default=None)
+        parser.add_argument("--iters", type=int, default=30)
+
+    def run_cli(args):
+        common.report("the table", args.out, "Title")
+        return 0
+
+    assert common.main(argv, "bench_x.py", "x", add_arguments, run_cli, default_out="results") == 0
+    printed = capsys.readouterr()
+    assert "the table" in printed.out
+    assert ("results is left as it is (--out FILE writes the table)" in printed.err) == (written is None)
+    if written is None:
+        assert (tmp_path / "results").read_text() == "kept"
+    else:
+        assert (tmp_path / written).read_text() == "# Title\n\nthe table"
+
+
 # -- the loop benchmark end to end -------------------------------------------------------------
 
 

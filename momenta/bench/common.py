@@ -14,9 +14,11 @@ import torch
 
 
 def add_shared(parser: argparse.ArgumentParser, optimizers: Sequence[str], default_out: str | None) -> None:
-    """``--optimizers`` (a comma list of ``optimizers``) and ``--out FILE``."""
+    """``--optimizers`` (a comma list of ``optimizers``) and ``--out FILE`` (``default_out``
+    where the run is the whole default one: :func:`main`)."""
     parser.add_argument("--optimizers", default=None, help="comma-separated names: " + ", ".join(optimizers))
-    parser.add_argument("--out", default=default_out, help="write the markdown table to this file")
+    where = f" (default: {default_out}, for a run with every other option at its default)" if default_out else ""
+    parser.add_argument("--out", default=None, help="write the markdown table to this file" + where)
 
 
 def pick(text: str | None, known: Sequence[str], option: str) -> list[str] | None:
@@ -96,10 +98,20 @@ def main(
     run_cli: Callable[[argparse.Namespace], int],
     default_out: str | None = None,
 ) -> int:
-    """A benchmarks/ script: parse ``argv``, run; bad input exits 2 naming the argument."""
+    """A benchmarks/ script: parse ``argv``, run; bad input exits 2 naming the argument.
+    Without ``--out``, the table goes to ``default_out`` (the results file README cites)
+    only where every other option is at its default: a partial run (some models, fewer
+    iterations) prints its table and leaves the file as it is."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_arguments(parser, default_out)
     args = parser.parse_args(argv)
+    if args.out is None and default_out is not None:
+        changed = [name for name, value in vars(args).items() if name != "out" and value != parser.get_default(name)]
+        if changed:
+            options = ", ".join("--" + name.replace("_", "-") for name in changed)
+            progress(f"a partial run ({options}): {default_out} is left as it is (--out FILE writes the table)")
+        else:
+            args.out = default_out
     try:
         return run_cli(args)
     except ValueError as error:

@@ -2,7 +2,8 @@
 
     inspect.csv       optimizer,seed,epoch,numel,m_norm,m_rms,sqrt_v_mean,ratio_min,
                       ratio_median,ratio_max,update_rms   (momenta.introspect's quantities,
-                      read after each epoch's last step; empty cells: not defined)
+                      read after each epoch's last step; empty cells: not defined;
+                      nan: the state held a NaN, as a diverged run's does)
     inspect.<fmt>     one panel per quantity, one line per optimizer (mean over seeds), log y
 
 The report shows each optimizer's m and V rules beside the panels (:func:`rules_html`), and,
