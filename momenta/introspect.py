@@ -412,8 +412,7 @@ def _run(job: _Job, strides: Iterable[tuple[int, int]]) -> _Part:
     ratio = "m" in tensors and moments_.m_rule is not None and moments_.V is not None
     defined = ("m" in tensors, "v" in tensors or moments_.V == ONE, ratio, ratio, "w0" in tensors)
     if not any(defined):  # nothing read but w: nothing to tell
-        nothing = torch.tensor([0.0, 0.0, math.inf, -math.inf, 0.0], dtype=torch.float64, device=w.device)
-        return _Part(numel, nothing, (), defined, shards_)
+        return _Part(numel, _nothing(w.device), (), defined, shards_)
     second = rules.second
     c2 = float(second.correction(t))
     _, values = second.advance({name: torch.zeros(()) for name in second.scalars()}, t)
@@ -432,12 +431,12 @@ def _run(job: _Job, strides: Iterable[tuple[int, int]]) -> _Part:
     numbers += [float(h) for h in hyper.values()]
     work = torch.promote_types(w.dtype, torch.float32)
     if w.numel() == 0:  # an empty shard: nothing to add, no r
-        sums = torch.tensor([0.0, 0.0, math.inf, -math.inf, 0.0], dtype=torch.float64, device=w.device)
-        return _Part(numel, sums, tuple(w.new_empty(0, dtype=work) for _ in strides) if ratio else (), defined, shards_)
+        empty = tuple(w.new_empty(0, dtype=work) for _ in strides) if ratio else ()
+        return _Part(numel, _nothing(w.device), empty, defined, shards_)
     x = dict(tensors)
     if moments_.V == ONE:
         x["one"] = w.new_empty(0)
-    x["packed"] = torch.tensor(numbers, dtype=work, device=w.device)
+    x["packed"] = kernels.numbers_on(numbers, work, w.device)
     x["sums"] = torch.empty(len(SUMS), dtype=torch.float64, device=w.device)
     samples = len(strides) if ratio else 0
     for i, ((k, _), start) in enumerate(zip(strides[:samples], starts)):
@@ -460,6 +459,12 @@ def _run(job: _Job, strides: Iterable[tuple[int, int]]) -> _Part:
             return _Part(numel, x["sums"], tuple(x[f"sample{i}"] for i in range(samples)), defined, shards_)
     run(x)
     return _Part(numel, x["sums"], tuple(x[f"sample{i}"] for i in range(samples)), defined, shards_)
+
+
+def _nothing(device: torch.device) -> Tensor:
+    """The :data:`SUMS` of a part with nothing to add: 0, 0, +∞, −∞, 0 (on a GPU, copied
+    without waiting for the device)."""
+    return kernels.numbers_on((0.0, 0.0, math.inf, -math.inf, 0.0), torch.float64, device)
 
 
 def _direction(rules: Rules) -> Direction | None:

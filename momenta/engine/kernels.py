@@ -34,7 +34,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,11 +289,21 @@ def kernel(
         return None
     numbers = [*_step_scalars(s), *[v for _, v in s.values], *hyper]
     wide = dtype in (torch.float64, torch.complex128)
-    if device.type == "cpu":  # a tensor over an array of the numbers: a third of torch.tensor's cost
-        packed = torch.frombuffer(array.array("d" if wide else "f", map(float, numbers)), dtype=torch.float64 if wide else torch.float32)
-    else:
-        packed = torch.tensor([float(x) for x in numbers], dtype=torch.float64 if wide else torch.float32, device=device)
+    packed = numbers_on(numbers, torch.float64 if wide else torch.float32, device)
     return Kernel(structure_, packed, (dtype, device, buffers))
+
+
+def numbers_on(numbers: Iterable[Any], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``numbers`` (Python numbers or 0-dim CPU tensors) as a 1-D float32 or float64 tensor on
+    ``device``, the way a kernel takes its hyperparameters. On the CPU, a tensor over an array
+    of them (a third of ``torch.tensor``'s cost). On a GPU, copied from pinned host memory
+    without waiting: ``torch.tensor(..., device=...)`` copies from pageable memory, which
+    synchronises the stream (``memcpy_and_sync``), so every step would wait for the backward
+    pass to finish on the device before it could queue its kernels."""
+    host = torch.frombuffer(array.array("d" if dtype == torch.float64 else "f", map(float, numbers)), dtype=dtype)
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _structure(
