@@ -403,11 +403,11 @@ def _prepare_stored(
                 rules, tuple(b.state.buffers), s, h.maximize, h.decays, layout.dtype, layout.device, label, kept
             )
         eager = partial(_eager_stored, kept, rules, s, h)
-        for i in indices:
+        places = [bits(b.params[i], t) if bits is not None and kept.random else storage.NO_BITS for i in indices]
+        for i, ints in zip(indices, storage.ints(places, [layout.sizes[i] for i in indices])):
             start, n = layout.offsets[i], layout.sizes[i]
-            place = bits(b.params[i], t) if bits is not None and kept.random else storage.NO_BITS
             views = b.views(g.split, start, start + -(-n // kept.block) * kept.block, g.direct.get(i))
-            calls.append((kernel, *views, place.ints(n), eager))
+            calls.append((kernel, *views, ints, eager))
     return calls, []
 
 

@@ -48,9 +48,10 @@ Sources: Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR 2
 
 from __future__ import annotations
 
+import array
 import functools
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, cast
@@ -588,10 +589,6 @@ class Bits:
     def of(cls, seed: int, count: int, index: int) -> Bits:
         return cls(_step_key(seed, count), index << 32)
 
-    def ints(self, valid: int) -> Tensor:
-        """``[key, offset, valid]``, the int64 input of a fast-path kernel (:func:`step`)."""
-        return torch.tensor([int(self.key), int(self.offset), valid], dtype=torch.int64)
-
     def uniform(self, n: int, stream: int) -> Tensor:
         """``n`` float32 values uniform in [0, 1) (16 random bits each), from ``stream``."""
         return random_halves(self.key, n, self.offset, stream).to(torch.float32) * 2.0**-16
@@ -602,6 +599,23 @@ def _step_key(seed: int, count: int) -> Tensor:
     """:func:`~momenta.precision.step_key`, once per step for all of a group's parameters
     (a few tensor operations each time otherwise; the tensor is never written)."""
     return step_key(seed, count)
+
+
+def ints(places: Sequence[Bits], valid: Sequence[int]) -> tuple[Tensor, ...]:
+    """Each parameter's ``[key, offset, valid]``, the int64 input of its fast-path kernel
+    (:func:`step`), from its random bits ``places`` and its ``valid`` element count: rows of
+    one tensor made at once over an array (a tensor a parameter took 3.5 µs each, 1 ms a
+    step with 300 parameters); a key shared by parameters is read once."""
+    if not places:
+        return ()
+    keys: dict[int, int] = {}
+    flat = array.array("q")
+    for place, n in zip(places, valid):
+        key = keys.get(id(place.key))
+        if key is None:
+            key = keys[id(place.key)] = int(place.key)
+        flat.extend((key, int(place.offset), n))
+    return torch.frombuffer(flat, dtype=torch.int64).view(-1, 3).unbind(0)
 
 
 #: the random bits of a step that draws none (its kernel's ``ints`` input still exists)
