@@ -442,13 +442,18 @@ def test_ctrl_c_saves_what_finished(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env=subprocess_env(),
+        env={**subprocess_env(), "PYTHONFAULTHANDLER": "1"},
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("writing to")  # training starts now
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # where it hangs: faulthandler's tracebacks of every thread
+        proc.send_signal(signal.SIGABRT)
+        stdout, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"no exit within 120 s of Ctrl-C; its threads:\n{stderr[-6000:]}")
     assert proc.returncode == 130, stderr
     assert stderr == ""  # no traceback, and no progress bar into a pipe
     assert f"interrupted: saved what finished to {out}" in stdout
