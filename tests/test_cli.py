@@ -443,6 +443,10 @@ def test_ctrl_c_saves_what_finished(tmp_path):
         text=True,
         cwd=tmp_path,
         env={**subprocess_env(), "PYTHONFAULTHANDLER": "1"},
+        # Ctrl-C's default disposition, as in a terminal: a suite started in the background
+        # of a non-interactive shell (`.ci/floor &`) ignores SIGINT, and so would the child
+        # (Python installs its KeyboardInterrupt handler only where SIGINT is not ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("writing to")  # training starts now
