@@ -445,19 +445,20 @@ def _run(job: _Job, strides: Iterable[tuple[int, int]]) -> _Part:
         x[f"sample{i}"] = torch.empty(x[f"index{i}"].numel(), dtype=work, device=w.device)
     inputs = tuple(x)
     run = _Pass(inputs, second, rules, names, value_names, ratio, samples, direction)
+    graph: Callable[..., None] | None = None
     if job.compiled and kernels.config.compile:
         key = (
             structure, rules.eps, rules.precondition, rules.zero_over_zero, names, inputs,
             kernels.structure(direction) if direction is not None else None,
             tuple((t_.dtype, t_.device) for t_ in x.values()),
         )  # fmt: skip
-        graph = _compiled.get(key, ...)
-        if graph is ...:
-            graph = _compiled[key] = _compile(run, x)
-        if graph is not None:
-            graph(*x.values())
-            return _Part(numel, x["sums"], tuple(x[f"sample{i}"] for i in range(samples)), defined, shards_)
-    run(x)
+        if key not in _compiled:
+            _compiled[key] = _compile(run, x)
+        graph = _compiled[key]
+    if graph is not None:
+        graph(*x.values())
+    else:
+        run(x)
     return _Part(numel, x["sums"], tuple(x[f"sample{i}"] for i in range(samples)), defined, shards_)
 
 
